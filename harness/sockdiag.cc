@@ -1,0 +1,65 @@
+#include "harness/sockdiag.h"
+
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include "harness/error.h"
+#include "harness/fd.h"
+
+namespace rp {
+
+static void dump_family(int fd, int family, uint16_t port, std::vector<ListenInfo>& out) {
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 req;
+  } msg{};
+  msg.nlh.nlmsg_len = sizeof msg;
+  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  msg.req.sdiag_family = static_cast<uint8_t>(family);
+  msg.req.sdiag_protocol = IPPROTO_TCP;
+  msg.req.idiag_states = 1U << TCP_LISTEN;
+  msg.req.id.idiag_sport = htons(port);
+  check_sys(send(fd, &msg, sizeof msg, 0), "send sock_diag request");
+  alignas(nlmsghdr) char buf[16384];
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    check_sys(n, "recv sock_diag reply");
+    int len = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_type == NLMSG_DONE) return;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
+        throw_sys("sock_diag dump", -e->error);
+      }
+      auto* m = static_cast<inet_diag_msg*>(NLMSG_DATA(h));
+      // The dump filters by state only; the port is checked here.
+      if (ntohs(m->id.idiag_sport) != port) continue;
+      out.push_back({m->idiag_inode, family, m->idiag_rqueue, m->idiag_wqueue});
+    }
+  }
+}
+
+std::vector<ListenInfo> tcp_listeners(uint16_t port) {
+  UniqueFd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!fd) throw_sys("socket NETLINK_SOCK_DIAG");
+  std::vector<ListenInfo> out;
+  dump_family(fd.get(), AF_INET, port, out);
+  dump_family(fd.get(), AF_INET6, port, out);
+  return out;
+}
+
+std::optional<ListenInfo> tcp_listener_by_inode(uint16_t port, uint64_t inode) {
+  for (const auto& l : tcp_listeners(port))
+    if (l.inode == inode) return l;
+  return std::nullopt;
+}
+
+}  // namespace rp
