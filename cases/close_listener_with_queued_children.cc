@@ -1,0 +1,139 @@
+// close_listener_with_queued_children
+//
+// When a reuseport listener closes, the children still waiting in its accept queue are
+// reset, unless the kernel migrates them to another listener of the group
+// (net.ipv4.tcp_migrate_req, 5.14+).
+//
+// Scenario, per variant (family, how the listener goes, K listeners, backlog B, migrate):
+//   1. In a fresh network namespace, set net.ipv4.tcp_migrate_req to the variant's value.
+//   2. Start K SO_REUSEPORT listeners on one loopback port: the victim (listener 0) never
+//      accepts and has backlog B; the other K-1 accept and serve. All are threads for the
+//      close() variants, processes for the SIGKILL ones.
+//   3. Run a closed-loop load with B+1+64 attempts in flight until sock_diag shows the
+//      victim's accept queue full (B+1 children: the queue is full only when it holds more
+//      than the backlog). SYNs that hash to it from then on are dropped and retried.
+//   4. Note the queue length Q that sock_diag reports, then close() the victim (or SIGKILL
+//      its process).
+//   5. Let the load run to its fixed number of attempts; retried SYNs now reach the others.
+//   6. Reconcile the ledger (attempts = outcomes; served per listener as the clients saw it
+//      = as the servers counted it) and compare with cases/expectations.json:
+//      tcp_migrate_req=0 resets exactly the Q queued children and serves everything else;
+//      tcp_migrate_req=1 resets nothing.
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "cases/lib/case.h"
+#include "cases/lib/kernel.h"
+#include "cases/lib/observe.h"
+#include "harness/loadgen.h"
+#include "harness/scope.h"
+#include "harness/server.h"
+#include "harness/sockdiag.h"
+
+namespace rp::cases {
+namespace {
+
+enum class Fault { Close, Sigkill };
+
+struct Variant {
+  Family family;
+  Fault fault;
+  int listeners;
+  int backlog;
+  int migrate;
+
+  std::string name() const {
+    return std::string("tcp") + (family == Family::V4 ? "4" : "6") + (fault == Fault::Close ? "_close" : "_sigkill") +
+           "_k" + std::to_string(listeners) + "_b" + std::to_string(backlog) + "_migrate" + std::to_string(migrate);
+  }
+};
+
+constexpr uint16_t kPort = 47200;
+
+nlohmann::json scenario(const Variant& v) {
+  std::optional<SysctlScope> migrate;
+  if (v.migrate) migrate.emplace("net.ipv4.tcp_migrate_req", "1");
+  else if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", "0");
+
+  const Exec exec = v.fault == Fault::Close ? Exec::Thread : Exec::Process;
+  ListenerGroup group;
+  ListenerSpec victim;
+  victim.socket.addr = Endpoint::loopback(v.family, kPort);
+  victim.socket.backlog = v.backlog;
+  victim.policy = AcceptPolicy::Never;
+  victim.exec = exec;
+  const int victim_id = group.add(victim);
+  for (int i = 1; i < v.listeners; ++i) {
+    ListenerSpec s = victim;
+    s.policy = AcceptPolicy::Serve;
+    s.socket.backlog = 4096;
+    group.add(s);
+  }
+
+  LoadOptions lo;
+  lo.target = Endpoint::loopback(v.family, kPort);
+  lo.threads = 2;
+  lo.concurrency = static_cast<unsigned>(v.backlog + 1 + 64);
+  lo.max_attempts = static_cast<uint64_t>(2 * v.listeners * (v.backlog + 1) + 1000);
+  lo.max_duration = std::chrono::seconds(20);
+  // Long enough for a SYN dropped at the full queue to be retried (1 s, then 3 s) and for
+  // the queued children to wait out the close.
+  lo.connect_timeout = std::chrono::seconds(8);
+  lo.response_timeout = std::chrono::seconds(8);
+  LoadGenerator load(lo);
+  load.start();
+
+  const uint64_t inode = group.inode(victim_id);
+  std::optional<ListenInfo> info;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    info = tcp_listener_by_inode(kPort, inode);
+    if (info && info->accept_queue > info->backlog) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      load.stop();
+      throw std::runtime_error("precondition: the victim's accept queue did not fill in 10 s (holds " +
+                               std::to_string(info ? info->accept_queue : 0) + ", backlog " +
+                               std::to_string(v.backlog) + ")");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  const uint32_t queued = info->accept_queue;
+  if (v.fault == Fault::Close)
+    group.close(victim_id);
+  else
+    group.kill(victim_id);
+  load.wait();
+  group.stop_all();
+
+  nlohmann::json o = ledger_counts(load.ledger(), group);
+  o["queued_at_close"] = queued;
+  o["backlog"] = v.backlog;
+  o["queue_limit"] = v.backlog + 1;
+  o["served_by_victim"] = group.served(victim_id);
+  o["lost_other"] = o["failed"].get<uint64_t>() - o["client_resets"].get<uint64_t>();
+  return o;
+}
+
+class close_listener_with_queued_children : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(close_listener_with_queued_children, run) {
+  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
+}
+
+std::vector<Variant> variants() {
+  std::vector<Variant> out;
+  for (int migrate : {0, 1})
+    for (Family f : {Family::V4, Family::V6})
+      for (Fault fault : {Fault::Close, Fault::Sigkill})
+        for (int k : {2, 4})
+          for (int b : {8, 128}) out.push_back({f, fault, k, b, migrate});
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, close_listener_with_queued_children, ::testing::ValuesIn(variants()),
+                         [](const auto& info) { return info.param.name(); });
+
+}  // namespace
+}  // namespace rp::cases

@@ -1,0 +1,98 @@
+#include "cases/lib/case.h"
+
+#include <gtest/gtest.h>
+
+#include "harness/isolate.h"
+
+namespace rp::cases {
+
+using nlohmann::json;
+
+std::string current_case_name() {
+  std::string suite = ::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name();
+  auto slash = suite.rfind('/');
+  return slash == std::string::npos ? suite : suite.substr(slash + 1);
+}
+
+std::string current_variant() {
+  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  auto slash = name.rfind('/');
+  return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
+static void tell_gtest(const Record& r) {
+  const std::string what = r.case_name + "/" + r.variant + ": " + to_string(r.verdict) +
+                           (r.reason.empty() ? "" : ": " + r.reason) + "\n  observed " + r.observed.dump() +
+                           "\n  expected " + r.expected.dump();
+  switch (r.verdict) {
+    case Verdict::Pass: break;
+    case Verdict::Xfail: ::testing::Test::RecordProperty("xfail", r.reason); break;
+    case Verdict::Skip: GTEST_SKIP() << r.reason;
+    case Verdict::Fail:
+    case Verdict::Xpass:
+    case Verdict::Error: ADD_FAILURE() << what; break;
+  }
+}
+
+Record run_case(const std::string& case_name, const std::string& variant, const Scenario& scenario,
+                std::chrono::milliseconds timeout) {
+  Record r;
+  r.case_name = case_name;
+  r.variant = variant;
+  r.kernel = kernel_release();
+  r.repeat = current_repeat();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto finish = [&] {
+    r.duration_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    emit(r);
+    tell_gtest(r);
+    return r;
+  };
+
+  Resolved res;
+  try {
+    res = expectations().resolve(case_name, variant, running_kernel());
+  } catch (const std::exception& e) {
+    r.verdict = Verdict::Error;
+    r.reason = std::string("expectations: ") + e.what();
+    return finish();
+  }
+  if (!res.entry) {
+    r.verdict = Verdict::Error;
+    r.reason = "no expectation for this variant on kernel " + r.kernel + " in " + expectations_origin();
+    return finish();
+  }
+  r.source = res.entry->source;
+  if (res.skip_reason) {
+    r.verdict = Verdict::Skip;
+    r.reason = *res.skip_reason;
+    return finish();
+  }
+
+  IsolatedResult ir = run_isolated([&] { return scenario().dump(); }, {timeout, true});
+  if (!ir.ok()) {
+    r.verdict = Verdict::Error;
+    r.reason = ir.describe();
+    return finish();
+  }
+  try {
+    r.observed = json::parse(ir.payload);
+  } catch (const json::exception& e) {
+    r.verdict = Verdict::Error;
+    r.reason = std::string("unreadable scenario result: ") + e.what();
+    return finish();
+  }
+  Judgement j = Expectations::judge(*res.entry, r.observed);
+  r.expected = j.expected;
+  r.verdict = j.verdict;
+  r.reason = j.reason;
+  if (r.observed.contains("ledger_mismatches") && !r.observed["ledger_mismatches"].empty()) {
+    std::string m;
+    for (const auto& line : r.observed["ledger_mismatches"]) m += (m.empty() ? "" : "; ") + line.get<std::string>();
+    r.verdict = Verdict::Fail;
+    r.reason = "ledger does not reconcile: " + m + (j.reason.empty() ? "" : "; " + j.reason);
+  }
+  return finish();
+}
+
+}  // namespace rp::cases

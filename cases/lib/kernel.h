@@ -1,0 +1,35 @@
+// The running kernel and what it can do. Features are probed by what the kernel does or
+// exposes, never inferred from the version alone; the version is only for version gates in
+// the expectations file.
+#pragma once
+
+#include <array>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace rp::cases {
+
+struct KernelVersion {
+  std::array<int, 3> v{0, 0, 0};
+  // "6.18.44-fc-v669" -> 6.18.44; "5.10.0-43-cloud-amd64" -> 5.10.0. nullopt if unparsable.
+  static std::optional<KernelVersion> parse(const std::string& s);
+  auto operator<=>(const KernelVersion&) const = default;
+  std::string str() const;
+};
+
+std::string kernel_release();  // uname -r
+KernelVersion running_kernel();
+
+// A feature the expectations may require: its name, what it means, and how it is probed.
+struct Feature {
+  std::string name;
+  std::string description;
+  std::function<bool()> probe;
+};
+const std::map<std::string, Feature>& features();
+// Probes once and remembers the answer; throws on an unknown name.
+bool has_feature(const std::string& name);
+
+}  // namespace rp::cases

@@ -1,0 +1,15 @@
+// Turning what a scenario saw into the named counts of a record.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "harness/ledger.h"
+#include "harness/server.h"
+
+namespace rp::cases {
+
+// attempts, served, one count per outcome (by its stable name), client_resets (reset before
+// or after connect), failed, and ledger_mismatches from reconcile() against the servers.
+nlohmann::json ledger_counts(const Ledger& clients, const ListenerGroup& servers);
+
+}  // namespace rp::cases
