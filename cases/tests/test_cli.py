@@ -1,0 +1,119 @@
+"""The reuseport-check command line: usage errors, privileges, the JSON it writes."""
+import json
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+SCHEMA = json.loads((pathlib.Path(__file__).resolve().parents[2] / "results" / "schema.json").read_text())
+VERDICTS = {"PASS", "FAIL", "XFAIL", "XPASS", "SKIP", "ERROR"}
+ONE_VARIANT = "close_listener_with_queued_children/tcp4_close_k2_b8_migrate0"
+
+
+def run(*args, user=None, timeout=120):
+    cmd = list(args)
+    if user:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"] + cmd
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_has_examples(cli):
+    r = run(cli, "--help")
+    assert r.returncode == 0
+    assert "Examples:" in r.stdout and "reuseport-check run --case" in r.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["run", "--repeat", "0"], ["run", "--repeat", "x"],
+                                  ["run", "--bogus"], ["run", "--json"]])
+def test_bad_usage_exits_2_with_a_message(cli, args):
+    r = run(cli, *args)
+    assert r.returncode == 2, r
+    assert r.stderr.startswith("reuseport-check: "), r.stderr
+    assert "Traceback" not in r.stderr and "terminate called" not in r.stderr
+
+
+def test_unknown_case_glob_lists_the_known_cases(cli):
+    r = run(cli, "run", "--case", "no_such_case*")
+    assert r.returncode == 2
+    assert "no case matches 'no_such_case*'" in r.stderr
+    assert "close_listener_with_queued_children" in r.stderr
+
+
+def test_list_names_cases_and_variants(cli):
+    r = run(cli, "list")
+    assert r.returncode == 0
+    assert "close_listener_with_queued_children (32 variants)" in r.stdout
+    assert "tcp6_sigkill_k4_b128_migrate1" in r.stdout
+
+
+def test_unprivileged_run_says_root_is_needed(cli, require_root):
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) missing")
+    r = run(cli, "run", "--case", ONE_VARIANT, user="nobody")
+    assert r.returncode == 2, r
+    assert "needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN" in r.stderr
+
+
+def check_record(rec):
+    assert set(SCHEMA["record"]) <= set(rec), set(SCHEMA["record"]) - set(rec)
+    assert rec["verdict"] in VERDICTS
+    assert isinstance(rec["observed"], dict) and isinstance(rec["expected"], dict)
+    assert isinstance(rec["repeat"], int) and rec["repeat"] >= 0
+
+
+def test_run_writes_records_that_follow_the_schema(cli, require_root, tmp_path):
+    out = tmp_path / "r.json"
+    r = run(cli, "run", "--case", ONE_VARIANT, "--repeat", "2", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert set(SCHEMA["top_level"]) <= set(doc)
+    assert doc["schema"] == SCHEMA["schema"]
+    assert [x["repeat"] for x in doc["records"]] == [0, 1]
+    for rec in doc["records"]:
+        check_record(rec)
+        assert rec["verdict"] == "PASS", rec
+        obs = rec["observed"]
+        assert obs["attempts"] == sum(obs[k] for k in ("served", "reset_before_connect", "reset_after_connect",
+                                                        "refused", "connect_timeout", "response_timeout",
+                                                        "closed_without_response", "other_error"))
+        assert obs["client_resets"] == obs["queued_at_close"] == 9
+    assert "summary: 2 passed, 0 failed" in r.stdout
+
+
+def test_a_wrong_expectation_fails_the_run(cli, require_root, tmp_path):
+    """The verdict comes from the data: expecting zero resets without migration must FAIL."""
+    exp = json.loads((pathlib.Path(__file__).resolve().parents[1] / "expectations.json").read_text())
+    for e in exp["cases"]["close_listener_with_queued_children"]:
+        if e["variants"] == "*_migrate0":
+            e["expect"]["client_resets"] = 0
+    f = tmp_path / "exp.json"
+    f.write_text(json.dumps(exp))
+    r = subprocess.run([cli, "run", "--case", ONE_VARIANT], capture_output=True, text=True, timeout=120,
+                       env={"RP_EXPECTATIONS": str(f), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 1, r.stdout
+    assert "FAIL" in r.stdout and "client_resets: expected 0, observed 9" in r.stdout
+
+
+def test_xfail_entry_gives_xfail_and_a_passing_run(cli, require_root, tmp_path):
+    exp = json.loads((pathlib.Path(__file__).resolve().parents[1] / "expectations.json").read_text())
+    e = exp["cases"]["close_listener_with_queued_children"][0]
+    e["expect"]["client_resets"] = 0
+    e["xfail"] = "pretend this kernel differs"
+    f = tmp_path / "exp.json"
+    f.write_text(json.dumps(exp))
+    r = subprocess.run([cli, "run", "--case", ONE_VARIANT], capture_output=True, text=True, timeout=120,
+                       env={"RP_EXPECTATIONS": str(f), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stdout
+    assert "XFAIL" in r.stdout
+
+
+def test_malformed_expectations_are_rejected_with_the_place(cli, require_root, tmp_path):
+    exp = json.loads((pathlib.Path(__file__).resolve().parents[1] / "expectations.json").read_text())
+    exp["cases"]["close_listener_with_queued_children"][0]["kernal"] = ">=5.14"
+    f = tmp_path / "exp.json"
+    f.write_text(json.dumps(exp))
+    r = subprocess.run([cli, "run", "--case", ONE_VARIANT], capture_output=True, text=True, timeout=60,
+                       env={"RP_EXPECTATIONS": str(f), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2
+    assert "close_listener_with_queued_children[0]: unknown key 'kernal'" in r.stderr

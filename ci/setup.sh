@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what reuseport-check needs on a Debian 12 (or newer) machine and builds it into
+# build/. Idempotent: packages already present are not fetched again.
+#   ci/setup.sh            install + configure + build
+#   ci/setup.sh --no-build install only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  # build
+  build-essential cmake ninja-build pkg-config
+  # BPF: clang -target bpf, skeletons, libbpf
+  clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
+  # libraries
+  libgtest-dev libbenchmark-dev nlohmann-json3-dev
+  # running cases: network namespaces, sysctls
+  iproute2 procps
+  # the pytest driver and the kernel matrix (qemu guests with a busybox initramfs)
+  python3 python3-pytest python3-pytest-xdist python3-matplotlib
+  qemu-system-x86 busybox-static cpio debian-archive-keyring
+)
+
+as_root() {
+  if [[ $(id -u) == 0 ]]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else echo "ci/setup.sh: installing packages needs root (or sudo)" >&2; exit 2
+  fi
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "ci/setup.sh: installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+[[ ${1:-} == --no-build ]] && exit 0
+
+bpf=ON
+if [[ ! -r /sys/kernel/btf/vmlinux ]]; then
+  echo "ci/setup.sh: no BTF at /sys/kernel/btf/vmlinux: building without the BPF probes" >&2
+  bpf=OFF
+fi
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRP_ENABLE_BPF=$bpf >/dev/null
+ninja -C build
+echo "ci/setup.sh: built build/bin/reuseport-check"
