@@ -28,25 +28,23 @@
 #include "cases/lib/case.h"
 #include "cases/lib/kernel.h"
 #include "cases/lib/observe.h"
+#include "harness/fault.h"
 #include "harness/loadgen.h"
 #include "harness/scope.h"
 #include "harness/server.h"
-#include "harness/sockdiag.h"
 
 namespace rp::cases {
 namespace {
 
-enum class Fault { Close, Sigkill };
-
 struct Variant {
   Family family;
-  Fault fault;
+  FaultKind fault;  // Close (threads) or Kill (processes)
   int listeners;
   int backlog;
   int migrate;
 
   std::string name() const {
-    return std::string("tcp") + (family == Family::V4 ? "4" : "6") + (fault == Fault::Close ? "_close" : "_sigkill") +
+    return std::string("tcp") + (family == Family::V4 ? "4" : "6") + (fault == FaultKind::Close ? "_close" : "_sigkill") +
            "_k" + std::to_string(listeners) + "_b" + std::to_string(backlog) + "_migrate" + std::to_string(migrate);
   }
 };
@@ -58,7 +56,7 @@ nlohmann::json scenario(const Variant& v) {
   if (v.migrate) migrate.emplace("net.ipv4.tcp_migrate_req", "1");
   else if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", "0");
 
-  const Exec exec = v.fault == Fault::Close ? Exec::Thread : Exec::Process;
+  const Exec exec = v.fault == FaultKind::Close ? Exec::Thread : Exec::Process;
   ListenerGroup group;
   ListenerSpec victim;
   victim.socket.addr = Endpoint::loopback(v.family, kPort);
@@ -90,25 +88,15 @@ nlohmann::json scenario(const Variant& v) {
   LoadGenerator load(lo);
   load.start();
 
-  const uint64_t inode = group.inode(victim_id);
-  std::optional<ListenInfo> info;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  for (;;) {
-    info = tcp_listener_by_inode(kPort, inode);
-    if (info && info->accept_queue > info->backlog) break;
-    if (std::chrono::steady_clock::now() > deadline) {
-      load.stop();
-      throw std::runtime_error("precondition: the victim's accept queue did not fill in 10 s (holds " +
-                               std::to_string(info ? info->accept_queue : 0) + ", backlog " +
-                               std::to_string(v.backlog) + ")");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  const Fault fault{v.fault, Trigger::when_queue_full(), {victim_id}};
+  std::vector<FaultEvent> events;
+  try {
+    events = inject(group, load, {fault});
+  } catch (...) {
+    load.stop();
+    throw;
   }
-  const uint32_t queued = info->accept_queue;
-  if (v.fault == Fault::Close)
-    group.close(victim_id);
-  else
-    group.kill(victim_id);
+  const uint32_t queued = events.at(0).queued_before.value();
   load.wait();
   group.stop_all();
 
@@ -131,7 +119,7 @@ std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (int migrate : {0, 1})
     for (Family f : {Family::V4, Family::V6})
-      for (Fault fault : {Fault::Close, Fault::Sigkill})
+      for (FaultKind fault : {FaultKind::Close, FaultKind::Kill})
         for (int k : {2, 4})
           for (int b : {8, 128}) out.push_back({f, fault, k, b, migrate});
   return out;
