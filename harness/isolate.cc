@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,11 +40,15 @@ IsolatedResult run_isolated(const std::function<std::string()>& fn, const Isolat
   int p[2];
   check_sys(pipe2(p, O_CLOEXEC), "pipe2 for the isolated child");
   UniqueFd rd(p[0]), wr(p[1]);
+  const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) throw_sys("fork isolated child");
   if (pid == 0) {
     rd.reset();
     setpgid(0, 0);
+    // A killed caller takes its case with it (and the case its listener processes).
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
     // Tag the message: 'O' the function's result, 'E' an error before or in it.
     std::string out;
     try {

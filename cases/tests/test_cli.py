@@ -14,7 +14,7 @@ ONE_VARIANT = "close_listener_with_queued_children/tcp4_close_k2_b8_migrate0"
 def run(*args, user=None, timeout=120):
     cmd = list(args)
     if user:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"] + cmd
+        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"] + cmd
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -117,3 +117,34 @@ def test_malformed_expectations_are_rejected_with_the_place(cli, require_root, t
                        env={"RP_EXPECTATIONS": str(f), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2
     assert "close_listener_with_queued_children[0]: unknown key 'kernal'" in r.stderr
+
+
+def test_a_run_leaves_nothing_behind(cli, require_root):
+    """No namespace, process, or sysctl change survives a run, including a run killed mid-way."""
+    import os
+    import signal
+    import time
+
+    def migrate():
+        return pathlib.Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text()
+
+    def netns_list():
+        return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+    before = (migrate(), netns_list())
+    r = run(cli, "run", "--case", "close_listener_with_queued_children/tcp4_sigkill_k2_b8_migrate1")
+    assert r.returncode == 0, r.stdout
+    # Killed mid-run: its case children must die with it (they watch their parent).
+    p = subprocess.Popen([cli, "run", "--case", "close_listener_with_queued_children/tcp*_sigkill_*_migrate1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(1.5)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        left = subprocess.run(["pgrep", "-f", cli], capture_output=True, text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, f"processes left: {left}"
+    assert (migrate(), netns_list()) == before
