@@ -145,7 +145,7 @@ Resolved Expectations::resolve(const std::string& case_name, const std::string& 
 Judgement Expectations::judge(const Expectation& e, const json& observed) {
   Judgement j;
   j.expected = json::object();
-  std::string mismatches;
+  std::string mismatches, unobservable;
   for (auto& [key, want] : e.expect.items()) {
     json w = want;
     if (want.is_string() && !want.get<std::string>().empty() && want.get<std::string>()[0] == '$') {
@@ -163,6 +163,12 @@ Judgement Expectations::judge(const Expectation& e, const json& observed) {
       j.reason = "the case did not observe '" + key + "'";
       return j;
     }
+    // null: the running kernel cannot observe it (a probe that could not attach). That is
+    // said, never taken as a match or as a 0.
+    if (observed[key].is_null() || w.is_null()) {
+      unobservable += (unobservable.empty() ? "" : ", ") + key;
+      continue;
+    }
     if (observed[key] != w) {
       if (!mismatches.empty()) mismatches += "; ";
       mismatches += key + ": expected " + w.dump() + (want != w ? " (" + want.get<std::string>() + ")" : "") +
@@ -177,6 +183,8 @@ Judgement Expectations::judge(const Expectation& e, const json& observed) {
     j.verdict = match ? Verdict::Pass : Verdict::Fail;
     j.reason = mismatches;
   }
+  if (!unobservable.empty())
+    j.reason += (j.reason.empty() ? "" : "; ") + std::string("not observable on this kernel: ") + unobservable;
   return j;
 }
 

@@ -1,0 +1,128 @@
+#include "cases/lib/expectations.h"
+
+#include <gtest/gtest.h>
+
+namespace rp::cases {
+namespace {
+
+using nlohmann::json;
+
+json one_case(json entry) { return {{"schema", 1}, {"cases", {{"c", json::array({entry})}}}}; }
+json entry(json expect) { return {{"variants", "*"}, {"expect", expect}, {"source", "socket(7)"}}; }
+
+std::string load_error(const json& j) {
+  try {
+    Expectations::parse(j, "exp.json");
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(KernelVersion, Parses) {
+  EXPECT_EQ(KernelVersion::parse("6.18.44-fc-v669")->str(), "6.18.44");
+  EXPECT_EQ(KernelVersion::parse("5.10.0-43-cloud-amd64")->str(), "5.10.0");
+  EXPECT_EQ(KernelVersion::parse("7.2")->str(), "7.2.0");
+  EXPECT_FALSE(KernelVersion::parse("linux"));
+}
+
+TEST(VersionRange, Bounds) {
+  auto r = VersionRange::parse(">=5.14,<6.13");
+  EXPECT_FALSE(r.contains(*KernelVersion::parse("5.10.0")));
+  EXPECT_TRUE(r.contains(*KernelVersion::parse("5.14.0")));
+  EXPECT_TRUE(r.contains(*KernelVersion::parse("6.12.9")));
+  EXPECT_FALSE(r.contains(*KernelVersion::parse("6.13.0")));
+  EXPECT_TRUE(VersionRange::parse("").contains(*KernelVersion::parse("3.9.0")));
+}
+
+TEST(VersionRange, RejectsMalformed) {
+  EXPECT_THROW(VersionRange::parse("5.14"), std::invalid_argument);
+  EXPECT_THROW(VersionRange::parse(">=five"), std::invalid_argument);
+  EXPECT_THROW(VersionRange::parse(">=6.1,<5.10"), std::invalid_argument);
+  EXPECT_THROW(VersionRange::parse("=>6.1"), std::invalid_argument);
+}
+
+TEST(Loader, RejectsUnknownKeysNamingTheEntry) {
+  json e = entry({{"x", 1}});
+  e["kernal"] = ">=5.14";
+  EXPECT_EQ(load_error(one_case(e)), "exp.json: c[0]: unknown key 'kernal'");
+  json top = one_case(entry({{"x", 1}}));
+  top["extra"] = 1;
+  EXPECT_EQ(load_error(top), "exp.json: unknown key 'extra'");
+}
+
+TEST(Loader, RejectsMissingSourceUnknownFeatureBadRange) {
+  json e = entry({{"x", 1}});
+  e.erase("source");
+  EXPECT_NE(load_error(one_case(e)).find("'source'"), std::string::npos);
+  e = entry({{"x", 1}});
+  e["requires"] = {"time_travel"};
+  EXPECT_NE(load_error(one_case(e)).find("unknown feature \"time_travel\""), std::string::npos);
+  e = entry({{"x", 1}});
+  e["kernel"] = "6.1";
+  EXPECT_NE(load_error(one_case(e)).find("c[0]: kernel range '6.1'"), std::string::npos);
+  e = entry(json::object());
+  EXPECT_NE(load_error(one_case(e)).find("'expect' must be a non-empty object"), std::string::npos);
+}
+
+TEST(Resolve, FirstMatchingEntryByVariantAndKernel) {
+  json j = {{"schema", 1},
+            {"cases",
+             {{"c",
+               {{{"variants", "*_a"}, {"kernel", "<6.1"}, {"expect", {{"x", 1}}}, {"source", "old"}},
+                {{"variants", "*_a"}, {"expect", {{"x", 2}}}, {"source", "new"}},
+                {{"variants", "*_b"}, {"skip", "not here"}, {"source", "s"}}}}}}};
+  auto ex = Expectations::parse(j, "t");
+  EXPECT_EQ(ex.resolve("c", "v_a", *KernelVersion::parse("5.10")).entry->source, "old");
+  EXPECT_EQ(ex.resolve("c", "v_a", *KernelVersion::parse("6.18")).entry->source, "new");
+  auto skip = ex.resolve("c", "v_b", *KernelVersion::parse("6.18"));
+  ASSERT_TRUE(skip.skip_reason);
+  EXPECT_EQ(*skip.skip_reason, "not here");
+  EXPECT_EQ(ex.resolve("c", "v_c", *KernelVersion::parse("6.18")).entry, nullptr);
+  EXPECT_EQ(ex.resolve("nope", "v_a", *KernelVersion::parse("6.18")).entry, nullptr);
+}
+
+TEST(Judge, ReferencesLiteralsAndVerdicts) {
+  Expectation e;
+  e.expect = {{"resets", "$queued"}, {"lost", 0}};
+  auto j = Expectations::judge(e, {{"resets", 9}, {"queued", 9}, {"lost", 0}});
+  EXPECT_EQ(j.verdict, Verdict::Pass);
+  EXPECT_EQ(j.expected["resets"], 9);
+  j = Expectations::judge(e, {{"resets", 8}, {"queued", 9}, {"lost", 0}});
+  EXPECT_EQ(j.verdict, Verdict::Fail);
+  EXPECT_EQ(j.reason, "resets: expected 9 ($queued), observed 8");
+  e.xfail = "known bug";
+  EXPECT_EQ(Expectations::judge(e, {{"resets", 8}, {"queued", 9}, {"lost", 0}}).verdict, Verdict::Xfail);
+  EXPECT_EQ(Expectations::judge(e, {{"resets", 9}, {"queued", 9}, {"lost", 0}}).verdict, Verdict::Xpass);
+}
+
+TEST(Judge, MissingObservationIsAnError) {
+  Expectation e;
+  e.expect = {{"resets", "$queued"}};
+  EXPECT_EQ(Expectations::judge(e, {{"resets", 1}}).verdict, Verdict::Error);
+  EXPECT_EQ(Expectations::judge(e, {{"queued", 1}}).verdict, Verdict::Error);
+}
+
+TEST(Judge, NotObservableIsSaidNeverMatched) {
+  Expectation e;
+  e.expect = {{"resets", 3}, {"kernel_orphans", "$resets"}};
+  auto j = Expectations::judge(e, {{"resets", 3}, {"kernel_orphans", nullptr}});
+  EXPECT_EQ(j.verdict, Verdict::Pass);
+  EXPECT_EQ(j.reason, "not observable on this kernel: kernel_orphans");
+}
+
+TEST(BuiltIn, TheShippedExpectationsLoad) {
+  EXPECT_NO_THROW(expectations());
+  EXPECT_FALSE(expectations().case_names().empty());
+}
+
+TEST(Verdicts, WhichFail) {
+  EXPECT_TRUE(is_failure(Verdict::Fail));
+  EXPECT_TRUE(is_failure(Verdict::Xpass));
+  EXPECT_TRUE(is_failure(Verdict::Error));
+  EXPECT_FALSE(is_failure(Verdict::Xfail));
+  EXPECT_FALSE(is_failure(Verdict::Skip));
+}
+
+}  // namespace
+}  // namespace rp::cases
