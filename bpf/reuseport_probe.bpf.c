@@ -1,0 +1,435 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * reuseport_probe: the kernel-side oracle of reuseport-check.
+ *
+ * Counts, for one TCP port in one network namespace, which kernel paths ran when
+ * SO_REUSEPORT listeners close: listener closes, never-accepted children dropped with
+ * their listener ("orphans"), the RSTs those orphans send, the RSTs clients receive,
+ * kfree_skb drops by reason, and children queued per listener.
+ *
+ * Program types, by what attaches where (see probes/reuseport_probe.cc):
+ *  - raw_tp for everything that must always work: no tracefs, no BTF attach, and the
+ *    arguments arrive unformatted (a classic tracepoint would copy sockaddrs first).
+ *  - tp_btf/sk_data_ready, optional: bpf_get_socket_cookie() needs a BTF socket pointer,
+ *    and the tracepoint only exists on newer kernels (6.18 has it).
+ *  - tp_btf/kfree_skb, optional: drops by reason need a kernel whose event has a reason,
+ *    and BTF loads keep the cost of this machine-wide event low.
+ *  - fexit/reuseport_migrate_sock, optional, off by default: many kernels refuse it (the
+ *    6.18 test machine rejects the load with EPERM); migrations are then only visible in
+ *    TcpExt TCPMigrateReq*.
+ *
+ * Per event work is kept small because the cost target is <= 3% of the connection rate:
+ * every program tests what it gets for free (states, arguments) before it reads memory,
+ * then the port, then the namespace, and only then touches a map.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "reuseport_probe.h"
+
+#define RP_AF_INET 2
+#define RP_AF_INET6 10
+#define RP_ETH_P_IP 0x0800
+#define RP_ETH_P_IPV6 0x86DD
+#define RP_IPPROTO_TCP 6
+
+/* Tunables, set by the loader between open and load. */
+const volatile __u16 target_port = 0;  /* host order; 0 matches every port */
+const volatile __u64 target_netns = 0; /* net->net_cookie; 0 matches every namespace */
+
+struct rp_counters counters = {};
+__u64 drops[RP_MAX_DROP_REASONS] = {};
+/* Set once any filtered listener closed: until then tcp_destroy_sock does no map lookup. */
+__u64 closing_seen = 0;
+
+/*
+ * Why orphans are recognised by thread and window:
+ * __tcp_close() of a listener runs tcp_set_state(LISTEN -> CLOSE), then
+ * inet_csk_listen_stop(), which for every child still in the accept queue calls
+ * inet_child_forget() -> tcp_disconnect() (child -> CLOSE, active RST with reason
+ * TCP_STATE) -> inet_csk_destroy_sock(child); then the listener itself is destroyed
+ * (tcp_destroy_sock). All of it runs synchronously in the closing thread. A child that
+ * was never accepted has sk_socket == NULL (sock_graft() happens in accept()).
+ * So an orphan is: a child of the port going ESTABLISHED/CLOSE_WAIT/SYN_RECV -> CLOSE with
+ * sk_socket == NULL, in a thread that is between a filtered LISTEN -> CLOSE and that
+ * listener's tcp_destroy_sock. The key is the thread (pid_tgid), not the process: a
+ * process can close listeners from several threads at once.
+ * What it cannot tell apart: a queued child of another listener of the same port reset by
+ * its peer in a softirq that happens to run on the closing thread inside the window
+ * (needs a peer RST landing in that microsecond window); and a listener shut down with
+ * shutdown(SHUT_RD) keeps its window open until the socket is closed (there is no
+ * tcp_destroy_sock before that).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, RP_MAX_CLOSING_THREADS);
+	__type(key, __u64);
+	__type(value, struct rp_closing);
+} rp_closing SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RP_MAX_LISTENERS);
+	__type(key, __u64);
+	__type(value, struct rp_listener_stats);
+} rp_listeners SEC(".maps");
+
+/* net->net_cookie was an atomic64_t generated on first use before v5.12 ("net: initialize
+ * net->net_cookie at netns setup" made it a plain u64 set at creation). CO-RE picks the
+ * layout the running kernel has; a mismatching type makes the relocation fail, so the
+ * u64 form is tried first. */
+struct net___atomic_cookie {
+	atomic64_t net_cookie;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 netns_cookie_of(const struct net *net)
+{
+	if (bpf_core_field_exists(net->net_cookie))
+		return BPF_CORE_READ(net, net_cookie);
+	return BPF_CORE_READ((struct net___atomic_cookie *)net, net_cookie.counter);
+}
+
+static __always_inline bool sk_netns_ok(const struct sock *sk)
+{
+	if (!target_netns)
+		return true;
+	return netns_cookie_of(BPF_CORE_READ(sk, __sk_common.skc_net.net)) == target_netns;
+}
+
+/* The same for programs with BTF-typed pointers (tp_btf): plain loads instead of one
+ * bpf_probe_read_kernel() call per field, which matters on per-segment events. */
+static __always_inline bool sk_netns_ok_btf(const struct sock *sk)
+{
+	const struct net *net;
+
+	if (!target_netns)
+		return true;
+	net = sk->__sk_common.skc_net.net;
+	if (bpf_core_field_exists(net->net_cookie))
+		return net->net_cookie == target_netns;
+	return ((const struct net___atomic_cookie *)net)->net_cookie.counter == target_netns;
+}
+
+static __always_inline bool port_ok(__u16 port_net_order)
+{
+	return !target_port || bpf_ntohs(port_net_order) == target_port;
+}
+
+/* The local port of a full socket. skc_num is already 0 when a socket reaches CLOSE
+ * (inet_put_port() runs before the tracepoint); inet_sport is kept. */
+static __always_inline __u16 sk_local_port_net(const struct sock *sk)
+{
+	return BPF_CORE_READ((const struct inet_sock *)sk, inet_sport);
+}
+
+static __always_inline void count(__u64 *c)
+{
+	__sync_fetch_and_add(c, 1);
+}
+
+static __always_inline struct rp_listener_stats *listener_stats(__u64 cookie)
+{
+	struct rp_listener_stats zero = {};
+	struct rp_listener_stats *s;
+
+	s = bpf_map_lookup_elem(&rp_listeners, &cookie);
+	if (s)
+		return s;
+	/* EEXIST from a racing CPU is fine; only a full map loses the update. */
+	bpf_map_update_elem(&rp_listeners, &cookie, &zero, BPF_NOEXIST);
+	s = bpf_map_lookup_elem(&rp_listeners, &cookie);
+	if (!s)
+		count(&counters.listener_map_full);
+	return s;
+}
+
+static __always_inline void on_listener_close(const struct sock *sk)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct rp_closing c = {};
+
+	count(&counters.listener_closes);
+	c.listener = (__u64)sk;
+	/* Raw read: 0 means no cookie was ever generated for this socket (no SO_COOKIE, no
+	 * sk_data_ready seen); bpf_get_socket_cookie() is not callable from raw_tp. */
+	c.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (bpf_map_update_elem(&rp_closing, &tid, &c, BPF_ANY))
+		count(&counters.closing_map_full);
+	closing_seen = 1;
+	if (c.cookie) {
+		struct rp_listener_stats *s = listener_stats(c.cookie);
+
+		if (s)
+			s->closed = 1;
+	}
+}
+
+static __always_inline void on_child_close(const struct sock *sk)
+{
+	struct rp_closing *c;
+	__u64 tid;
+
+	if (BPF_CORE_READ(sk, sk_socket))
+		return;
+	if (!port_ok(sk_local_port_net(sk)) || !sk_netns_ok(sk))
+		return;
+	tid = bpf_get_current_pid_tgid();
+	c = bpf_map_lookup_elem(&rp_closing, &tid);
+	if (!c)
+		return;
+	count(&counters.orphaned_children);
+	if (c->cookie) {
+		struct rp_listener_stats *s = bpf_map_lookup_elem(&rp_listeners, &c->cookie);
+
+		if (s)
+			__sync_fetch_and_add(&s->orphans, 1);
+	}
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(rp_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_CLOSE)
+		return 0;
+	if (oldstate == TCP_LISTEN) {
+		if (BPF_CORE_READ(sk, sk_protocol) != RP_IPPROTO_TCP)
+			return 0;
+		if (!port_ok(sk_local_port_net(sk)) || !sk_netns_ok(sk))
+			return 0;
+		on_listener_close(sk);
+		return 0;
+	}
+	/* tcp_need_reset() states: an accept-queue child can be ESTABLISHED, CLOSE_WAIT (peer
+	 * already sent FIN) or SYN_RECV (a TCP Fast Open child). */
+	if (oldstate != TCP_ESTABLISHED && oldstate != TCP_CLOSE_WAIT &&
+	    oldstate != TCP_SYN_RECV)
+		return 0;
+	if (!closing_seen)
+		return 0;
+	on_child_close(sk);
+	return 0;
+}
+
+SEC("raw_tp/tcp_destroy_sock")
+int BPF_PROG(rp_destroy_sock, const struct sock *sk)
+{
+	struct rp_closing *c;
+	__u64 tid;
+
+	if (!closing_seen)
+		return 0;
+	tid = bpf_get_current_pid_tgid();
+	c = bpf_map_lookup_elem(&rp_closing, &tid);
+	if (c && c->listener == (__u64)sk)
+		bpf_map_delete_elem(&rp_closing, &tid);
+	return 0;
+}
+
+/* Source and destination port of an skb's TCP header, the skb's fields given (read by
+ * the caller, by CO-RE probe reads or by BTF loads). Returns false when the skb carries
+ * no located TCP header. */
+static __always_inline bool tcp_ports_at(unsigned char *head, __u16 proto, __u16 nh, __u16 th,
+					 __u16 ports[2])
+{
+	__u8 l4;
+
+	if (th == (__u16)~0U || nh == (__u16)~0U)
+		return false;
+	if (proto == bpf_htons(RP_ETH_P_IP)) {
+		if (bpf_probe_read_kernel(&l4, sizeof(l4),
+					  head + nh + offsetof(struct iphdr, protocol)))
+			return false;
+	} else if (proto == bpf_htons(RP_ETH_P_IPV6)) {
+		/* Extension headers are not followed: such segments are not attributed. */
+		if (bpf_probe_read_kernel(&l4, sizeof(l4),
+					  head + nh + offsetof(struct ipv6hdr, nexthdr)))
+			return false;
+	} else {
+		return false;
+	}
+	if (l4 != RP_IPPROTO_TCP)
+		return false;
+	/* struct tcphdr starts with source, dest. */
+	return bpf_probe_read_kernel(ports, 2 * sizeof(__u16), head + th) == 0;
+}
+
+static __always_inline bool skb_tcp_ports(const struct sk_buff *skb, __u16 ports[2])
+{
+	return tcp_ports_at(BPF_CORE_READ(skb, head), BPF_CORE_READ(skb, protocol),
+			    BPF_CORE_READ(skb, network_header), BPF_CORE_READ(skb, transport_header),
+			    ports);
+}
+
+static __always_inline bool skb_netns_ok(const struct sk_buff *skb, const struct sock *sk)
+{
+	struct net_device *dev;
+
+	if (!target_netns)
+		return true;
+	if (!sk)
+		sk = BPF_CORE_READ(skb, sk);
+	if (sk)
+		return sk_netns_ok(sk);
+	dev = BPF_CORE_READ(skb, dev);
+	if (!dev)
+		return false;
+	return netns_cookie_of(BPF_CORE_READ(dev, nd_net.net)) == target_netns;
+}
+
+/*
+ * tcp_send_reset(sk, skb[, reason]). The reason argument came with the rstreason series
+ * (v6.10), together with the event's `reason` field; the event also lost its sport/dport
+ * fields for sockaddr ones in 6.x, while 5.10-6.1 have (sk, skb) and ports. The raw
+ * arguments are read here, and whether ctx[2] exists is decided by CO-RE on the event
+ * struct: on a kernel without the field the branch is dead and the verifier never sees
+ * the read, which would otherwise fail the attach (max_ctx_offset > num_args).
+ */
+SEC("raw_tp/tcp_send_reset")
+int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	bool has_reason = bpf_core_field_exists(struct trace_event_raw_tcp_send_reset, reason);
+	__u32 reason = 0;
+	__u16 ports[2], local;
+
+	if (has_reason)
+		reason = (__u32)ctx[2];
+
+	if (!skb) {
+		/* An active reset: sk is a full socket. */
+		if (!sk)
+			return 0;
+		local = sk_local_port_net(sk);
+		if (!port_ok(local) || !sk_netns_ok(sk))
+			return 0;
+		if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE &&
+		    (!has_reason ||
+		     reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_STATE)) &&
+		    closing_seen) {
+			__u64 tid = bpf_get_current_pid_tgid();
+
+			if (bpf_map_lookup_elem(&rp_closing, &tid)) {
+				count(&counters.orphan_resets);
+				return 0;
+			}
+		}
+		count(&counters.other_resets_sent);
+		return 0;
+	}
+	/* A reply to a segment: our port is its destination (sk may be NULL, a listener, a
+	 * request or a timewait socket, so it is not read for the port). */
+	if (!skb_tcp_ports(skb, ports) || !port_ok(ports[1]))
+		return 0;
+	if (!skb_netns_ok(skb, sk))
+		return 0;
+	count(&counters.other_resets_sent);
+	return 0;
+}
+
+SEC("raw_tp/tcp_receive_reset")
+int BPF_PROG(rp_recv_reset, const struct sock *sk)
+{
+	__u16 remote = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	__u16 local = sk_local_port_net(sk);
+
+	if (port_ok(remote)) {
+		if (sk_netns_ok(sk))
+			count(&counters.resets_received);
+	} else if (port_ok(local)) {
+		if (sk_netns_ok(sk))
+			count(&counters.resets_received_local);
+	}
+	return 0;
+}
+
+/*
+ * kfree_skb(skb, location[, reason[, rx_sk]]): the reason came with v5.17 ("net: skb:
+ * introduce kfree_skb_reason()"), rx_sk later (6.18 has it). It fires for every dropped
+ * skb of the machine (on 6.18 also once per ordinary connection, QUEUE_PURGE at socket
+ * destruction), hence tp_btf: the skb fields are plain loads. Optional: the loader only
+ * enables it when the event has a reason; the CO-RE test keeps the ctx[2] read out of the
+ * verifier's sight on other kernels all the same.
+ */
+SEC("?tp_btf/kfree_skb")
+int BPF_PROG(rp_kfree_skb, struct sk_buff *skb)
+{
+	const struct sock *sk = NULL;
+	__u16 ports[2];
+	__u32 reason;
+
+	if (!bpf_core_field_exists(struct trace_event_raw_kfree_skb, reason))
+		return 0;
+	reason = (__u32)ctx[2];
+	if (!tcp_ports_at(skb->head, skb->protocol, skb->network_header, skb->transport_header,
+			  ports))
+		return 0;
+	if (!port_ok(ports[0]) && !port_ok(ports[1]))
+		return 0;
+	if (target_netns) {
+		if (bpf_core_field_exists(struct trace_event_raw_kfree_skb, rx_sk))
+			sk = (const struct sock *)ctx[3];
+		if (!sk)
+			sk = skb->sk;
+		if (sk) {
+			if (!sk_netns_ok_btf(sk))
+				return 0;
+		} else if (!skb->dev) {
+			return 0;
+		} else {
+			const struct net *net = skb->dev->nd_net.net;
+
+			if (netns_cookie_of(net) != target_netns)
+				return 0;
+		}
+	}
+	if (reason < RP_MAX_DROP_REASONS)
+		count(&drops[reason]);
+	else
+		count(&counters.drops_out_of_range);
+	return 0;
+}
+
+/*
+ * A listener's sk_data_ready fires once per child it queues: tcp_child_process() wakes
+ * the parent when the child leaves SYN_RECV, the Fast Open and syncookie paths likewise,
+ * and inet_csk_listen_stop() wakes the listener it migrates a child to (so with
+ * tcp_migrate_req a migrated child counts for both listeners; measured on 6.18).
+ */
+SEC("?tp_btf/sk_data_ready")
+int BPF_PROG(rp_data_ready, struct sock *sk)
+{
+	struct rp_listener_stats *s;
+	__u64 cookie;
+
+	if (sk->__sk_common.skc_state != TCP_LISTEN)
+		return 0;
+	if (sk->sk_protocol != RP_IPPROTO_TCP)
+		return 0;
+	if (target_port && sk->__sk_common.skc_num != target_port)
+		return 0;
+	if (!sk_netns_ok_btf(sk))
+		return 0;
+	cookie = bpf_get_socket_cookie(sk);
+	s = listener_stats(cookie);
+	if (s)
+		__sync_fetch_and_add(&s->children, 1);
+	return 0;
+}
+
+/* reuseport_migrate_sock(sk, migrating_sk, skb): sk is the listener being left. */
+SEC("?fexit/reuseport_migrate_sock")
+int BPF_PROG(rp_migrate_exit, struct sock *sk, struct sock *migrating_sk,
+	     struct sk_buff *skb, struct sock *ret)
+{
+	if (!port_ok(sk_local_port_net(sk)) || !sk_netns_ok(sk))
+		return 0;
+	if (ret)
+		count(&counters.migrate_target_found);
+	else
+		count(&counters.migrate_no_target);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

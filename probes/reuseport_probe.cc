@@ -1,0 +1,469 @@
+#include "probes/reuseport_probe.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#include "bpf/reuseport_probe.h"
+#include "reuseport_probe.skel.h"
+
+// Both arrived in Linux 5.14 / 2.6.39 uapi headers; the values are the asm-generic ones
+// (x86, arm64). Older libc headers may lack the first.
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+
+namespace rp::probes {
+namespace {
+
+constexpr const char* kObjectName = "reuseport_probe";
+constexpr const char* kProgDataReady = "rp_data_ready";
+constexpr const char* kProgMigrate = "rp_migrate_exit";
+constexpr const char* kProgKfreeSkb = "rp_kfree_skb";
+
+std::string describe(const std::string& operation, int err) {
+  return operation + ": " + std::strerror(err);
+}
+
+// libbpf's print callback is process-wide. While a probe is being set up, its messages are
+// collected (they name the failing program and carry the verifier log) instead of going
+// to stderr; RP_BPF_VERBOSE=1 shows them as well.
+thread_local std::string* g_libbpf_log = nullptr;
+
+int collect_libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
+  static const bool verbose = [] {
+    const char* v = std::getenv("RP_BPF_VERBOSE");
+    return v != nullptr && *v != '\0' && *v != '0';
+  }();
+  if (verbose) {
+    va_list copy;
+    va_copy(copy, args);
+    std::vfprintf(stderr, fmt, copy);
+    va_end(copy);
+  }
+  if (g_libbpf_log != nullptr && level != LIBBPF_DEBUG) {
+    char buf[1024];
+    std::vsnprintf(buf, sizeof(buf), fmt, args);
+    g_libbpf_log->append(buf);
+  }
+  return 0;
+}
+
+class LibbpfLogScope {
+ public:
+  explicit LibbpfLogScope(std::string* log) : previous_(libbpf_set_print(collect_libbpf_print)) {
+    g_libbpf_log = log;
+  }
+  ~LibbpfLogScope() {
+    g_libbpf_log = nullptr;
+    libbpf_set_print(previous_);
+  }
+  LibbpfLogScope(const LibbpfLogScope&) = delete;
+  LibbpfLogScope& operator=(const LibbpfLogScope&) = delete;
+
+ private:
+  libbpf_print_fn_t previous_;
+};
+
+struct BtfDeleter {
+  void operator()(struct btf* b) const { btf__free(b); }
+};
+using BtfPtr = std::unique_ptr<struct btf, BtfDeleter>;
+
+bool btf_struct_has_member(const struct btf* btf, const char* type, const char* member) {
+  const __s32 id = btf__find_by_name_kind(btf, type, BTF_KIND_STRUCT);
+  if (id < 0) return false;
+  const struct btf_type* t = btf__type_by_id(btf, id);
+  const struct btf_member* m = btf_members(t);
+  for (unsigned short i = 0; i < btf_vlen(t); ++i, ++m) {
+    const char* name = btf__name_by_offset(btf, m->name_off);
+    if (name != nullptr && std::strcmp(name, member) == 0) return true;
+  }
+  return false;
+}
+
+bool btf_has(const struct btf* btf, const char* name, __u32 kind) {
+  return btf__find_by_name_kind(btf, name, kind) >= 0;
+}
+
+// enum skb_drop_reason values differ between kernels (reasons are inserted in the middle
+// of the enum), so names are taken from the running kernel's BTF, never compiled in.
+std::vector<std::string> drop_reason_names(const struct btf* btf) {
+  std::vector<std::string> names(RP_MAX_DROP_REASONS);
+  const __s32 id = btf__find_by_name_kind(btf, "skb_drop_reason", BTF_KIND_ENUM);
+  if (id >= 0) {
+    const struct btf_type* t = btf__type_by_id(btf, id);
+    const struct btf_enum* e = btf_enum(t);
+    constexpr std::string_view kPrefix = "SKB_DROP_REASON_";
+    for (unsigned short i = 0; i < btf_vlen(t); ++i, ++e) {
+      const auto value = static_cast<__u32>(e->val);
+      if (value >= RP_MAX_DROP_REASONS) continue;
+      std::string_view name = btf__name_by_offset(btf, e->name_off);
+      if (name.substr(0, kPrefix.size()) == kPrefix) name.remove_prefix(kPrefix.size());
+      names[value] = std::string(name);
+    }
+  }
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (names[i].empty()) names[i] = "reason_" + std::to_string(i);
+  return names;
+}
+
+// The program libbpf named in a load failure ("prog 'rp_migrate_exit': failed to load").
+bool log_names_failed_program(const std::string& log, const char* prog) {
+  return log.find(std::string("prog '") + prog + "': failed to load") != std::string::npos;
+}
+
+std::uint32_t prog_id(int fd) {
+  struct bpf_prog_info info {};
+  __u32 len = sizeof(info);
+  if (int err = bpf_obj_get_info_by_fd(fd, &info, &len); err != 0)
+    throw ProbeError("bpf: get prog info", -err);
+  return info.id;
+}
+
+std::uint32_t link_id(int fd) {
+  struct bpf_link_info info {};
+  __u32 len = sizeof(info);
+  if (int err = bpf_obj_get_info_by_fd(fd, &info, &len); err != 0)
+    throw ProbeError("bpf: get link info", -err);
+  return info.id;
+}
+
+std::uint64_t load_relaxed(const __u64& v) {
+  return std::atomic_ref<const __u64>(v).load(std::memory_order_relaxed);
+}
+
+Counter sub(const Counter& after, const Counter& before) {
+  Counter c{std::nullopt, after.source};
+  if (after.value && before.value) c.value = *after.value - *before.value;
+  return c;
+}
+
+}  // namespace
+
+ProbeError::ProbeError(const std::string& operation, int err, const std::string& detail)
+    : std::runtime_error(describe(operation, err < 0 ? -err : err)),
+      err_(err < 0 ? -err : err),
+      detail_(detail) {}
+
+struct ReuseportProbe::Impl {
+  ProbeOptions options;
+  Capabilities caps;
+  struct reuseport_probe* skel = nullptr;
+  std::vector<struct bpf_link*> links;
+  std::vector<std::string> reason_names;
+
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  // The single cleanup path: links first (detaches), then programs and maps.
+  ~Impl() {
+    for (struct bpf_link* l : links) bpf_link__destroy(l);
+    reuseport_probe__destroy(skel);
+  }
+
+  // Opens, configures and loads one attempt. Returns 0 or a negative libbpf error; on
+  // failure skel is destroyed again.
+  int try_load(bool data_ready, bool migrate, bool drops, std::string& log) {
+    skel = reuseport_probe__open();
+    if (skel == nullptr) throw ProbeError(std::string("bpf: open ") + kObjectName, errno, log);
+    skel->rodata->target_port = options.port;
+    skel->rodata->target_netns = options.netns_cookie;
+    bpf_program__set_autoload(skel->progs.rp_data_ready, data_ready);
+    bpf_program__set_autoload(skel->progs.rp_migrate_exit, migrate);
+    // Without a reason the kfree_skb event says nothing this probe reports: do not pay
+    // for a program run on every drop.
+    bpf_program__set_autoload(skel->progs.rp_kfree_skb, drops);
+    const int err = reuseport_probe__load(skel);
+    if (err != 0) {
+      reuseport_probe__destroy(skel);
+      skel = nullptr;
+    }
+    return err;
+  }
+
+  void attach(struct bpf_program* prog, bool optional, std::string* why, std::string& log) {
+    if (!bpf_program__autoload(prog)) return;
+    struct bpf_link* link = bpf_program__attach(prog);
+    if (link == nullptr) {
+      const int err = errno;
+      const std::string op = std::string("bpf: attach ") + bpf_program__name(prog);
+      if (!optional) throw ProbeError(op, err, log);
+      *why = describe(op, err);
+      return;
+    }
+    links.push_back(link);
+    if (why != nullptr) why->clear();
+  }
+};
+
+ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_unique<Impl>()) {
+  Impl& im = *impl_;
+  im.options = options;
+  std::string log;
+  LibbpfLogScope log_scope(&log);
+
+  BtfPtr vmlinux(btf__load_vmlinux_btf());
+  if (!vmlinux) throw ProbeError("bpf: load vmlinux BTF", errno, log);
+  // The event structs are generated from TP_STRUCT__entry, so a field there means the
+  // tracepoint passes that argument (both arrived in the same commits).
+  im.caps.rst_reason =
+      btf_struct_has_member(vmlinux.get(), "trace_event_raw_tcp_send_reset", "reason");
+  bool drops = btf_struct_has_member(vmlinux.get(), "trace_event_raw_kfree_skb", "reason");
+  if (!drops) im.caps.drop_why = "kfree_skb carries no drop reason on this kernel (< 5.17)";
+  im.reason_names = drop_reason_names(vmlinux.get());
+
+  bool data_ready = false;
+  bool migrate = false;
+  if (!options.per_listener) {
+    im.caps.per_listener_why = "not requested";
+  } else if (!btf_has(vmlinux.get(), "btf_trace_sk_data_ready", BTF_KIND_TYPEDEF)) {
+    im.caps.per_listener_why = "this kernel has no sock:sk_data_ready tracepoint";
+  } else {
+    data_ready = true;
+  }
+  if (!options.migrate_fexit) {
+    im.caps.migrate_why = "not requested";
+  } else if (!btf_has(vmlinux.get(), "reuseport_migrate_sock", BTF_KIND_FUNC)) {
+    im.caps.migrate_why = "reuseport_migrate_sock is not in this kernel's BTF";
+  } else {
+    migrate = true;
+  }
+  vmlinux.reset();
+
+  // Optional programs that fail to load are dropped one at a time and the object is
+  // loaded again (a libbpf object cannot be reloaded after a failed load); a failure of a
+  // mandatory program, or one libbpf does not attribute, ends here.
+  for (;;) {
+    log.clear();
+    const int err = im.try_load(data_ready, migrate, drops, log);
+    if (err == 0) break;
+    const std::string why = describe(std::string("bpf: load ") + kObjectName, -err);
+    if (migrate && log_names_failed_program(log, kProgMigrate)) {
+      migrate = false;
+      im.caps.migrate_why = "fexit/reuseport_migrate_sock did not load (" + why + ")";
+    } else if (data_ready && log_names_failed_program(log, kProgDataReady)) {
+      data_ready = false;
+      im.caps.per_listener_why = "tp_btf/sk_data_ready did not load (" + why + ")";
+    } else if (drops && log_names_failed_program(log, kProgKfreeSkb)) {
+      drops = false;
+      im.caps.drop_why = "tp_btf/kfree_skb did not load (" + why + ")";
+    } else {
+      throw ProbeError(std::string("bpf: load ") + kObjectName, err, log);
+    }
+  }
+
+  auto* s = im.skel;
+  im.attach(s->progs.rp_set_state, false, nullptr, log);
+  im.attach(s->progs.rp_destroy_sock, false, nullptr, log);
+  im.attach(s->progs.rp_send_reset, false, nullptr, log);
+  im.attach(s->progs.rp_recv_reset, false, nullptr, log);
+  im.attach(s->progs.rp_kfree_skb, true, &im.caps.drop_why, log);
+  im.attach(s->progs.rp_data_ready, true, &im.caps.per_listener_why, log);
+  im.attach(s->progs.rp_migrate_exit, true, &im.caps.migrate_why, log);
+  im.caps.per_listener = data_ready && im.caps.per_listener_why.empty();
+  im.caps.migrate_fexit = migrate && im.caps.migrate_why.empty();
+  im.caps.drop_reason = drops && im.caps.drop_why.empty();
+}
+
+ReuseportProbe::~ReuseportProbe() = default;
+ReuseportProbe::ReuseportProbe(ReuseportProbe&&) noexcept = default;
+ReuseportProbe& ReuseportProbe::operator=(ReuseportProbe&&) noexcept = default;
+
+const Capabilities& ReuseportProbe::capabilities() const noexcept { return impl_->caps; }
+const ProbeOptions& ReuseportProbe::options() const noexcept { return impl_->options; }
+
+ProbeReading ReuseportProbe::read() const {
+  const Impl& im = *impl_;
+  const auto& c = im.skel->bss->counters;
+  detail::RawCounters raw;
+  raw.listener_closes = load_relaxed(c.listener_closes);
+  raw.orphaned_children = load_relaxed(c.orphaned_children);
+  raw.orphan_resets = load_relaxed(c.orphan_resets);
+  raw.other_resets_sent = load_relaxed(c.other_resets_sent);
+  raw.resets_received = load_relaxed(c.resets_received);
+  raw.resets_received_local = load_relaxed(c.resets_received_local);
+  raw.drops_out_of_range = load_relaxed(c.drops_out_of_range);
+  raw.migrate_target_found = load_relaxed(c.migrate_target_found);
+  raw.migrate_no_target = load_relaxed(c.migrate_no_target);
+  for (std::size_t i = 0; i < RP_MAX_DROP_REASONS; ++i) {
+    if (std::uint64_t n = load_relaxed(im.skel->bss->drops[i]); n != 0)
+      raw.drops_by_reason[im.reason_names[i]] += n;
+  }
+  if (im.caps.per_listener) {
+    const int fd = bpf_map__fd(im.skel->maps.rp_listeners);
+    __u64 key = 0;
+    __u64 next = 0;
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+      struct rp_listener_stats v {};
+      // An entry deleted between the two calls is simply skipped (entries are never
+      // deleted by the BPF side today).
+      if (bpf_map_lookup_elem(fd, &next, &v) == 0)
+        raw.listeners[next] = ListenerStats{v.children, v.orphans, v.closed != 0};
+      key = next;
+      prev = &key;
+    }
+    if (errno != ENOENT) throw ProbeError("bpf: walk rp_listeners", errno);
+  }
+  return detail::make_reading(raw, im.caps);
+}
+
+std::vector<std::uint32_t> ReuseportProbe::program_ids() const {
+  std::vector<std::uint32_t> ids;
+  struct bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, impl_->skel->obj) {
+    if (bpf_program__fd(prog) >= 0) ids.push_back(prog_id(bpf_program__fd(prog)));
+  }
+  return ids;
+}
+
+std::vector<std::uint32_t> ReuseportProbe::link_ids() const {
+  std::vector<std::uint32_t> ids;
+  for (struct bpf_link* l : impl_->links) ids.push_back(link_id(bpf_link__fd(l)));
+  return ids;
+}
+
+std::optional<std::uint64_t> ProbeReading::drops(const std::string& reason) const {
+  if (!drops_by_reason) return std::nullopt;
+  auto it = drops_by_reason->find(reason);
+  return it == drops_by_reason->end() ? 0 : it->second;
+}
+
+const std::vector<std::string>& program_names() {
+  static const std::vector<std::string> names = {
+      "rp_set_state", "rp_destroy_sock", "rp_send_reset", "rp_recv_reset",
+      kProgKfreeSkb,  kProgDataReady,    kProgMigrate};
+  return names;
+}
+
+ProbeReading delta(const ProbeReading& after, const ProbeReading& before) {
+  ProbeReading d;
+  d.listener_closes = sub(after.listener_closes, before.listener_closes);
+  d.orphaned_children = sub(after.orphaned_children, before.orphaned_children);
+  d.orphan_resets = sub(after.orphan_resets, before.orphan_resets);
+  d.other_resets_sent = sub(after.other_resets_sent, before.other_resets_sent);
+  d.resets_received = sub(after.resets_received, before.resets_received);
+  d.resets_received_local = sub(after.resets_received_local, before.resets_received_local);
+  d.migrate_target_found = sub(after.migrate_target_found, before.migrate_target_found);
+  d.migrate_no_target = sub(after.migrate_no_target, before.migrate_no_target);
+  d.drops_out_of_range = sub(after.drops_out_of_range, before.drops_out_of_range);
+  d.drops_source = after.drops_source;
+  if (after.drops_by_reason && before.drops_by_reason) {
+    d.drops_by_reason.emplace();
+    for (const auto& [name, n] : *after.drops_by_reason) {
+      auto it = before.drops_by_reason->find(name);
+      const std::uint64_t was = it == before.drops_by_reason->end() ? 0 : it->second;
+      if (n != was) (*d.drops_by_reason)[name] = n - was;
+    }
+  }
+  d.listeners_source = after.listeners_source;
+  if (after.listeners && before.listeners) {
+    d.listeners.emplace();
+    for (const auto& [cookie, s] : *after.listeners) {
+      ListenerStats v = s;
+      if (auto it = before.listeners->find(cookie); it != before.listeners->end()) {
+        v.children -= it->second.children;
+        v.orphans -= it->second.orphans;
+      }
+      (*d.listeners)[cookie] = v;
+    }
+  }
+  return d;
+}
+
+std::uint64_t current_netns_cookie() {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw ProbeError("socket AF_INET SOCK_DGRAM", errno);
+  std::uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  const int rc = ::getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+  const int err = errno;
+  ::close(fd);
+  // ENOPROTOOPT: kernel older than 5.14.
+  if (rc != 0) throw ProbeError("getsockopt SO_NETNS_COOKIE", err);
+  return cookie;
+}
+
+std::uint64_t socket_cookie(int fd) {
+  std::uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0)
+    throw ProbeError("getsockopt SO_COOKIE", errno);
+  return cookie;
+}
+
+namespace detail {
+
+ProbeReading make_reading(const RawCounters& raw, const Capabilities& caps) {
+  constexpr const char* kSetState = "tracepoint sock:inet_sock_set_state (raw_tp)";
+  constexpr const char* kSendReset = "tracepoint tcp:tcp_send_reset (raw_tp)";
+  constexpr const char* kRecvReset = "tracepoint tcp:tcp_receive_reset (raw_tp)";
+  constexpr const char* kKfreeSkb = "tracepoint skb:kfree_skb (tp_btf)";
+  ProbeReading r;
+  r.listener_closes = {raw.listener_closes, std::string(kSetState) + ": LISTEN -> CLOSE"};
+  r.orphaned_children = {raw.orphaned_children,
+                         std::string(kSetState) +
+                             ": child -> CLOSE with no struct socket, in the thread closing a "
+                             "listener of the port"};
+  r.orphan_resets = {raw.orphan_resets,
+                     std::string(kSendReset) +
+                         (caps.rst_reason
+                              ? ": active RST from a CLOSE child, reason TCP_STATE, in the "
+                                "closing thread"
+                              : ": active RST from a CLOSE child in the closing thread (this "
+                                "kernel gives no reset reason)")};
+  r.other_resets_sent = {raw.other_resets_sent,
+                         std::string(kSendReset) + ": every other RST whose local port is the port"};
+  r.resets_received = {raw.resets_received, std::string(kRecvReset) + ": remote port is the port"};
+  r.resets_received_local = {raw.resets_received_local,
+                             std::string(kRecvReset) + ": local port is the port"};
+  if (caps.migrate_fexit) {
+    r.migrate_target_found = {raw.migrate_target_found,
+                              "fexit reuseport_migrate_sock: returned a listener"};
+    r.migrate_no_target = {raw.migrate_no_target, "fexit reuseport_migrate_sock: returned NULL"};
+  } else {
+    const std::string why = "not observable: " +
+                            (caps.migrate_why.empty() ? std::string("fexit not attached")
+                                                      : caps.migrate_why) +
+                            "; TcpExt TCPMigrateReqSuccess/Failure count migrations";
+    r.migrate_target_found = {std::nullopt, why};
+    r.migrate_no_target = {std::nullopt, why};
+  }
+  if (caps.drop_reason) {
+    r.drops_by_reason = raw.drops_by_reason;
+    r.drops_source = std::string(kKfreeSkb) + ": reason, TCP segments of the port";
+    r.drops_out_of_range = {raw.drops_out_of_range, r.drops_source};
+  } else {
+    r.drops_source =
+        "not observable: " +
+        (caps.drop_why.empty() ? std::string("kfree_skb not attached") : caps.drop_why);
+    r.drops_out_of_range = {std::nullopt, r.drops_source};
+  }
+  if (caps.per_listener) {
+    r.listeners = raw.listeners;
+    r.listeners_source = "tracepoint sock:sk_data_ready (tp_btf) on LISTEN sockets, by cookie";
+  } else {
+    r.listeners_source =
+        "not observable: " +
+        (caps.per_listener_why.empty() ? std::string("sk_data_ready not attached")
+                                       : caps.per_listener_why);
+  }
+  return r;
+}
+
+}  // namespace detail
+}  // namespace rp::probes

@@ -1,0 +1,146 @@
+// RAII loader for bpf/reuseport_probe.bpf.c: the kernel-side oracle of reuseport-check.
+//
+// Lifecycle, one cleanup path: open -> configure rodata -> load -> attach (bpf_link per
+// program, never pinned, so everything dies with the process) -> read() -> destroy.
+//
+//   rp::probes::ReuseportProbe probe({.port = 8080,
+//                                     .netns_cookie = rp::probes::current_netns_cookie()});
+//   ... traffic ...
+//   rp::probes::ProbeReading r = probe.read();
+//   if (r.orphaned_children.value) ...   // nullopt: not observable on this kernel
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace rp::probes {
+
+// A failed syscall or libbpf call. what() names the operation and the error, e.g.
+// "bpf: load reuseport_probe: Operation not permitted".
+class ProbeError : public std::runtime_error {
+ public:
+  // err: a positive errno (libbpf's negative returns are accepted and negated).
+  ProbeError(const std::string& operation, int err, const std::string& detail = {});
+  int error() const noexcept { return err_; }
+  // The libbpf log lines collected while the operation ran (verifier output etc.).
+  const std::string& detail() const noexcept { return detail_; }
+
+ private:
+  int err_;
+  std::string detail_;
+};
+
+struct ProbeOptions {
+  std::uint16_t port = 0;          // host order; 0 counts every port
+  std::uint64_t netns_cookie = 0;  // 0 counts every network namespace
+  bool per_listener = true;        // try tp_btf/sk_data_ready (children per listener)
+  bool migrate_fexit = true;       // try fexit/reuseport_migrate_sock
+};
+
+// One counter and where it comes from. value == nullopt means the running kernel cannot
+// observe it (source then says why); it is never reported as 0 in that case.
+struct Counter {
+  std::optional<std::uint64_t> value;
+  std::string source;
+};
+
+struct ListenerStats {
+  std::uint64_t children = 0;  // children queued on it: handshakes + children migrated to it
+  std::uint64_t orphans = 0;   // children dropped when it closed (needs a known cookie)
+  bool closed = false;
+};
+
+struct ProbeReading {
+  Counter listener_closes;        // LISTEN -> CLOSE
+  Counter orphaned_children;      // never-accepted children dropped by their listener's close
+  Counter orphan_resets;          // RSTs those children sent (reason TCP_STATE)
+  Counter other_resets_sent;      // all other RSTs sent from the port
+  Counter resets_received;        // RSTs received by clients of the port
+  Counter resets_received_local;  // RSTs received by sockets bound to the port
+  Counter migrate_target_found;   // reuseport_migrate_sock() found a new listener
+  Counter migrate_no_target;      // ... and did not
+  Counter drops_out_of_range;     // kfree_skb reasons beyond RP_MAX_DROP_REASONS
+
+  // kfree_skb drops by reason name as the running kernel spells it ("TCP_LISTEN_OVERFLOW",
+  // "QUEUE_PURGE"; "reason_<n>" when its BTF has no name). Reasons never seen are absent.
+  std::optional<std::map<std::string, std::uint64_t>> drops_by_reason;
+  std::string drops_source;
+
+  // Keyed by socket cookie (getsockopt SO_COOKIE, see socket_cookie()).
+  std::optional<std::map<std::uint64_t, ListenerStats>> listeners;
+  std::string listeners_source;
+
+  // A drop count by name; nullopt when drops are not observable, 0 when observable and
+  // never seen.
+  std::optional<std::uint64_t> drops(const std::string& reason) const;
+};
+
+// What the running kernel let the probe observe, and why not where it did not.
+struct Capabilities {
+  bool rst_reason = false;    // tcp_send_reset carries a reason (v6.10+)
+  bool drop_reason = false;   // tp_btf/kfree_skb attached, its event has a reason (v5.17+)
+  bool per_listener = false;  // tp_btf/sk_data_ready is attached
+  bool migrate_fexit = false; // fexit/reuseport_migrate_sock is attached
+  std::string per_listener_why;  // empty when per_listener
+  std::string migrate_why;       // empty when migrate_fexit
+  std::string drop_why;          // empty when drop_reason
+};
+
+class ReuseportProbe {
+ public:
+  explicit ReuseportProbe(const ProbeOptions& options);
+  ~ReuseportProbe();
+  ReuseportProbe(ReuseportProbe&&) noexcept;
+  ReuseportProbe& operator=(ReuseportProbe&&) noexcept;
+  ReuseportProbe(const ReuseportProbe&) = delete;
+  ReuseportProbe& operator=(const ReuseportProbe&) = delete;
+
+  // Counters since attach. Cheap: the counters are an mmap'ed .bss; the per-listener map
+  // is walked with one syscall per entry.
+  ProbeReading read() const;
+  const Capabilities& capabilities() const noexcept;
+  const ProbeOptions& options() const noexcept;
+  // Kernel ids of the loaded programs and of the links attaching them.
+  std::vector<std::uint32_t> program_ids() const;
+  std::vector<std::uint32_t> link_ids() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// after - before, counter by counter. A counter observable in only one of them is
+// nullopt; per-listener and drop maps are subtracted key by key.
+ProbeReading delta(const ProbeReading& after, const ProbeReading& before);
+
+// net->net_cookie of the calling thread's network namespace, via SO_NETNS_COOKIE on a
+// throwaway socket (Linux 5.14+). Throws ProbeError naming the syscall.
+std::uint64_t current_netns_cookie();
+// The socket cookie of fd (SO_COOKIE); the same value the probe keys listeners by.
+std::uint64_t socket_cookie(int fd);
+
+// Names of the programs this probe owns, as the kernel shows them (bpftool prog list).
+const std::vector<std::string>& program_names();
+
+namespace detail {
+
+// Raw values as read from the BPF side; the reading is built from them and the
+// capabilities so that the "not observable" rules can be tested without a kernel.
+struct RawCounters {
+  std::uint64_t listener_closes = 0, orphaned_children = 0, orphan_resets = 0,
+                other_resets_sent = 0, resets_received = 0, resets_received_local = 0,
+                drops_out_of_range = 0, migrate_target_found = 0, migrate_no_target = 0;
+  std::map<std::string, std::uint64_t> drops_by_reason;
+  std::map<std::uint64_t, ListenerStats> listeners;
+};
+
+ProbeReading make_reading(const RawCounters& raw, const Capabilities& caps);
+
+}  // namespace detail
+}  // namespace rp::probes

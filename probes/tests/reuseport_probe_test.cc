@@ -1,0 +1,595 @@
+// Tests of the reuseport probe: the BPF oracle must reconcile with what clients see.
+//
+// CloseListenerWithQueuedChildren (the reconciliation test), per variant:
+//  1. fork; the child enters a fresh network namespace, brings lo up and sets
+//     net.ipv4.tcp_migrate_req (a per-namespace sysctl) to the variant's value;
+//  2. it attaches the probe filtered on that namespace's cookie and the port;
+//  3. it opens two SO_REUSEPORT listeners on 127.0.0.1:port: "stuck" (backlog B, never
+//     accepts) and "acceptor" (accepts, reads the client's byte, closes);
+//  4. 64 non-blocking clients connect; each sends 1 byte once established;
+//  5. it waits until stuck's accept queue holds B+1 children (tcpi_unacked of a LISTEN
+//     socket is its accept-queue length) and every other established client was served;
+//     SYNs hashed to the full stuck listener are dropped and retried ~1 s later;
+//  6. it closes stuck, then waits until every client saw ECONNRESET or EOF (the retried
+//     SYNs land on the acceptor, the only listener left);
+//  7. it reports what the clients saw, the probe's counters and TcpExt deltas; the parent
+//     asserts that the three reconcile.
+// ReuseportProbeLifetime: a child that attached the probe and is SIGKILLed leaves no
+// program and no link behind.
+// ProbeReporting: what cannot be observed is reported as such, never as 0.
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <set>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "netns_child.h"
+#include "probes/netstat.h"
+#include "probes/reuseport_probe.h"
+
+namespace rp::probes {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Report;
+
+constexpr std::uint16_t kPort = 8080;
+constexpr int kBacklog = 8;
+constexpr int kClients = 64;
+
+[[noreturn]] void throw_errno(const std::string& operation) {
+  throw std::system_error(errno, std::generic_category(), operation);
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() { reset(); }
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = o.release();
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+};
+
+sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
+Fd reuseport_listener(std::uint16_t port, int backlog) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) throw_errno("socket listener");
+  const int one = 1;
+  if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+    throw_errno("setsockopt SO_REUSEPORT");
+  const sockaddr_in a = loopback(port);
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0)
+    throw_errno("bind 127.0.0.1:" + std::to_string(port));
+  if (::listen(fd.get(), backlog) != 0) throw_errno("listen");
+  return fd;
+}
+
+tcp_info get_tcp_info(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof(info);
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) throw_errno("getsockopt TCP_INFO");
+  return info;
+}
+
+std::string show(const Counter& c) { return c.value ? std::to_string(*c.value) : "na"; }
+
+std::string show(const std::optional<std::uint64_t>& v) {
+  return v ? std::to_string(*v) : "na";
+}
+
+std::string show(const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : "na"; }
+
+struct Client {
+  Fd fd;
+  bool sent = false;
+  enum class Outcome { kPending, kReset, kEof, kError } outcome = Outcome::kPending;
+  int error = 0;
+};
+
+// Accepts everything pending, reads each served connection's byte and closes it once read
+// (reading first: closing with unread data would send an RST of its own).
+struct Acceptor {
+  Fd listener;
+  std::vector<Fd> served;
+  int accepted = 0;
+  int done = 0;
+
+  void pump() {
+    for (;;) {
+      const int c = ::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (c < 0) {
+        if (errno == EAGAIN || errno == EINTR) break;
+        throw_errno("accept4");
+      }
+      served.emplace_back(c);
+      ++accepted;
+    }
+    for (Fd& s : served) {
+      if (s.get() < 0) continue;
+      char b;
+      const ssize_t n = ::recv(s.get(), &b, 1, 0);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (n < 0) throw_errno("recv on a served connection");
+      s.reset();
+      ++done;
+    }
+  }
+};
+
+// Sends the byte of every client that became established; true when all sent.
+void pump_clients(std::vector<Client>& clients) {
+  for (Client& c : clients) {
+    if (c.sent || c.outcome != Client::Outcome::kPending) continue;
+    const tcp_info info = get_tcp_info(c.fd.get());
+    if (info.tcpi_state == TCP_ESTABLISHED) {
+      if (::send(c.fd.get(), "x", 1, MSG_NOSIGNAL) != 1) throw_errno("send client byte");
+      c.sent = true;
+    } else if (info.tcpi_state == TCP_CLOSE) {
+      int err = 0;
+      socklen_t len = sizeof(err);
+      if (::getsockopt(c.fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        throw_errno("getsockopt SO_ERROR");
+      c.outcome = Client::Outcome::kError;
+      c.error = err;
+    }
+  }
+}
+
+void collect_outcomes(std::vector<Client>& clients) {
+  for (Client& c : clients) {
+    if (!c.sent || c.outcome != Client::Outcome::kPending) continue;
+    char b;
+    const ssize_t n = ::recv(c.fd.get(), &b, 1, 0);
+    if (n == 0) {
+      c.outcome = Client::Outcome::kEof;
+    } else if (n < 0 && errno == ECONNRESET) {
+      c.outcome = Client::Outcome::kReset;
+    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      c.outcome = Client::Outcome::kError;
+      c.error = errno;
+    }
+  }
+}
+
+Report close_listener_with_queued_children(bool migrate) {
+  testing::write_sysctl("/proc/sys/net/ipv4/tcp_migrate_req", migrate ? "1" : "0");
+  const netstat::Counters before = netstat::read_current();
+  ReuseportProbe probe({.port = kPort, .netns_cookie = current_netns_cookie()});
+
+  Fd stuck = reuseport_listener(kPort, kBacklog);
+  Acceptor acceptor;
+  acceptor.listener = reuseport_listener(kPort, 4 * kClients);
+  // Asking for the cookies also makes the kernel generate them, so the raw_tp programs can
+  // key this listener's orphans (they cannot call bpf_get_socket_cookie()).
+  const std::uint64_t stuck_cookie = socket_cookie(stuck.get());
+  const std::uint64_t acceptor_cookie = socket_cookie(acceptor.listener.get());
+
+  std::vector<Client> clients(kClients);
+  const sockaddr_in server = loopback(kPort);
+  for (Client& c : clients) {
+    c.fd = Fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (c.fd.get() < 0) throw_errno("socket client");
+    if (::connect(c.fd.get(), reinterpret_cast<const sockaddr*>(&server), sizeof(server)) != 0 &&
+        errno != EINPROGRESS)
+      throw_errno("connect client");
+  }
+
+  // Step 5: a stable picture with a full stuck queue.
+  const auto fill_deadline = std::chrono::steady_clock::now() + 5s;
+  std::uint32_t queued = 0;
+  for (;;) {
+    acceptor.pump();
+    pump_clients(clients);
+    queued = get_tcp_info(stuck.get()).tcpi_unacked;
+    const auto sent = std::count_if(clients.begin(), clients.end(),
+                                    [](const Client& c) { return c.sent; });
+    if (queued == kBacklog + 1 && sent == acceptor.accepted + kBacklog + 1 &&
+        acceptor.done == acceptor.accepted)
+      break;
+    if (std::chrono::steady_clock::now() > fill_deadline)
+      throw std::runtime_error("stuck listener's queue never settled at B+1: queued=" +
+                               std::to_string(queued) + " sent=" + std::to_string(sent) +
+                               " accepted=" + std::to_string(acceptor.accepted));
+    std::this_thread::sleep_for(2ms);
+  }
+  const int accepted_before_close = acceptor.accepted;
+
+  // Step 6.
+  stuck.reset();
+  const auto settle_deadline = std::chrono::steady_clock::now() + 10s;
+  for (;;) {
+    acceptor.pump();
+    pump_clients(clients);
+    collect_outcomes(clients);
+    const bool all_done = std::all_of(clients.begin(), clients.end(), [](const Client& c) {
+      return c.outcome != Client::Outcome::kPending;
+    });
+    if (all_done && acceptor.done == acceptor.accepted) break;
+    if (std::chrono::steady_clock::now() > settle_deadline)
+      throw std::runtime_error("clients did not settle after closing the stuck listener");
+    std::this_thread::sleep_for(2ms);
+  }
+
+  // Step 7.
+  const ProbeReading r = probe.read();
+  const netstat::Deltas d = netstat::delta(before, netstat::read_current());
+  Report out;
+  auto outcomes = [&](Client::Outcome o) {
+    return std::to_string(std::count_if(clients.begin(), clients.end(),
+                                        [o](const Client& c) { return c.outcome == o; }));
+  };
+  out["queued_at_close"] = std::to_string(queued);
+  out["accepted_before_close"] = std::to_string(accepted_before_close);
+  out["accepted_total"] = std::to_string(acceptor.accepted);
+  out["client_reset"] = outcomes(Client::Outcome::kReset);
+  out["client_eof"] = outcomes(Client::Outcome::kEof);
+  out["client_error"] = outcomes(Client::Outcome::kError);
+  out["listener_closes"] = show(r.listener_closes);
+  out["orphaned_children"] = show(r.orphaned_children);
+  out["orphan_resets"] = show(r.orphan_resets);
+  out["other_resets_sent"] = show(r.other_resets_sent);
+  out["resets_received"] = show(r.resets_received);
+  out["resets_received_local"] = show(r.resets_received_local);
+  out["migrate_target_found"] = show(r.migrate_target_found);
+  out["migrate_source"] = r.migrate_target_found.source;
+  out["drop_queue_purge"] = show(r.drops("QUEUE_PURGE"));
+  out["drop_listen_overflow"] = show(r.drops("TCP_LISTEN_OVERFLOW"));
+  if (r.drops_by_reason) {
+    std::string all;
+    for (const auto& [name, n] : *r.drops_by_reason) all += name + ":" + std::to_string(n) + " ";
+    out["drops_all"] = all;
+  }
+  out["listeners_observable"] = r.listeners ? "1" : "0";
+  if (r.listeners) {
+    auto stat = [&](std::uint64_t cookie) {
+      auto it = r.listeners->find(cookie);
+      return it == r.listeners->end() ? ListenerStats{} : it->second;
+    };
+    out["stuck_children"] = std::to_string(stat(stuck_cookie).children);
+    out["stuck_orphans"] = std::to_string(stat(stuck_cookie).orphans);
+    out["stuck_closed"] = stat(stuck_cookie).closed ? "1" : "0";
+    out["acceptor_children"] = std::to_string(stat(acceptor_cookie).children);
+  }
+  out["netstat_migrate_success"] = show(netstat::get(d, "TcpExt", "TCPMigrateReqSuccess"));
+  out["netstat_migrate_failure"] = show(netstat::get(d, "TcpExt", "TCPMigrateReqFailure"));
+  out["netstat_listen_overflows"] = show(netstat::get(d, "TcpExt", "ListenOverflows"));
+  out["netstat_out_rsts"] = show(netstat::get(d, "Tcp", "OutRsts"));
+  return out;
+}
+
+bool is_root() { return ::geteuid() == 0; }
+
+struct Variant {
+  const char* name;
+  bool migrate;
+};
+
+class CloseListenerWithQueuedChildren : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(CloseListenerWithQueuedChildren, oracle_reconciles_with_clients) {
+  if (!is_root()) GTEST_SKIP() << "needs root: BPF load and unshare(CLONE_NEWNET)";
+  const bool migrate = GetParam().migrate;
+  const testing::ChildOutcome child = testing::run_in_child(
+      testing::Netns::kFresh, 30s, [migrate] { return close_listener_with_queued_children(migrate); });
+  ASSERT_TRUE(child.finished) << child.error;
+  const Report& r = child.report;
+  for (const auto& [k, v] : r) RecordProperty(k, v);
+  std::string dump;
+  for (const auto& [k, v] : r) dump += "  " + k + "=" + v + "\n";
+  SCOPED_TRACE("report:\n" + dump);
+  std::cout << "[ report   ] " << GetParam().name << "\n" << dump;
+
+  const std::uint64_t b1 = kBacklog + 1;
+  auto u = [&](const char* key) { return testing::to_u64(r, key); };
+  EXPECT_EQ(u("queued_at_close"), b1);
+  EXPECT_EQ(u("client_error"), 0u);
+  EXPECT_EQ(u("listener_closes"), 1u);
+  if (!migrate) {
+    EXPECT_EQ(u("orphaned_children"), b1);
+    EXPECT_EQ(u("orphan_resets"), b1);
+    EXPECT_EQ(u("client_reset"), b1);
+    EXPECT_EQ(u("resets_received"), b1);
+    EXPECT_EQ(u("client_eof"), kClients - b1);
+    if (r.at("netstat_migrate_success") != "na") {
+      EXPECT_EQ(u("netstat_migrate_success"), 0u);
+    }
+  } else {
+    EXPECT_EQ(u("orphaned_children"), 0u);
+    EXPECT_EQ(u("orphan_resets"), 0u);
+    EXPECT_EQ(u("client_reset"), 0u);
+    EXPECT_EQ(u("resets_received"), 0u);
+    EXPECT_EQ(u("client_eof"), static_cast<std::uint64_t>(kClients));
+    ASSERT_NE(r.at("netstat_migrate_success"), "na")
+        << "tcp_migrate_req is set but TcpExt has no TCPMigrateReqSuccess";
+    EXPECT_EQ(u("netstat_migrate_success"), b1);
+    if (r.at("migrate_target_found") != "na") {
+      EXPECT_GE(u("migrate_target_found"), b1);
+    }
+  }
+  if (r.at("drop_queue_purge") != "na") {
+    // Each orphan held its client's byte in its receive queue.
+    EXPECT_EQ(u("drop_queue_purge"), migrate ? 0u : b1);
+  }
+  // Every RST of this namespace comes from the port: the probe's two RST counters cover
+  // Tcp.OutRsts exactly.
+  EXPECT_EQ(u("orphan_resets") + u("other_resets_sent"), u("netstat_out_rsts"));
+  if (r.at("listeners_observable") == "1") {
+    EXPECT_EQ(u("stuck_children"), b1);
+    EXPECT_EQ(u("stuck_orphans"), migrate ? 0u : b1);
+    EXPECT_EQ(u("stuck_closed"), 1u);
+    // inet_csk_listen_stop() wakes the listener it migrates a child to, so the acceptor
+    // counts the migrated children as its own (measured on 6.18).
+    EXPECT_EQ(u("acceptor_children"), migrate ? kClients : kClients - b1);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, CloseListenerWithQueuedChildren,
+                         ::testing::Values(Variant{"plain_close", false},
+                                           Variant{"migrate_req", true}),
+                         [](const ::testing::TestParamInfo<Variant>& i) { return i.param.name; });
+
+// A SYN to a port nobody listens on is answered with an RST that has no socket (NO_SOCKET):
+// it is an "other" RST, never an orphan's; a probe filtered on another namespace sees
+// nothing of it.
+Report refused_connect_counts_as_other_reset() {
+  const std::uint64_t netns = current_netns_cookie();
+  ReuseportProbe here({.port = kPort, .netns_cookie = netns});
+  ReuseportProbe elsewhere({.port = kPort, .netns_cookie = netns + 1});
+  Fd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (c.get() < 0) throw_errno("socket client");
+  const sockaddr_in server = loopback(kPort);
+  const int rc = ::connect(c.get(), reinterpret_cast<const sockaddr*>(&server), sizeof(server));
+  Report out;
+  out["connect_errno"] = std::to_string(rc == 0 ? 0 : errno);
+  const ProbeReading a = here.read();
+  const ProbeReading b = elsewhere.read();
+  out["other_resets_sent"] = show(a.other_resets_sent);
+  out["orphan_resets"] = show(a.orphan_resets);
+  out["resets_received"] = show(a.resets_received);
+  out["elsewhere_other_resets_sent"] = show(b.other_resets_sent);
+  out["elsewhere_resets_received"] = show(b.resets_received);
+  return out;
+}
+
+TEST(ReuseportProbeFilter, refused_connect_is_an_other_reset_of_this_netns_only) {
+  if (!is_root()) GTEST_SKIP() << "needs root: BPF load and unshare(CLONE_NEWNET)";
+  const testing::ChildOutcome child =
+      testing::run_in_child(testing::Netns::kFresh, 20s, refused_connect_counts_as_other_reset);
+  ASSERT_TRUE(child.finished) << child.error;
+  auto u = [&](const char* key) { return testing::to_u64(child.report, key); };
+  EXPECT_EQ(u("connect_errno"), static_cast<std::uint64_t>(ECONNREFUSED));
+  EXPECT_EQ(u("other_resets_sent"), 1u);
+  EXPECT_EQ(u("orphan_resets"), 0u);
+  EXPECT_EQ(u("resets_received"), 1u);
+  EXPECT_EQ(u("elsewhere_other_resets_sent"), 0u);
+  EXPECT_EQ(u("elsewhere_resets_received"), 0u);
+}
+
+// --- ReuseportProbeLifetime ------------------------------------------------------------
+
+bool prog_exists(std::uint32_t id) {
+  const int fd = bpf_prog_get_fd_by_id(id);
+  if (fd >= 0) {
+    ::close(fd);
+    return true;
+  }
+  return false;
+}
+
+bool link_exists(std::uint32_t id) {
+  const int fd = bpf_link_get_fd_by_id(id);
+  if (fd >= 0) {
+    ::close(fd);
+    return true;
+  }
+  return false;
+}
+
+// Programs of ours (by name) that are loaded right now, among the given ids.
+std::set<std::uint32_t> our_programs_alive(const std::set<std::uint32_t>& ids) {
+  std::set<std::uint32_t> alive;
+  __u32 id = 0;
+  while (bpf_prog_get_next_id(id, &id) == 0) {
+    const int fd = bpf_prog_get_fd_by_id(id);
+    if (fd < 0) continue;
+    bpf_prog_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) {
+      const auto& names = program_names();
+      if (std::find(names.begin(), names.end(), info.name) != names.end() && ids.count(id))
+        alive.insert(id);
+    }
+    ::close(fd);
+  }
+  return alive;
+}
+
+TEST(ReuseportProbeLifetime, sigkill_leaves_no_program_or_link) {
+  if (!is_root()) GTEST_SKIP() << "needs root: BPF load";
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0) << "pipe2: " << std::strerror(errno);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0) << "fork: " << std::strerror(errno);
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string line;
+    try {
+      ReuseportProbe probe({.port = kPort});
+      for (auto id : probe.program_ids()) line += "p" + std::to_string(id) + " ";
+      for (auto id : probe.link_ids()) line += "l" + std::to_string(id) + " ";
+      line += "\n";
+      if (::write(fds[1], line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+        ::_exit(3);
+      for (;;) ::pause();
+    } catch (const std::exception& e) {
+      line = std::string("error ") + e.what() + "\n";
+      (void)!::write(fds[1], line.data(), line.size());
+      ::_exit(2);
+    }
+  }
+  ::close(fds[1]);
+  std::string text;
+  while (text.find('\n') == std::string::npos) {
+    pollfd p{fds[0], POLLIN, 0};
+    if (::poll(&p, 1, 10000) <= 0) break;
+    char buf[512];
+    const ssize_t n = ::read(fds[0], buf, sizeof(buf));
+    if (n <= 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  std::set<std::uint32_t> progs, links;
+  for (std::size_t pos = 0; pos < text.size();) {
+    const std::size_t sp = text.find_first_of(" \n", pos);
+    const std::string w = text.substr(pos, sp - pos);
+    if (w.size() > 1 && w[0] == 'p') progs.insert(std::stoul(w.substr(1)));
+    if (w.size() > 1 && w[0] == 'l') links.insert(std::stoul(w.substr(1)));
+    pos = sp == std::string::npos ? text.size() : sp + 1;
+  }
+  const bool got_ids = !progs.empty() && !links.empty();
+  bool alive_before = got_ids;
+  for (auto id : progs) alive_before = alive_before && prog_exists(id);
+  for (auto id : links) alive_before = alive_before && link_exists(id);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(got_ids) << "child reported: " << text;
+  ASSERT_TRUE(alive_before) << "the child's programs and links were not live while it ran";
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+  // Programs are freed after an RCU grace period and a workqueue pass.
+  std::set<std::uint32_t> left_progs = progs, left_links = links;
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::erase_if(left_progs, [](std::uint32_t id) { return !prog_exists(id); });
+    std::erase_if(left_links, [](std::uint32_t id) { return !link_exists(id); });
+    if (left_progs.empty() && left_links.empty()) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(left_links.empty()) << left_links.size() << " links of the killed child remain";
+  EXPECT_TRUE(left_progs.empty()) << left_progs.size() << " programs of the killed child remain";
+  EXPECT_TRUE(our_programs_alive(progs).empty());
+}
+
+// --- ProbeReporting --------------------------------------------------------------------
+
+TEST(ProbeReporting, unobservable_counters_are_nullopt_not_zero) {
+  detail::RawCounters raw;  // all zero, as the BPF side would leave them
+  Capabilities caps;        // nothing optional attached, no reasons
+  caps.per_listener_why = "this kernel has no sock:sk_data_ready tracepoint";
+  caps.migrate_why = "fexit/reuseport_migrate_sock did not load (Operation not permitted)";
+  caps.drop_why = "kfree_skb carries no drop reason on this kernel (< 5.17)";
+  const ProbeReading r = detail::make_reading(raw, caps);
+  EXPECT_FALSE(r.migrate_target_found.value.has_value());
+  EXPECT_FALSE(r.migrate_no_target.value.has_value());
+  EXPECT_NE(r.migrate_target_found.source.find("not observable"), std::string::npos);
+  EXPECT_NE(r.migrate_target_found.source.find("Operation not permitted"), std::string::npos);
+  EXPECT_FALSE(r.drops_by_reason.has_value());
+  EXPECT_FALSE(r.drops("QUEUE_PURGE").has_value());
+  EXPECT_FALSE(r.drops_out_of_range.value.has_value());
+  EXPECT_NE(r.drops_source.find("no drop reason"), std::string::npos);
+  EXPECT_FALSE(r.listeners.has_value());
+  EXPECT_NE(r.listeners_source.find("sk_data_ready"), std::string::npos);
+  // Always observable (raw tracepoints every supported kernel has): 0 is a real 0.
+  ASSERT_TRUE(r.listener_closes.value.has_value());
+  EXPECT_EQ(*r.listener_closes.value, 0u);
+  EXPECT_NE(r.listener_closes.source.find("sock:inet_sock_set_state"), std::string::npos);
+  EXPECT_NE(r.orphan_resets.source.find("no reset reason"), std::string::npos);
+}
+
+TEST(ProbeReporting, observable_counters_carry_values_and_zero_for_unseen_reasons) {
+  detail::RawCounters raw;
+  raw.orphaned_children = 9;
+  raw.migrate_target_found = 3;
+  raw.drops_by_reason["TCP_LISTEN_OVERFLOW"] = 2;
+  raw.listeners[42] = ListenerStats{9, 9, true};
+  Capabilities caps;
+  caps.rst_reason = caps.drop_reason = caps.per_listener = caps.migrate_fexit = true;
+  const ProbeReading r = detail::make_reading(raw, caps);
+  EXPECT_EQ(r.orphaned_children.value, 9u);
+  EXPECT_EQ(r.migrate_target_found.value, 3u);
+  EXPECT_EQ(r.drops("TCP_LISTEN_OVERFLOW"), 2u);
+  EXPECT_EQ(r.drops("QUEUE_PURGE"), 0u);
+  ASSERT_TRUE(r.listeners.has_value());
+  EXPECT_EQ(r.listeners->at(42).orphans, 9u);
+  EXPECT_NE(r.orphan_resets.source.find("TCP_STATE"), std::string::npos);
+}
+
+TEST(ProbeReporting, delta_keeps_unobservable_as_nullopt) {
+  detail::RawCounters a, b;
+  a.listener_closes = 1;
+  b.listener_closes = 3;
+  b.drops_by_reason["NO_SOCKET"] = 5;
+  Capabilities with, without;
+  with.drop_reason = true;
+  const ProbeReading d1 = delta(detail::make_reading(b, with), detail::make_reading(a, with));
+  EXPECT_EQ(d1.listener_closes.value, 2u);
+  EXPECT_EQ(d1.drops("NO_SOCKET"), 5u);
+  const ProbeReading d2 = delta(detail::make_reading(b, with), detail::make_reading(a, without));
+  EXPECT_FALSE(d2.drops_by_reason.has_value());
+  EXPECT_FALSE(d2.migrate_target_found.value.has_value());
+}
+
+TEST(ProbeReporting, error_names_operation_and_errno) {
+  const ProbeError e("bpf: load reuseport_probe", -EPERM);
+  EXPECT_STREQ(e.what(), "bpf: load reuseport_probe: Operation not permitted");
+  EXPECT_EQ(e.error(), EPERM);
+}
+
+TEST(ProbeReporting, live_reading_matches_capabilities) {
+  if (!is_root()) GTEST_SKIP() << "needs root: BPF load";
+  ReuseportProbe probe({.port = 1, .netns_cookie = current_netns_cookie()});
+  const Capabilities& caps = probe.capabilities();
+  const ProbeReading r = probe.read();
+  EXPECT_EQ(r.migrate_target_found.value.has_value(), caps.migrate_fexit)
+      << r.migrate_target_found.source;
+  EXPECT_EQ(r.listeners.has_value(), caps.per_listener) << r.listeners_source;
+  EXPECT_EQ(r.drops_by_reason.has_value(), caps.drop_reason) << r.drops_source;
+  EXPECT_EQ(caps.migrate_fexit, caps.migrate_why.empty()) << caps.migrate_why;
+  EXPECT_EQ(caps.per_listener, caps.per_listener_why.empty()) << caps.per_listener_why;
+  EXPECT_EQ(caps.drop_reason, caps.drop_why.empty()) << caps.drop_why;
+  RecordProperty("migrate_source", r.migrate_target_found.source);
+  RecordProperty("listeners_source", r.listeners_source);
+}
+
+}  // namespace
+}  // namespace rp::probes
