@@ -1,0 +1,452 @@
+"""Boot a kernel in qemu, run one command in it, and tell boot, setup and run apart.
+
+Protocol: the command travels on the kernel command line (rp.cmd=<base64>, or /rp/cmd
+in the initramfs when too long), with a random rp.nonce. /init (vm/init.sh) writes
+markers carrying the nonce on ttyS1, which qemu writes to a host file polled here:
+
+    RP-BOOTED <nonce> <release>      the kernel is up          -> phase "setup"
+    RP-SETUP-DONE <nonce>            mounts and lo are ready   -> phase "run"
+    <the command's stdout and stderr, byte for byte>
+    \\nRP-EXIT <nonce> <code>         the command ended
+
+A VM that panics, exits or goes quiet past its phase's timeout is an ERROR at that
+phase, never a test failure; qemu is killed and reaped on every path.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import dataclasses
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from .initramfs import build_initramfs
+from .kernels import FetchedKernel, Kernel, VmError, cache_dir, fetch_kernel
+
+QEMU = "qemu-system-x86_64"
+KVM_DEVICE = "/dev/kvm"
+POLL_S = 0.01
+# x86 COMMAND_LINE_SIZE is 2048; longer commands go into the initramfs instead.
+MAX_CMDLINE_COMMAND = 1024
+# qboot only loads the -kernel image (no option ROMs, no boot menu): about 0.7 s less
+# per TCG boot than SeaBIOS. RP_QEMU_BIOS=default keeps qemu's own firmware.
+QBOOT = Path("/usr/share/qemu/qboot.rom")
+
+
+def _firmware_args() -> list[str]:
+    bios = os.environ.get("RP_QEMU_BIOS", "")
+    if bios == "default":
+        return []
+    if bios:
+        return ["-bios", bios]
+    return ["-bios", str(QBOOT)] if QBOOT.exists() else []
+
+
+@dataclasses.dataclass(frozen=True)
+class Accel:
+    name: str
+    args: tuple[str, ...]
+
+
+KVM = Accel("kvm", ("-accel", "kvm", "-cpu", "host"))
+# QEMU 7.2 TCG with -cpu max crashed some 6.12 boots early (cmpxchg16b in kmalloc).
+TCG = Accel("tcg", ("-accel", "tcg", "-cpu", "max,-cx16"))
+ACCELS = {a.name: a for a in (KVM, TCG)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    boot: float = 60.0  # qemu start -> RP-BOOTED under TCG on a loaded 2-core host
+    kvm_boot: float = 8.0  # the same under KVM; past it KVM is taken as broken
+    setup: float = 20.0
+    run: float = 120.0
+    shutdown: float = 10.0  # RP-EXIT -> qemu exit; past it qemu is killed, result kept
+
+
+@dataclasses.dataclass
+class VmResult:
+    kernel: str
+    release: str | None  # `uname -r` in the guest
+    accel: str | None  # "kvm" or "tcg": the accelerator of the run reported
+    phase: str  # "boot", "setup" or "run": the last phase entered
+    status: str  # "OK" (RP-EXIT seen) or "ERROR"
+    exit_code: int | None  # the command's, when status is OK
+    output: str  # the command's stdout and stderr
+    boot_time: float | None  # seconds from qemu start to RP-BOOTED
+    result_time: float | None  # seconds from qemu start to RP-EXIT
+    duration: float  # seconds from qemu start to its exit
+    console_log: Path  # ttyS0: the kernel's messages
+    output_log: Path  # ttyS1: markers and command output
+    error: str = ""  # why status is ERROR
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "OK"
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["console_log"], d["output_log"] = str(self.console_log), str(self.output_log)
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class QemuCommand:
+    """The command line as two lists, as virtme-ng and vmtest keep it."""
+
+    qemu_args: list[str]
+    kernel_args: list[str]
+
+    def argv(self) -> list[str]:
+        return [*self.qemu_args, "-append", " ".join(self.kernel_args)]
+
+
+def build_command(vmlinuz: Path, initrd: Path, accel: Accel, *, console_log: Path,
+                  output_log: Path, nonce: str, command: str | None,
+                  memory_mb: int = 256, qemu: str | None = None,
+                  verbose: bool = False,
+                  extra_kernel_args: Sequence[str] = ()) -> QemuCommand:
+    """command=None means it is in the initramfs as /rp/cmd."""
+    for p in (console_log, output_log):
+        if "," in str(p):
+            raise VmError(f"qemu cannot take a path with a comma: {p}")
+    qemu_args = [
+        qemu or os.environ.get("RP_QEMU", QEMU),
+        *accel.args,
+        "-machine", "pc", *_firmware_args(), "-m", str(memory_mb), "-smp", "1",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-serial", f"file:{console_log}",
+        "-serial", f"file:{output_log}",
+        "-kernel", str(vmlinuz), "-initrd", str(initrd),
+    ]
+    kernel_args = ["console=ttyS0", "panic=-1", "mitigations=off"]
+    kernel_args += ["loglevel=7"] if verbose else ["quiet", "loglevel=3"]
+    kernel_args += [*extra_kernel_args, f"rp.nonce={nonce}"]
+    if command is not None:
+        kernel_args.append("rp.cmd=" + base64.b64encode(command.encode()).decode())
+    return QemuCommand(qemu_args, kernel_args)
+
+
+# ---------------------------------------------------------------------------------------
+# The KVM verdict: tried once per host boot, then remembered (in memory and in a file
+# shared by parallel workers), so a matrix pays a KVM failure once, not per kernel.
+
+_verdict: dict[str, bool] = {}
+
+
+def _verdict_key(qemu: str) -> str:
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot_id = "unknown"
+    path = shutil.which(qemu) or qemu
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        mtime = 0
+    return f"{boot_id}:{path}:{mtime}"
+
+
+def _verdict_file() -> Path:
+    return cache_dir() / "kvm-verdict.json"
+
+
+def kvm_verdict(qemu: str) -> bool | None:
+    """True: KVM boots kernels here; False: it does not; None: not tried yet."""
+    key = _verdict_key(qemu)
+    if key in _verdict:
+        return _verdict[key]
+    try:
+        saved = json.loads(_verdict_file().read_text())
+        if saved.get("key") == key:
+            _verdict[key] = bool(saved["kvm"])
+            return _verdict[key]
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def record_kvm_verdict(qemu: str, works: bool, reason: str = "") -> None:
+    key = _verdict_key(qemu)
+    _verdict[key] = works
+    try:
+        f = _verdict_file()
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f"{f.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "kvm": works, "reason": reason}) + "\n")
+        os.replace(tmp, f)
+    except OSError:
+        pass  # the in-memory verdict still holds for this process
+
+
+def forget_kvm_verdict() -> None:
+    _verdict.clear()
+    try:
+        _verdict_file().unlink()
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------
+# One qemu run.
+
+
+def _die_with_parent() -> None:
+    # If the Python process is killed outright, the kernel kills qemu with it.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _Stream:
+    """Parses ttyS1 as it grows."""
+
+    def __init__(self, nonce: str):
+        n = re.escape(nonce.encode())
+        self.booted = re.compile(rb"(?:^|\n)RP-BOOTED " + n + rb" (\S+)\n")
+        self.setup_done = re.compile(rb"(?:^|\n)RP-SETUP-DONE " + n + rb"\n")
+        self.setup_fail = re.compile(rb"(?:^|\n)RP-SETUP-FAIL " + n + rb" (\S+)\n")
+        self.exit = re.compile(rb"\nRP-EXIT " + n + rb" (-?\d+)\n")
+        self.buf = bytearray()
+        self.release: str | None = None
+        self.output_start: int | None = None  # offset just past RP-SETUP-DONE
+        self.setup_failed: str | None = None
+        self.exit_code: int | None = None
+        self.exit_at: int | None = None
+        self._scanned = 0
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        self.buf += data
+        # Rescan a little before the new data: a marker may straddle two reads.
+        start = max(0, self._scanned - 128)
+        self._scanned = len(self.buf)
+        if self.release is None and (m := self.booted.search(self.buf)):
+            self.release = m.group(1).decode(errors="replace")
+        if self.output_start is None and self.release is not None:
+            if m := self.setup_done.search(self.buf):
+                self.output_start = m.end()
+            elif m := self.setup_fail.search(self.buf):
+                self.setup_failed = m.group(1).decode(errors="replace")
+        if self.output_start is not None and self.exit_code is None:
+            if m := self.exit.search(self.buf, max(start, self.output_start - 1)):
+                self.exit_code, self.exit_at = int(m.group(1)), m.start()
+
+    @property
+    def phase(self) -> str:
+        if self.release is None:
+            return "boot"
+        return "setup" if self.output_start is None else "run"
+
+    def output(self) -> str:
+        if self.output_start is None:
+            return ""
+        end = self.exit_at if self.exit_at is not None else len(self.buf)
+        return bytes(self.buf[self.output_start:end]).decode(errors="replace")
+
+
+def _console_hint(console_log: Path) -> str:
+    """The most telling line of the kernel log, for the error message."""
+    try:
+        lines = console_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for needle in ("Kernel panic", "No working init", "Initramfs unpacking failed",
+                   "BUG:", "Oops", "general protection"):
+        for line in lines:
+            if needle in line:
+                return line.strip()
+    return lines[-1].strip() if lines else ""
+
+
+def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: Path, *,
+         nonce: str, command: str | None, timeouts: Timeouts = Timeouts(),
+         boot_timeout: float | None = None, memory_mb: int = 256,
+         qemu: str | None = None, verbose: bool = False,
+         extra_kernel_args: Sequence[str] = ()) -> VmResult:
+    """Run qemu once with one accelerator; no fallback here."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    tag = accel.name
+    console_log, output_log = workdir / f"console.{tag}.log", workdir / f"output.{tag}.log"
+    qemu_log = workdir / f"qemu.{tag}.log"
+    cmd = build_command(vmlinuz, initrd, accel, console_log=console_log,
+                        output_log=output_log, nonce=nonce, command=command,
+                        memory_mb=memory_mb, qemu=qemu, verbose=verbose,
+                        extra_kernel_args=extra_kernel_args)
+    (workdir / f"cmdline.{tag}").write_text(shlex.join(cmd.argv()) + "\n")
+    output_log.write_bytes(b"")
+    stream = _Stream(nonce)
+    result = VmResult(kernel_name, None, accel.name, "boot", "ERROR", None, "", None, None,
+                      0.0, console_log, output_log)
+    deadlines = {"boot": boot_timeout or timeouts.boot, "setup": timeouts.setup,
+                 "run": timeouts.run}
+    start = time.monotonic()
+    phase_start, phase = start, "boot"
+    proc = None
+    try:
+        with open(qemu_log, "wb") as qlog, open(output_log, "rb") as out:
+            try:
+                proc = subprocess.Popen(cmd.argv(), stdin=subprocess.DEVNULL, stdout=qlog,
+                                        stderr=subprocess.STDOUT,
+                                        preexec_fn=_die_with_parent)
+            except OSError as e:
+                result.error = f"cannot start {cmd.qemu_args[0]}: {e.strerror}"
+                return result
+            exited = None
+            while True:
+                exited = proc.poll()
+                stream.feed(out.read())  # after poll, so a dead qemu's last bytes count
+                now = time.monotonic()
+                if stream.phase != phase:
+                    if phase == "boot":
+                        result.boot_time = now - start
+                    phase, phase_start = stream.phase, now
+                if stream.exit_code is not None:
+                    result.result_time = now - start
+                    break
+                if stream.setup_failed or exited is not None:
+                    break
+                if now - phase_start > deadlines[phase]:
+                    result.error = (f"timeout: no progress in phase {phase} after "
+                                    f"{deadlines[phase]:.0f} s")
+                    break
+                time.sleep(POLL_S)
+            if stream.exit_code is not None and exited is None:
+                try:
+                    proc.wait(timeout=timeouts.shutdown)
+                except subprocess.TimeoutExpired:
+                    result.notes.append("qemu did not exit after poweroff; killed")
+            stream.feed(out.read())
+    finally:
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        result.duration = time.monotonic() - start
+    result.phase, result.release, result.output = stream.phase, stream.release, stream.output()
+    result.exit_code = stream.exit_code
+    if stream.exit_code is not None:
+        result.status, result.error = "OK", ""
+    elif not result.error:
+        if stream.setup_failed:
+            result.error = f"setup step {stream.setup_failed} failed in the guest"
+        else:
+            rc = proc.returncode if proc else None
+            how = f"killed by signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
+            result.error = f"qemu ended ({how}) in phase {stream.phase}"
+            if stream.phase == "run":
+                result.error += " before RP-EXIT: output truncated"
+    if result.status == "ERROR":
+        detail = _qemu_log_tail(qemu_log) or _console_hint(console_log)
+        if detail:
+            result.error += f": {detail}"
+    return result
+
+
+def _qemu_log_tail(qemu_log: Path) -> str:
+    try:
+        lines = qemu_log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(lines[-2:])
+
+
+# ---------------------------------------------------------------------------------------
+# The entry point: fetch, build, choose the accelerator, boot.
+
+
+KEEP_RUNS = 50
+
+
+def _prune_runs(runs: Path) -> None:
+    """Default run directories keep their logs; only the newest KEEP_RUNS stay."""
+    try:
+        old = sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_RUNS]
+    except OSError:
+        return
+    for d in old:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _accel_choice(qemu: str, accel: str) -> list[Accel]:
+    if accel == "auto":
+        accel = os.environ.get("RP_ACCEL") or "auto"
+    if accel in ACCELS:
+        return [ACCELS[accel]]
+    if accel != "auto":
+        raise VmError(f"unknown accelerator {accel!r}: use kvm, tcg or auto")
+    if not os.access(KVM_DEVICE, os.R_OK | os.W_OK):
+        return [TCG]
+    return {True: [KVM], False: [TCG], None: [KVM, TCG]}[kvm_verdict(qemu)]
+
+
+def run_in_vm(kernel: str | Kernel | FetchedKernel, command: str | Sequence[str], *,
+              files: Iterable[tuple[Path | str, str]] = (),
+              timeouts: Timeouts = Timeouts(), accel: str = "auto",
+              workdir: Path | str | None = None, memory_mb: int = 256,
+              qemu: str | None = None, verbose: bool = False, keep_initrd: bool = False,
+              initrd: Path | None = None, extra_kernel_args: Sequence[str] = (),
+              log: Callable[[str], None] | None = None) -> VmResult:
+    """Boot `kernel` with a fresh initramfs holding `files` and run `command`.
+
+    command: a shell string, or an argv list (quoted with shlex). accel: "auto" tries
+    KVM, falls back to TCG by itself and remembers the verdict; "kvm"/"tcg" force one
+    (so does the RP_ACCEL environment variable). initrd: use this cpio as is (tests).
+    Raises VmError only for a kernel that cannot be fetched or files that cannot be
+    read; anything that goes wrong in qemu is a VmResult with status ERROR.
+    """
+    log = log or (lambda msg: None)
+    fetched = kernel if isinstance(kernel, FetchedKernel) else fetch_kernel(kernel)
+    name = fetched.kernel.name
+    if not isinstance(command, str):
+        command = shlex.join(command)
+    qemu = qemu or os.environ.get("RP_QEMU", QEMU)
+    nonce = secrets.token_hex(8)
+    if workdir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        workdir = cache_dir() / "runs" / f"{stamp}-{name}-{nonce[:6]}"
+        _prune_runs(workdir.parent)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    in_cmdline = len(command.encode()) <= MAX_CMDLINE_COMMAND
+    own_initrd = initrd is None
+    if own_initrd:
+        data = None if in_cmdline else {"rp/cmd": command.encode()}
+        initrd = build_initramfs(workdir / "initramfs.cpio", files, data=data)
+    notes = []
+    try:
+        choice = _accel_choice(qemu, accel)
+        for i, acc in enumerate(choice):
+            probing = acc is KVM and len(choice) > 1
+            result = boot(name, fetched.vmlinuz, initrd, acc, workdir, nonce=nonce,
+                          command=command if in_cmdline else None, timeouts=timeouts,
+                          boot_timeout=timeouts.kvm_boot if acc is KVM else None,
+                          memory_mb=memory_mb, qemu=qemu, verbose=verbose,
+                          extra_kernel_args=extra_kernel_args)
+            result.notes[:0] = notes
+            if probing and result.phase == "boot" and not result.ok:
+                notes.append(f"kvm failed to boot, fell back to tcg: {result.error}")
+                log(f"{name}: {notes[-1]}")
+                continue
+            if probing:
+                record_kvm_verdict(qemu, True)
+            elif i > 0 and result.phase != "boot":
+                # TCG booted what KVM could not: the fault is KVM's, not the kernel's.
+                record_kvm_verdict(qemu, False, notes[-1])
+            return result
+        raise AssertionError("unreachable")
+    finally:
+        if own_initrd and not keep_initrd:
+            initrd.unlink(missing_ok=True)
