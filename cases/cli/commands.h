@@ -1,0 +1,15 @@
+// The subcommands of reuseport-check, one file each. Each gets its arguments after the
+// command name's position (args[0] is the command) and returns the exit status.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace rp::cases {
+
+int run_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);  // run, list
+
+// "reuseport-check: <msg>" + a pointer to --help; returns 2.
+int usage_error(const std::string& msg);
+
+}  // namespace rp::cases
