@@ -16,10 +16,13 @@
 //   4. Note the queue length Q that sock_diag reports, then close() the victim (or SIGKILL
 //      its process).
 //   5. Let the load run to its fixed number of attempts; retried SYNs now reach the others.
-//   6. Reconcile the ledger (attempts = outcomes; served per listener as the clients saw it
-//      = as the servers counted it) and compare with cases/expectations.json:
-//      tcp_migrate_req=0 resets exactly the Q queued children and serves everything else;
-//      tcp_migrate_req=1 resets nothing.
+//   6. Reconcile three ways: the ledger (attempts = outcomes; served per listener as the
+//      clients saw it = as the servers counted it), and the kernel's own count from the
+//      reuseport probe attached before step 2 (children orphaned by the close, the RSTs
+//      they sent, RSTs the clients received) and TcpExt (TCPMigrateReqSuccess). Compare
+//      with cases/expectations.json: tcp_migrate_req=0 resets exactly the Q queued
+//      children (client resets = kernel orphans = orphan RSTs = Q) and serves everything
+//      else; tcp_migrate_req=1 resets nothing and migrates Q.
 
 #include <gtest/gtest.h>
 
@@ -27,6 +30,7 @@
 
 #include "cases/lib/case.h"
 #include "cases/lib/kernel.h"
+#include "cases/lib/kernel_observer.h"
 #include "cases/lib/observe.h"
 #include "harness/fault.h"
 #include "harness/loadgen.h"
@@ -56,6 +60,7 @@ nlohmann::json scenario(const Variant& v) {
   if (v.migrate) migrate.emplace("net.ipv4.tcp_migrate_req", "1");
   else if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", "0");
 
+  KernelObserver kernel(kPort);
   const Exec exec = v.fault == FaultKind::Close ? Exec::Thread : Exec::Process;
   ListenerGroup group;
   ListenerSpec victim;
@@ -98,6 +103,7 @@ nlohmann::json scenario(const Variant& v) {
   }
   const uint32_t queued = events.at(0).queued_before.value();
   load.wait();
+  const nlohmann::json kernel_counts = kernel.counts();  // before stop_all() closes the rest
   group.stop_all();
 
   nlohmann::json o = ledger_counts(load.ledger(), group);
@@ -106,6 +112,7 @@ nlohmann::json scenario(const Variant& v) {
   o["queue_limit"] = v.backlog + 1;
   o["served_by_victim"] = group.served(victim_id);
   o["lost_other"] = o["failed"].get<uint64_t>() - o["client_resets"].get<uint64_t>();
+  o.update(kernel_counts);
   return o;
 }
 

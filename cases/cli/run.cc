@@ -116,12 +116,14 @@ const char* color(Verdict v) {
   }
 }
 
-// The counts the expectation names, as observed: "client_resets=129 lost_other=0".
-std::string compact(const nlohmann::json& expected, const nlohmann::json& observed, bool from_expected) {
+// The counts the expectation names, as observed; "name=observed!=expected" where they
+// differ, "name=?" where the kernel could not observe it.
+std::string compact(const nlohmann::json& expected, const nlohmann::json& observed) {
   std::string s;
-  for (auto& [k, v] : expected.items()) {
-    const nlohmann::json& x = from_expected ? v : (observed.contains(k) ? observed[k] : nlohmann::json());
-    s += (s.empty() ? "" : " ") + k + "=" + x.dump();
+  for (auto& [k, want] : expected.items()) {
+    const nlohmann::json got = observed.contains(k) ? observed[k] : nlohmann::json();
+    s += (s.empty() ? "" : " ") + k + "=" + (got.is_null() ? "?" : got.dump());
+    if (!got.is_null() && got != want) s += "!=" + want.dump();
   }
   return s;
 }
@@ -219,21 +221,19 @@ int cmd_run(const std::vector<std::string>& globs, int repeat, const std::string
 
   // The table.
   std::map<Verdict, int> totals;
-  size_t wcase = 4, wexp = 8;
+  size_t wcase = 4, wobs = 8;
   for (const auto& r : records) {
     wcase = std::max(wcase, r.case_name.size() + 1 + r.variant.size());
-    wexp = std::max(wexp, compact(r.expected, r.observed, true).size());
+    wobs = std::max(wobs, compact(r.expected, r.observed).size());
   }
-  std::printf("\n%-*s  %-*s  %-*s  %s\n", static_cast<int>(wcase), "case/variant", static_cast<int>(wexp), "expected",
-              static_cast<int>(wexp), "observed", "verdict");
+  std::printf("\n%-*s  %-7s  %-*s\n", static_cast<int>(wcase), "case/variant", "verdict", static_cast<int>(wobs),
+              "observed (!=expected where they differ, ? not observable)");
   for (const auto& r : records) {
     ++totals[r.verdict];
     std::string cv = r.case_name + "/" + r.variant;
-    std::string exp = r.verdict == Verdict::Skip ? "-" : compact(r.expected, r.observed, true);
-    std::string obs = r.verdict == Verdict::Skip ? "-" : compact(r.expected, r.observed, false);
-    std::printf("%-*s  %-*s  %-*s  %s%s\n", static_cast<int>(wcase), cv.c_str(), static_cast<int>(wexp), exp.c_str(),
-                static_cast<int>(wexp), obs.c_str(), to_string(r.verdict),
-                repeat > 1 ? (" (repeat " + std::to_string(r.repeat) + ")").c_str() : "");
+    std::string obs = r.verdict == Verdict::Skip ? "skipped: " + r.reason : compact(r.expected, r.observed);
+    if (repeat > 1) cv += " #" + std::to_string(r.repeat);
+    std::printf("%-*s  %-7s  %s\n", static_cast<int>(wcase), cv.c_str(), to_string(r.verdict), obs.c_str());
     if (verbose) std::printf("    observed %s\n", r.observed.dump().c_str());
   }
   const size_t expected_records = chosen.size() * static_cast<size_t>(repeat);
