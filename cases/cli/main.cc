@@ -10,27 +10,32 @@
 
 namespace {
 
-constexpr const char* kUsage = R"(reuseport-check: a SO_REUSEPORT conformance suite for the running Linux kernel
+constexpr const char* kUsage = R"USAGE(reuseport-check: a SO_REUSEPORT conformance suite for the running Linux kernel
 
 Usage:
   reuseport-check run [--case GLOB]... [--repeat N] [--json PATH] [--verbose]
   reuseport-check list [--case GLOB]...
+  reuseport-check watch --port P [--netns NAME | --pid PID] [--duration S] [--json PATH]
   reuseport-check COMMAND --help
 
 Commands:
   run    Run the conformance cases on the running kernel; print expected, observed and
          the verdict per case x variant, then a summary. Exit 1 on any FAIL, XPASS or ERROR.
   list   Print the cases and their variants.
+  watch  Attach to a port someone else's server listens on and show, each second, what
+         the kernel saw: listeners joining and leaving, resets by cause, children orphaned
+         in a closed listener's queue, overflows, migrations; then a summary.
 
 Examples:
   sudo reuseport-check run
   sudo reuseport-check run --case 'close_*' --repeat 20 --json results.json
   sudo reuseport-check run --case 'close_listener_with_queued_children/tcp6_*_migrate1'
   reuseport-check list
+  sudo reuseport-check watch --port 80 --pid "$(pgrep -o nginx)" --duration 60
 
 Running cases needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN. Exit status 2: bad usage or
 missing privileges.
-)";
+)USAGE";
 
 struct Command {
   const char* name;
@@ -40,6 +45,7 @@ struct Command {
 const Command kCommands[] = {
     {"run", rp::cases::run_command},
     {"list", rp::cases::run_command},
+    {"watch", rp::cases::watch_command},
 };
 
 }  // namespace

@@ -27,7 +27,7 @@
 namespace rp::cases {
 namespace {
 
-constexpr const char* kRunUsage = R"(Usage:
+constexpr const char* kRunUsage = R"USAGE(Usage:
   reuseport-check run [--case GLOB]... [--repeat N] [--json PATH] [--verbose]
   reuseport-check list [--case GLOB]...
 
@@ -56,7 +56,7 @@ Examples:
   reuseport-check list
 
 Running cases needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (network namespaces, sysctls).
-)";
+)USAGE";
 
 struct CaseId {
   std::string case_name, variant, full;  // full: the GoogleTest name
@@ -85,19 +85,6 @@ bool selected(const CaseId& id, const std::vector<std::string>& globs) {
       return true;
   }
   return false;
-}
-
-bool has_privileges(std::string& missing) {
-  __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct d[2]{};
-  if (syscall(SYS_capget, &h, d) != 0) {
-    missing = "capget failed";
-    return false;
-  }
-  auto has = [&](int cap) { return (d[cap / 32].effective >> (cap % 32)) & 1; };
-  if (!has(CAP_NET_ADMIN)) missing += " CAP_NET_ADMIN";
-  if (!has(CAP_SYS_ADMIN)) missing += " CAP_SYS_ADMIN";
-  return missing.empty();
 }
 
 std::string now_iso() {
@@ -272,6 +259,19 @@ int cmd_run(const std::vector<std::string>& globs, int repeat, const std::string
 }
 
 }  // namespace
+
+bool has_privileges(std::string& missing) {
+  __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct d[2]{};
+  if (syscall(SYS_capget, &h, d) != 0) {
+    missing = "capget failed";
+    return false;
+  }
+  auto has = [&](int cap) { return (d[cap / 32].effective >> (cap % 32)) & 1; };
+  if (!has(CAP_NET_ADMIN)) missing += " CAP_NET_ADMIN";
+  if (!has(CAP_SYS_ADMIN)) missing += " CAP_SYS_ADMIN";
+  return missing.empty();
+}
 
 int usage_error(const std::string& msg) {
   std::fprintf(stderr, "reuseport-check: %s\nRun 'reuseport-check --help' for usage.\n", msg.c_str());

@@ -1,0 +1,345 @@
+// `reuseport-check watch`: attach the reuseport probe to a port that somebody else's server
+// listens on (nginx, a Go service, anything), in the current network namespace or in the
+// one of a named namespace or process, and print the kernel's counters each interval:
+// listeners joining and leaving the port, resets by cause, children orphaned in a closed
+// listener's queue, overflows and migrations. Then a summary, and optionally JSON.
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cases/cli/commands.h"
+#include "cases/lib/kernel.h"
+#include "harness/sockdiag.h"
+#include "probes/netstat.h"
+#ifdef RP_HAVE_BPF
+#include "probes/reuseport_probe.h"
+#endif
+
+namespace rp::cases {
+namespace {
+
+using nlohmann::json;
+namespace ns = rp::probes::netstat;
+
+constexpr const char* kWatchUsage = R"USAGE(Usage:
+  reuseport-check watch --port P [--netns NAME | --pid PID] [--duration S] [--interval S]
+                        [--json PATH] [--quiet]
+
+Attaches to the TCP port P of a server that someone else runs and prints, each interval,
+what the kernel saw on that port: listeners joining and leaving it, listener closes,
+children orphaned in a closed listener's accept queue and the RSTs they sent, other RSTs,
+RSTs received by clients of the port, listen-queue overflows and request migrations. Ends
+after --duration seconds or on Ctrl-C/SIGTERM with a summary. A counter the running kernel
+cannot observe is shown as n/a with the reason, never as 0.
+
+Options:
+  --port P       The port (1-65535). Required.
+  --netns NAME   Watch inside the network namespace /run/netns/NAME (ip netns).
+  --pid PID      Watch inside the network namespace of process PID.
+  --duration S   Stop after S seconds (default: until interrupted).
+  --interval S   Seconds between lines (default 1).
+  --json PATH    Write every sample and the totals as JSON to PATH.
+  --quiet        No per-interval lines, only the summary.
+
+Examples:
+  sudo reuseport-check watch --port 80 --duration 60
+  sudo reuseport-check watch --port 8080 --pid "$(pgrep -o nginx)" --json deploy.json
+
+Needs root, or CAP_BPF/CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_PERFMON.
+)USAGE";
+
+volatile sig_atomic_t g_stop = 0;
+void on_signal(int) { g_stop = 1; }
+
+struct Options {
+  long port = -1;
+  std::string netns, pid, json_path;
+  double duration = 0, interval = 1;
+  bool quiet = false;
+};
+
+double parse_seconds(const std::string& name, const std::string& v) {
+  size_t pos = 0;
+  double d = -1;
+  try {
+    d = std::stod(v, &pos);
+  } catch (...) {
+  }
+  if (pos != v.size() || !(d > 0)) throw std::invalid_argument(name + " needs a positive number of seconds, got '" + v + "'");
+  return d;
+}
+
+// Moves this (still single-threaded) process into the target network namespace.
+void enter_netns(const Options& o) {
+  std::string path;
+  if (!o.netns.empty()) path = "/run/netns/" + o.netns;
+  if (!o.pid.empty()) path = "/proc/" + o.pid + "/ns/net";
+  if (path.empty()) return;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    if (!o.netns.empty())
+      throw std::runtime_error("no network namespace named '" + o.netns + "' (" + path + ": " + std::strerror(err) + ")");
+    throw std::runtime_error("cannot reach the network namespace of process " + o.pid + " (" + path + ": " +
+                             std::strerror(err) + ")");
+  }
+  if (setns(fd, CLONE_NEWNET) != 0) {
+    int err = errno;
+    close(fd);
+    throw std::runtime_error("setns " + path + ": " + std::strerror(err));
+  }
+  close(fd);
+}
+
+double now_s() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+std::string cell(const json& v) { return v.is_null() ? "n/a" : v.dump(); }
+
+}  // namespace
+
+int watch_command(const std::vector<std::string>& args, const std::vector<std::string>&) {
+  Options o;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw std::invalid_argument(a + " needs a value");
+      return args[++i];
+    };
+    try {
+      if (a == "--help" || a == "-h") {
+        std::fputs(kWatchUsage, stdout);
+        return 0;
+      } else if (a == "--port") {
+        std::string v = value();
+        size_t pos = 0;
+        long p = -1;
+        try {
+          p = std::stol(v, &pos);
+        } catch (...) {
+        }
+        if (pos != v.size() || p < 1 || p > 65535) throw std::invalid_argument("--port needs 1-65535, got '" + v + "'");
+        o.port = p;
+      } else if (a == "--netns") {
+        o.netns = value();
+        if (o.netns.find('/') != std::string::npos || o.netns.empty() || o.netns[0] == '.')
+          throw std::invalid_argument("--netns takes a name as `ip netns list` shows it, got '" + o.netns + "'");
+      } else if (a == "--pid") {
+        o.pid = value();
+        if (o.pid.empty() || o.pid.find_first_not_of("0123456789") != std::string::npos)
+          throw std::invalid_argument("--pid needs a process id, got '" + o.pid + "'");
+      } else if (a == "--duration") {
+        o.duration = parse_seconds("--duration", value());
+      } else if (a == "--interval") {
+        o.interval = parse_seconds("--interval", value());
+      } else if (a == "--json") {
+        o.json_path = value();
+      } else if (a == "--quiet") {
+        o.quiet = true;
+      } else {
+        return usage_error("unknown option '" + a + "' for 'watch'");
+      }
+    } catch (const std::invalid_argument& e) {
+      return usage_error(e.what());
+    }
+  }
+  if (o.port < 0) return usage_error("watch needs --port");
+  if (!o.netns.empty() && !o.pid.empty()) return usage_error("--netns and --pid are exclusive");
+  std::string missing;
+  if (!has_privileges(missing)) {
+    std::fprintf(stderr, "reuseport-check: watch needs root (BPF, the target's network namespace); missing:%s\n",
+                 missing.c_str());
+    return 2;
+  }
+#ifndef RP_HAVE_BPF
+  std::fprintf(stderr, "reuseport-check: this build has no BPF probes (configured with RP_ENABLE_BPF=OFF)\n");
+  return 2;
+#else
+  const uint16_t port = static_cast<uint16_t>(o.port);
+  std::optional<rp::probes::ReuseportProbe> probe;
+  std::string where = o.netns.empty() ? (o.pid.empty() ? "the current network namespace" : "the network namespace of process " + o.pid)
+                                      : "network namespace " + o.netns;
+  bool netns_filter = true;
+  try {
+    enter_netns(o);
+    rp::probes::ProbeOptions po;
+    po.port = port;
+    try {
+      po.netns_cookie = rp::probes::current_netns_cookie();
+    } catch (const std::exception& e) {
+      // Before 5.14 there is no SO_NETNS_COOKIE: the port alone must do.
+      netns_filter = false;
+      std::fprintf(stderr, "reuseport-check: %s; counting port %u in every namespace\n", e.what(), port);
+    }
+    probe.emplace(po);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "reuseport-check: %s\n", e.what());
+    return 2;
+  }
+  ns::Counters net0;
+  std::string netstat_error;
+  try {
+    net0 = ns::read_current();
+  } catch (const std::exception& e) {
+    netstat_error = e.what();
+  }
+
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  const auto& caps = probe->capabilities();
+  std::printf("watching TCP port %u in %s on kernel %s%s\n", port, where.c_str(), kernel_release().c_str(),
+              netns_filter ? "" : " (no namespace filter)");
+  if (!caps.migrate_fexit) std::printf("  migrations by the kernel's own function: n/a (%s); TcpExt counters shown\n", caps.migrate_why.c_str());
+  if (!o.quiet)
+    std::printf("%7s %9s %6s %6s %7s %10s %9s %8s %9s %7s %9s  %s\n", "t(s)", "listeners", "queued", "closes", "orphans",
+                "orphan_rst", "other_rst", "rst_rcvd", "overflows", "migr_ok", "migr_fail", "joined/left");
+  std::fflush(stdout);
+
+  auto snapshot = [&](double t, const std::set<uint64_t>& prev_listeners, std::set<uint64_t>& cur_listeners) {
+    json s;
+    s["t"] = t;
+    auto r = probe->read();
+    auto val = [](const rp::probes::Counter& c) { return c.value ? json(*c.value) : json(nullptr); };
+    s["listener_closes"] = val(r.listener_closes);
+    s["orphaned_children"] = val(r.orphaned_children);
+    s["orphan_resets"] = val(r.orphan_resets);
+    s["other_resets_sent"] = val(r.other_resets_sent);
+    s["resets_received"] = val(r.resets_received);
+    s["migrate_target_found"] = val(r.migrate_target_found);
+    std::optional<ns::Deltas> d;
+    if (netstat_error.empty()) {
+      try {
+        d = ns::delta(net0, ns::read_current());
+      } catch (const std::exception& e) {
+        netstat_error = e.what();
+      }
+    }
+    for (const char* name : {"ListenOverflows", "ListenDrops", "TCPReqQFullDoCookies", "TCPMigrateReqSuccess",
+                             "TCPMigrateReqFailure"}) {
+      auto v = d ? ns::get(*d, "TcpExt", name) : std::nullopt;
+      s[std::string("netstat_") + name] = v ? json(*v) : json(nullptr);
+    }
+    uint64_t queued = 0;
+    cur_listeners.clear();
+    for (const auto& l : tcp_listeners(port)) {
+      cur_listeners.insert(l.inode);
+      queued += l.accept_queue;
+    }
+    int joined = 0, left = 0;
+    for (auto i : cur_listeners) joined += !prev_listeners.count(i);
+    for (auto i : prev_listeners) left += !cur_listeners.count(i);
+    s["listeners"] = cur_listeners.size();
+    s["accept_queue"] = queued;
+    s["joined"] = joined;
+    s["left"] = left;
+    s["_reading"] = nullptr;
+    s.erase("_reading");
+    return std::make_pair(s, r);
+  };
+
+  json samples = json::array();
+  std::set<uint64_t> prev, cur;
+  for (const auto& l : tcp_listeners(port)) prev.insert(l.inode);
+  const size_t initial_listeners = prev.size();
+  int total_joined = 0, total_left = 0;
+  const double t0 = now_s();
+  json last;
+  rp::probes::ProbeReading last_reading;
+  while (!g_stop) {
+    double target = now_s() + o.interval;
+    if (o.duration > 0) target = std::min(target, t0 + o.duration);
+    while (!g_stop && now_s() < target) {
+      double left_s = target - now_s();
+      timespec ts{static_cast<time_t>(left_s), static_cast<long>((left_s - static_cast<double>(static_cast<time_t>(left_s))) * 1e9)};
+      nanosleep(&ts, nullptr);
+    }
+    auto [s, r] = snapshot(now_s() - t0, prev, cur);
+    total_joined += s["joined"].get<int>();
+    total_left += s["left"].get<int>();
+    prev = cur;
+    samples.push_back(s);
+    last = s;
+    last_reading = r;
+    if (!o.quiet) {
+      std::printf("%7.1f %9s %6s %6s %7s %10s %9s %8s %9s %7s %9s  +%d/-%d\n", s["t"].get<double>(),
+                  cell(s["listeners"]).c_str(), cell(s["accept_queue"]).c_str(), cell(s["listener_closes"]).c_str(),
+                  cell(s["orphaned_children"]).c_str(), cell(s["orphan_resets"]).c_str(),
+                  cell(s["other_resets_sent"]).c_str(), cell(s["resets_received"]).c_str(),
+                  cell(s["netstat_ListenOverflows"]).c_str(), cell(s["netstat_TCPMigrateReqSuccess"]).c_str(),
+                  cell(s["netstat_TCPMigrateReqFailure"]).c_str(), s["joined"].get<int>(), s["left"].get<int>());
+      std::fflush(stdout);
+    }
+    if (o.duration > 0 && now_s() - t0 >= o.duration) break;
+  }
+
+  json totals = last;
+  totals.erase("t");
+  totals["listeners_at_start"] = initial_listeners;
+  totals["listeners_joined"] = total_joined;
+  totals["listeners_left"] = total_left;
+  totals.erase("joined");
+  totals.erase("left");
+  json sources = {{"listener_closes", last_reading.listener_closes.source},
+                  {"orphaned_children", last_reading.orphaned_children.source},
+                  {"orphan_resets", last_reading.orphan_resets.source},
+                  {"other_resets_sent", last_reading.other_resets_sent.source},
+                  {"resets_received", last_reading.resets_received.source},
+                  {"migrate_target_found", last_reading.migrate_target_found.source},
+                  {"netstat_*", netstat_error.empty() ? "/proc/net/netstat TcpExt, deltas since attach" : netstat_error},
+                  {"listeners, accept_queue, joined/left", "NETLINK_SOCK_DIAG, LISTEN sockets of the port"}};
+  std::printf("\nsummary over %.1f s, port %u:\n", now_s() - t0, port);
+  std::printf("  listeners: %zu at start, %zu at end, %d joined, %d left\n", initial_listeners, cur.size(), total_joined,
+              total_left);
+  auto line = [&](const char* label, const char* key) {
+    std::printf("  %-53s %s\n", label, cell(totals[key]).c_str());
+  };
+  line("listener closes", "listener_closes");
+  line("children orphaned in a closed listener's queue", "orphaned_children");
+  line("RSTs those orphans sent", "orphan_resets");
+  line("other RSTs sent from the port", "other_resets_sent");
+  line("RSTs received by clients of the port", "resets_received");
+  line("listen overflows (TcpExt.ListenOverflows)", "netstat_ListenOverflows");
+  line("listen drops (TcpExt.ListenDrops)", "netstat_ListenDrops");
+  line("requests migrated (TcpExt.TCPMigrateReqSuccess)", "netstat_TCPMigrateReqSuccess");
+  line("migrations that failed (TcpExt.TCPMigrateReqFailure)", "netstat_TCPMigrateReqFailure");
+  for (auto& [k, v] : totals.items())
+    if (v.is_null()) std::printf("  n/a %s: %s\n", k.c_str(), sources.contains(k) ? sources[k].get<std::string>().c_str() : "this kernel lacks it");
+
+  if (!o.json_path.empty()) {
+    json out = {{"schema", "reuseport-check/watch/1"}, {"port", port},         {"namespace", where},
+                {"netns_filter", netns_filter},         {"kernel", kernel_release()}, {"interval_s", o.interval},
+                {"samples", samples},                   {"totals", totals},   {"sources", sources}};
+    std::ofstream f(o.json_path);
+    if (!f) {
+      std::fprintf(stderr, "reuseport-check: cannot write %s: %s\n", o.json_path.c_str(), std::strerror(errno));
+      return 2;
+    }
+    f << out.dump(2) << "\n";
+  }
+  return 0;
+#endif
+}
+
+}  // namespace rp::cases
