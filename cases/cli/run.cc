@@ -110,7 +110,15 @@ std::string compact(const nlohmann::json& expected, const nlohmann::json& observ
   for (auto& [k, want] : expected.items()) {
     const nlohmann::json got = observed.contains(k) ? observed[k] : nlohmann::json();
     s += (s.empty() ? "" : " ") + k + "=" + (got.is_null() ? "?" : got.dump());
-    if (!got.is_null() && got != want) s += "!=" + want.dump();
+    if (got.is_null()) continue;
+    if (want.is_object()) {  // bounds
+      if (want.contains("min") && want["min"].is_number() && got.is_number() && got < want["min"])
+        s += "<" + want["min"].dump();
+      if (want.contains("max") && want["max"].is_number() && got.is_number() && got > want["max"])
+        s += ">" + want["max"].dump();
+    } else if (got != want) {
+      s += "!=" + want.dump();
+    }
   }
   return s;
 }
@@ -214,7 +222,7 @@ int cmd_run(const std::vector<std::string>& globs, int repeat, const std::string
     wobs = std::max(wobs, compact(r.expected, r.observed).size());
   }
   std::printf("\n%-*s  %-7s  %-*s\n", static_cast<int>(wcase), "case/variant", "verdict", static_cast<int>(wobs),
-              "observed (!=expected where they differ, ? not observable)");
+              "observed (!=X, <min, >max where it differs; ? not observable)");
   for (const auto& r : records) {
     ++totals[r.verdict];
     std::string cv = r.case_name + "/" + r.variant;

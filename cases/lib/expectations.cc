@@ -101,6 +101,13 @@ Expectations Expectations::parse(const json& j, const std::string& origin) {
       if (!x.skip) {
         if (!e.contains("expect") || !e["expect"].is_object() || e["expect"].empty())
           throw std::invalid_argument(where + ": 'expect' must be a non-empty object");
+        for (auto& [k, v] : e["expect"].items()) {
+          if (!v.is_object()) continue;
+          for (auto& [bk, bv] : v.items())
+            if (bk != "min" && bk != "max")
+              throw std::invalid_argument(where + ": expect." + k + ": unknown bound '" + bk + "' (min, max)");
+          if (v.empty()) throw std::invalid_argument(where + ": expect." + k + ": a bound needs min or max");
+        }
         x.expect = e["expect"];
       }
       ex.cases_[name].push_back(std::move(x));
@@ -142,20 +149,43 @@ Resolved Expectations::resolve(const std::string& case_name, const std::string& 
   return r;
 }
 
+// A literal, or "$name": the observed count `name`. Sets `missing` when `name` was not
+// observed at all.
+static json resolve_ref(const json& v, const json& observed, std::string& missing) {
+  if (v.is_string() && !v.get<std::string>().empty() && v.get<std::string>()[0] == '$') {
+    std::string ref = v.get<std::string>().substr(1);
+    if (!observed.contains(ref)) {
+      missing = ref;
+      return nullptr;
+    }
+    return observed[ref];
+  }
+  return v;
+}
+
 Judgement Expectations::judge(const Expectation& e, const json& observed) {
   Judgement j;
   j.expected = json::object();
   std::string mismatches, unobservable;
+  auto mismatch = [&](const std::string& text) { mismatches += (mismatches.empty() ? "" : "; ") + text; };
   for (auto& [key, want] : e.expect.items()) {
-    json w = want;
-    if (want.is_string() && !want.get<std::string>().empty() && want.get<std::string>()[0] == '$') {
-      std::string ref = want.get<std::string>().substr(1);
-      if (!observed.contains(ref)) {
-        j.verdict = Verdict::Error;
-        j.reason = "expectation refers to '" + ref + "', which the case did not observe";
-        return j;
-      }
-      w = observed[ref];
+    std::string missing;
+    // {"min": a, "max": b}: a bound on either side or both, each a literal or "$ref".
+    const bool bounds = want.is_object();
+    json w, lo, hi;
+    if (bounds) {
+      lo = want.contains("min") ? resolve_ref(want["min"], observed, missing) : json();
+      hi = want.contains("max") ? resolve_ref(want["max"], observed, missing) : json();
+      w = json::object();
+      if (want.contains("min")) w["min"] = lo;
+      if (want.contains("max")) w["max"] = hi;
+    } else {
+      w = resolve_ref(want, observed, missing);
+    }
+    if (!missing.empty()) {
+      j.verdict = Verdict::Error;
+      j.reason = "expectation refers to '" + missing + "', which the case did not observe";
+      return j;
     }
     j.expected[key] = w;
     if (!observed.contains(key)) {
@@ -163,16 +193,27 @@ Judgement Expectations::judge(const Expectation& e, const json& observed) {
       j.reason = "the case did not observe '" + key + "'";
       return j;
     }
+    const json& got = observed[key];
     // null: the running kernel cannot observe it (a probe that could not attach). That is
     // said, never taken as a match or as a 0.
-    if (observed[key].is_null() || w.is_null()) {
+    if (got.is_null() || (!bounds && w.is_null()) || (bounds && ((want.contains("min") && lo.is_null()) ||
+                                                                 (want.contains("max") && hi.is_null())))) {
       unobservable += (unobservable.empty() ? "" : ", ") + key;
       continue;
     }
-    if (observed[key] != w) {
-      if (!mismatches.empty()) mismatches += "; ";
-      mismatches += key + ": expected " + w.dump() + (want != w ? " (" + want.get<std::string>() + ")" : "") +
-                    ", observed " + observed[key].dump();
+    if (bounds) {
+      if (!got.is_number()) {
+        mismatch(key + ": expected a number within bounds, observed " + got.dump());
+      } else if (want.contains("min") && got.get<double>() < lo.get<double>()) {
+        mismatch(key + ": expected >= " + lo.dump() + (want["min"] != lo ? " (" + want["min"].get<std::string>() + ")" : "") +
+                 ", observed " + got.dump());
+      } else if (want.contains("max") && got.get<double>() > hi.get<double>()) {
+        mismatch(key + ": expected <= " + hi.dump() + (want["max"] != hi ? " (" + want["max"].get<std::string>() + ")" : "") +
+                 ", observed " + got.dump());
+      }
+    } else if (got != w) {
+      mismatch(key + ": expected " + w.dump() + (want != w ? " (" + want.get<std::string>() + ")" : "") + ", observed " +
+               got.dump());
     }
   }
   const bool match = mismatches.empty();

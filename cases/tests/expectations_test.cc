@@ -126,3 +126,30 @@ TEST(Verdicts, WhichFail) {
 
 }  // namespace
 }  // namespace rp::cases
+
+namespace rp::cases {
+namespace {
+
+TEST(Judge, Bounds) {
+  Expectation e;
+  e.expect = {{"resets", {{"min", "$queued"}, {"max", "$explained"}}}, {"other", {{"max", 0}}}};
+  EXPECT_EQ(Expectations::judge(e, {{"resets", 9}, {"queued", 9}, {"explained", 10}, {"other", 0}}).verdict,
+            Verdict::Pass);
+  auto j = Expectations::judge(e, {{"resets", 11}, {"queued", 9}, {"explained", 10}, {"other", 0}});
+  EXPECT_EQ(j.verdict, Verdict::Fail);
+  EXPECT_EQ(j.reason, "resets: expected <= 10 ($explained), observed 11");
+  j = Expectations::judge(e, {{"resets", 8}, {"queued", 9}, {"explained", 10}, {"other", 1}});
+  EXPECT_EQ(j.reason, "other: expected <= 0, observed 1; resets: expected >= 9 ($queued), observed 8");  // keys in order
+  j = Expectations::judge(e, {{"resets", 9}, {"queued", 9}, {"explained", nullptr}, {"other", 0}});
+  EXPECT_EQ(j.verdict, Verdict::Pass);
+  EXPECT_EQ(j.reason, "not observable on this kernel: resets");
+}
+
+TEST(Loader, RejectsUnknownBounds) {
+  json j = {{"schema", 1},
+            {"cases", {{"c", {{{"expect", {{"x", {{"below", 3}}}}}, {"source", "s"}}}}}}};
+  EXPECT_EQ(load_error(j), "exp.json: c[0]: expect.x: unknown bound 'below' (min, max)");
+}
+
+}  // namespace
+}  // namespace rp::cases

@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import kill_netns_processes
+from netns_util import kill_netns_processes
 
 HERE = pathlib.Path(__file__).parent
 PORT = 47600
