@@ -39,6 +39,9 @@
 /* Tunables, set by the loader between open and load. */
 const volatile __u16 target_port = 0;  /* host order; 0 matches every port */
 const volatile __u64 target_netns = 0; /* net->net_cookie; 0 matches every namespace */
+/* net->ns.inum, for kernels without SO_NETNS_COOKIE (before 5.14), where user space cannot
+ * learn the cookie; used only when target_netns is 0. */
+const volatile __u32 target_netns_ino = 0;
 
 struct rp_counters counters = {};
 __u64 drops[RP_MAX_DROP_REASONS] = {};
@@ -92,11 +95,25 @@ static __always_inline __u64 netns_cookie_of(const struct net *net)
 	return BPF_CORE_READ((struct net___atomic_cookie *)net, net_cookie.counter);
 }
 
+static __always_inline bool net_ok(const struct net *net)
+{
+	if (target_netns)
+		return netns_cookie_of(net) == target_netns;
+	if (target_netns_ino && bpf_core_field_exists(net->ns.inum))
+		return BPF_CORE_READ(net, ns.inum) == target_netns_ino;
+	return true;
+}
+
+static __always_inline bool netns_filtered(void)
+{
+	return target_netns || target_netns_ino;
+}
+
 static __always_inline bool sk_netns_ok(const struct sock *sk)
 {
-	if (!target_netns)
+	if (!netns_filtered())
 		return true;
-	return netns_cookie_of(BPF_CORE_READ(sk, __sk_common.skc_net.net)) == target_netns;
+	return net_ok(BPF_CORE_READ(sk, __sk_common.skc_net.net));
 }
 
 /* The same for programs with BTF-typed pointers (tp_btf): plain loads instead of one
@@ -105,9 +122,11 @@ static __always_inline bool sk_netns_ok_btf(const struct sock *sk)
 {
 	const struct net *net;
 
-	if (!target_netns)
+	if (!netns_filtered())
 		return true;
 	net = sk->__sk_common.skc_net.net;
+	if (!target_netns)
+		return net_ok(net);
 	if (bpf_core_field_exists(net->net_cookie))
 		return net->net_cookie == target_netns;
 	return ((const struct net___atomic_cookie *)net)->net_cookie.counter == target_netns;
@@ -267,7 +286,7 @@ static __always_inline bool skb_netns_ok(const struct sk_buff *skb, const struct
 {
 	struct net_device *dev;
 
-	if (!target_netns)
+	if (!netns_filtered())
 		return true;
 	if (!sk)
 		sk = BPF_CORE_READ(skb, sk);
@@ -276,7 +295,7 @@ static __always_inline bool skb_netns_ok(const struct sk_buff *skb, const struct
 	dev = BPF_CORE_READ(skb, dev);
 	if (!dev)
 		return false;
-	return netns_cookie_of(BPF_CORE_READ(dev, nd_net.net)) == target_netns;
+	return net_ok(BPF_CORE_READ(dev, nd_net.net));
 }
 
 /*
@@ -367,7 +386,7 @@ int BPF_PROG(rp_kfree_skb, struct sk_buff *skb)
 		return 0;
 	if (!port_ok(ports[0]) && !port_ok(ports[1]))
 		return 0;
-	if (target_netns) {
+	if (netns_filtered()) {
 		if (bpf_core_field_exists(struct trace_event_raw_kfree_skb, rx_sk))
 			sk = (const struct sock *)ctx[3];
 		if (!sk)
@@ -380,7 +399,7 @@ int BPF_PROG(rp_kfree_skb, struct sk_buff *skb)
 		} else {
 			const struct net *net = skb->dev->nd_net.net;
 
-			if (netns_cookie_of(net) != target_netns)
+			if (!net_ok(net))
 				return 0;
 		}
 	}

@@ -18,6 +18,8 @@ PACKAGES=(
   # the pytest driver and the kernel matrix (qemu guests with a busybox initramfs)
   python3 python3-pytest python3-pytest-xdist python3-matplotlib
   qemu-system-x86 busybox-static cpio debian-archive-keyring
+  # the deploy examples (docs/deploy.md): nginx with `listen ... reuseport`
+  nginx-light
 )
 
 as_root() {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -17,8 +18,22 @@ namespace rp {
 
 struct LoadOptions {
   enum class Mode { Closed, Open };
+  // What goes over each connection.
+  //  Wire: the listeners' own protocol (harness/wire.h); served = the 8-byte reply, whose
+  //        listener id lands in Attempt::listener.
+  //  Raw:  send `payload`, read until EOF; served = at least one byte, then EOF.
+  //  Http: send `payload` (an HTTP/1.1 request with `Connection: close`, see
+  //        http_get_request()), read one response to its end: Content-Length bytes of body,
+  //        or EOF when there is none (for chunked bodies EOF after the last chunk);
+  //        served = a complete response, whatever its status, which takes the place of the
+  //        listener id in Attempt::listener (so Ledger::served_by_listener() counts by status).
+  // A truncated response (EOF before its end) is ClosedWithoutResponse, a malformed one
+  // OtherError with EBADMSG.
+  enum class Protocol { Wire, Raw, Http };
   Endpoint target;
   Mode mode = Mode::Closed;
+  Protocol protocol = Protocol::Wire;
+  std::string payload;  // Raw and Http; not empty
   unsigned threads = 1;
   unsigned concurrency = 64;   // closed loop: attempts in flight, over all threads
   double rate = 1000;          // open loop: attempts started per second, over all threads
@@ -29,6 +44,13 @@ struct LoadOptions {
   std::chrono::milliseconds response_timeout{4000};
   bool record_source_port = false;  // one getsockname() per attempt
 };
+
+const char* to_string(LoadOptions::Protocol p);
+
+// "GET <path> HTTP/1.1" with Host, a User-Agent and `Connection: close`. Throws
+// std::invalid_argument for a path that does not start with '/' or holds whitespace or
+// control characters, which would break the request line.
+std::string http_get_request(const std::string& path, const std::string& host);
 
 class LoadGenerator {
  public:

@@ -4,6 +4,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -182,6 +183,7 @@ struct ReuseportProbe::Impl {
     if (skel == nullptr) throw ProbeError(std::string("bpf: open ") + kObjectName, errno, log);
     skel->rodata->target_port = options.port;
     skel->rodata->target_netns = options.netns_cookie;
+    skel->rodata->target_netns_ino = options.netns_ino;
     bpf_program__set_autoload(skel->progs.rp_data_ready, data_ready);
     bpf_program__set_autoload(skel->progs.rp_migrate_exit, migrate);
     // Without a reason the kfree_skb event says nothing this probe reports: do not pay
@@ -383,6 +385,12 @@ ProbeReading delta(const ProbeReading& after, const ProbeReading& before) {
     }
   }
   return d;
+}
+
+std::uint32_t current_netns_ino() {
+  struct stat st;
+  if (stat("/proc/thread-self/ns/net", &st) != 0) throw ProbeError("stat /proc/thread-self/ns/net", errno);
+  return static_cast<std::uint32_t>(st.st_ino);
 }
 
 std::uint64_t current_netns_cookie() {

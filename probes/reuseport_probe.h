@@ -37,7 +37,10 @@ class ProbeError : public std::runtime_error {
 
 struct ProbeOptions {
   std::uint16_t port = 0;          // host order; 0 counts every port
-  std::uint64_t netns_cookie = 0;  // 0 counts every network namespace
+  std::uint64_t netns_cookie = 0;  // 0: see netns_ino
+  // The namespace's inode (stat /proc/self/ns/net), for kernels without SO_NETNS_COOKIE
+  // (before 5.14). Used only when netns_cookie is 0; both 0 counts every namespace.
+  std::uint32_t netns_ino = 0;
   bool per_listener = true;        // try tp_btf/sk_data_ready (children per listener)
   bool migrate_fexit = true;       // try fexit/reuseport_migrate_sock
 };
@@ -122,6 +125,9 @@ ProbeReading delta(const ProbeReading& after, const ProbeReading& before);
 // net->net_cookie of the calling thread's network namespace, via SO_NETNS_COOKIE on a
 // throwaway socket (Linux 5.14+). Throws ProbeError naming the syscall.
 std::uint64_t current_netns_cookie();
+// The inode of the calling thread's network namespace (/proc/thread-self/ns/net), the
+// filter of last resort before 5.14.
+std::uint32_t current_netns_ino();
 // The socket cookie of fd (SO_COOKIE); the same value the probe keys listeners by.
 std::uint64_t socket_cookie(int fd);
 

@@ -11,6 +11,12 @@ int run_command(const std::vector<std::string>& args, const std::vector<std::str
 
 int watch_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
 
+int matrix_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
+
+int deploy_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
+
+int serve_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
+
 // "reuseport-check: <msg>" + a pointer to --help; returns 2.
 int usage_error(const std::string& msg);
 // Whether this process has CAP_NET_ADMIN and CAP_SYS_ADMIN; `missing` names those it lacks.

@@ -16,6 +16,11 @@ Usage:
   reuseport-check run [--case GLOB]... [--repeat N] [--json PATH] [--verbose]
   reuseport-check list [--case GLOB]...
   reuseport-check watch --port P [--netns NAME | --pid PID] [--duration S] [--json PATH]
+  reuseport-check matrix [--kernels LIST] [--case GLOB]... [--json PATH] [-j N]
+  reuseport-check deploy --start CMD --deploy CMD --port P [--load closed:N|rate:R]
+                         [--request FILE | --http PATH] [--settle S] [--max-lost K]
+                         [--json PATH] [--junit PATH]
+  reuseport-check serve --port P [--http] [--workers N] [--backlog N] [--drain]
   reuseport-check COMMAND --help
 
 Commands:
@@ -25,6 +30,13 @@ Commands:
   watch  Attach to a port someone else's server listens on and show, each second, what
          the kernel saw: listeners joining and leaving, resets by cause, children orphaned
          in a closed listener's queue, overflows, migrations; then a summary.
+  matrix Run the cases on every kernel of ci/kernels.toml (Debian kernels booted in qemu,
+         plus the running one) and print a case x kernel table, differences marked.
+  deploy Run your server (--start) and your deploy procedure (--deploy) under load in a
+         network namespace of their own; count every lost connection with the kernel's
+         cause and the moment in the deploy. Exit 1 when more than --max-lost were lost.
+  serve  A small SO_REUSEPORT server that closes its listeners at once on SIGTERM, to try
+         a deploy that loses connections and one that does not (docs/deploy.md).
 
 Examples:
   sudo reuseport-check run
@@ -32,6 +44,9 @@ Examples:
   sudo reuseport-check run --case 'close_listener_with_queued_children/tcp6_*_migrate1'
   reuseport-check list
   sudo reuseport-check watch --port 80 --pid "$(pgrep -o nginx)" --duration 60
+  sudo reuseport-check matrix --kernels 5.10,6.12 --case 'close_*'
+  sudo reuseport-check deploy --port 8080 --http / --junit deploy.xml \
+      --start docs/examples/nginx/start.sh --deploy docs/examples/nginx/reload.sh
 
 Running cases needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN. Exit status 2: bad usage or
 missing privileges.
@@ -46,6 +61,9 @@ const Command kCommands[] = {
     {"run", rp::cases::run_command},
     {"list", rp::cases::run_command},
     {"watch", rp::cases::watch_command},
+    {"matrix", rp::cases::matrix_command},
+    {"deploy", rp::cases::deploy_command},
+    {"serve", rp::cases::serve_command},
 };
 
 }  // namespace

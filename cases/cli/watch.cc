@@ -178,17 +178,16 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
   std::optional<rp::probes::ReuseportProbe> probe;
   std::string where = o.netns.empty() ? (o.pid.empty() ? "the current network namespace" : "the network namespace of process " + o.pid)
                                       : "network namespace " + o.netns;
-  bool netns_filter = true;
+  const bool netns_filter = true;
   try {
     enter_netns(o);
     rp::probes::ProbeOptions po;
     po.port = port;
     try {
       po.netns_cookie = rp::probes::current_netns_cookie();
-    } catch (const std::exception& e) {
-      // Before 5.14 there is no SO_NETNS_COOKIE: the port alone must do.
-      netns_filter = false;
-      std::fprintf(stderr, "reuseport-check: %s; counting port %u in every namespace\n", e.what(), port);
+    } catch (const std::exception&) {
+      // Before 5.14 there is no SO_NETNS_COOKIE: the namespace's inode identifies it.
+      po.netns_ino = rp::probes::current_netns_ino();
     }
     probe.emplace(po);
   } catch (const std::exception& e) {

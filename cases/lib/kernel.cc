@@ -1,8 +1,10 @@
 #include "cases/lib/kernel.h"
 
+#include <sched.h>
 #include <sys/utsname.h>
 
 #include <cstdio>
+#include <fstream>
 #include <mutex>
 #include <stdexcept>
 
@@ -31,19 +33,52 @@ std::string kernel_release() {
   return u.release;
 }
 
-KernelVersion running_kernel() {
-  auto k = KernelVersion::parse(kernel_release());
-  if (!k) throw std::runtime_error("cannot parse the kernel release '" + kernel_release() + "'");
+KernelVersion upstream_version(const std::string& release, const std::string& version) {
+  auto k = KernelVersion::parse(release);
+  if (!k) throw std::runtime_error("cannot parse the kernel release '" + release + "'");
+  auto at = version.find("Debian ");
+  if (at != std::string::npos) {
+    auto d = KernelVersion::parse(version.substr(at + 7));
+    if (d && d->v[0] == k->v[0] && d->v[1] == k->v[1]) return *d;
+  }
   return *k;
+}
+
+KernelVersion running_kernel() {
+  utsname u;
+  if (uname(&u) != 0) throw std::runtime_error("uname failed");
+  return upstream_version(u.release, u.version);
+}
+
+// Whether /proc/net/netstat names a TcpExt counter: the counters come with the code that
+// increments them.
+static bool netstat_has(const std::string& name) {
+  std::ifstream f("/proc/net/netstat");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("TcpExt:", 0) == 0 && (" " + line + " ").find(" " + name + " ") != std::string::npos) return true;
+  return false;
 }
 
 const std::map<std::string, Feature>& features() {
   static const std::map<std::string, Feature> f = [] {
     std::map<std::string, Feature> m;
     auto add = [&](Feature x) { m.emplace(x.name, std::move(x)); };
-    add({"tcp_migrate_req", "the net.ipv4.tcp_migrate_req sysctl (5.14; Documentation/networking/ip-sysctl.rst)",
-         [] { return sysctl_exists("net.ipv4.tcp_migrate_req"); }});
+    // The sysctl alone is not enough: Debian's 5.10 has it but no migration code (no
+    // reuseport_migrate_sock, no TCPMigrateReq* counters), and writing 1 changes nothing.
+    add({"tcp_migrate_req",
+         "request migration in the reuseport group (net.ipv4.tcp_migrate_req and its TcpExt.TCPMigrateReq* "
+         "counters; 5.14, Documentation/networking/ip-sysctl.rst)",
+         [] { return sysctl_exists("net.ipv4.tcp_migrate_req") && netstat_has("TCPMigrateReqSuccess"); }});
     add({"netns_cookie", "SO_NETNS_COOKIE (5.14)", [] { return current_netns_cookie().has_value(); }});
+    // Asks the scheduler, not the CPU count: a guest with 1 vCPU, or a run confined by a
+    // cpuset, cannot put clients on two CPUs whatever the machine has.
+    add({"two_cpus", "at least 2 CPUs this process may run on (sched_getaffinity), to pin clients to different CPUs",
+         [] {
+           cpu_set_t set;
+           CPU_ZERO(&set);
+           return sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) >= 2;
+         }});
     return m;
   }();
   return f;

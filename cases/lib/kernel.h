@@ -20,7 +20,11 @@ struct KernelVersion {
 };
 
 std::string kernel_release();  // uname -r
+// The upstream version of the running kernel. Distribution kernels hide the stable
+// sublevel in uname -r ("6.1.0-50-cloud-amd64" is 6.1.176): Debian states it in uname -v
+// ("... Debian 6.1.176-1 (2025-...)"), which wins when its major.minor agrees.
 KernelVersion running_kernel();
+KernelVersion upstream_version(const std::string& release, const std::string& version);
 
 // A feature the expectations may require: its name, what it means, and how it is probed.
 struct Feature {

@@ -32,9 +32,13 @@ KernelObserver::KernelObserver(uint16_t port) : impl_(std::make_unique<Impl>()) 
   try {
     rp::probes::ProbeOptions o;
     o.port = port;
-    // The case runs in a namespace of its own; without SO_NETNS_COOKIE (before 5.14) the
-    // probe cannot filter by namespace and would count other namespaces' traffic.
-    o.netns_cookie = rp::probes::current_netns_cookie();
+    // The case runs in a namespace of its own: filter on it, by cookie where the kernel
+    // tells it (5.14+), else by the namespace's inode.
+    try {
+      o.netns_cookie = rp::probes::current_netns_cookie();
+    } catch (const rp::probes::ProbeError&) {
+      o.netns_ino = rp::probes::current_netns_ino();
+    }
     impl_->probe.emplace(o);
   } catch (const std::exception& e) {
     impl_->probe_error = e.what();

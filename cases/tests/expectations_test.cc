@@ -26,6 +26,15 @@ TEST(KernelVersion, Parses) {
   EXPECT_FALSE(KernelVersion::parse("linux"));
 }
 
+TEST(KernelVersion, DebianStatesTheStableSublevelInUnameV) {
+  EXPECT_EQ(upstream_version("6.1.0-50-cloud-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2025-10-01)").str(),
+            "6.1.176");
+  EXPECT_EQ(upstream_version("5.10.0-43-cloud-amd64", "#1 SMP Debian 5.10.251-5 (2025-09-10)").str(), "5.10.251");
+  EXPECT_EQ(upstream_version("6.18.44-fc-v669", "#1 SMP PREEMPT_DYNAMIC Mon Nov 3 2026").str(), "6.18.44");
+  // A uname -v naming another series is not trusted.
+  EXPECT_EQ(upstream_version("6.12.0-1-amd64", "#1 SMP Debian 6.1.10-1").str(), "6.12.0");
+}
+
 TEST(VersionRange, Bounds) {
   auto r = VersionRange::parse(">=5.14,<6.13");
   EXPECT_FALSE(r.contains(*KernelVersion::parse("5.10.0")));

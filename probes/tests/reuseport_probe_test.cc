@@ -374,6 +374,9 @@ Report refused_connect_counts_as_other_reset() {
   const std::uint64_t netns = current_netns_cookie();
   ReuseportProbe here({.port = kPort, .netns_cookie = netns});
   ReuseportProbe elsewhere({.port = kPort, .netns_cookie = netns + 1});
+  // The filter of kernels without SO_NETNS_COOKIE: the namespace's inode.
+  ReuseportProbe here_by_ino({.port = kPort, .netns_ino = current_netns_ino()});
+  ReuseportProbe elsewhere_by_ino({.port = kPort, .netns_ino = current_netns_ino() + 1});
   Fd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (c.get() < 0) throw_errno("socket client");
   const sockaddr_in server = loopback(kPort);
@@ -387,6 +390,8 @@ Report refused_connect_counts_as_other_reset() {
   out["resets_received"] = show(a.resets_received);
   out["elsewhere_other_resets_sent"] = show(b.other_resets_sent);
   out["elsewhere_resets_received"] = show(b.resets_received);
+  out["by_ino_other_resets_sent"] = show(here_by_ino.read().other_resets_sent);
+  out["elsewhere_by_ino_other_resets_sent"] = show(elsewhere_by_ino.read().other_resets_sent);
   return out;
 }
 
@@ -402,6 +407,8 @@ TEST(ReuseportProbeFilter, refused_connect_is_an_other_reset_of_this_netns_only)
   EXPECT_EQ(u("resets_received"), 1u);
   EXPECT_EQ(u("elsewhere_other_resets_sent"), 0u);
   EXPECT_EQ(u("elsewhere_resets_received"), 0u);
+  EXPECT_EQ(u("by_ino_other_resets_sent"), 1u);
+  EXPECT_EQ(u("elsewhere_by_ino_other_resets_sent"), 0u);
 }
 
 // --- ReuseportProbeLifetime ------------------------------------------------------------

@@ -1,0 +1,403 @@
+// `reuseport-check matrix`: the catalogue on every kernel of ci/kernels.toml. The work is
+// the pytest driver's (ci/matrix: one qemu boot per kernel, the static reuseport-check in
+// the guest); this command runs it, shows its progress from the events it appends to a
+// file, and prints a case x kernel table with the rows whose verdicts differ marked.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cases/cli/commands.h"
+
+#ifndef RP_SOURCE_DIR
+#define RP_SOURCE_DIR "."
+#endif
+
+namespace rp::cases {
+namespace {
+
+constexpr const char* kMatrixUsage = R"(Usage:
+  reuseport-check matrix [--kernels LIST] [--case GLOB]... [--json PATH] [-j N]
+                         [--results-dir DIR] [--python PATH]
+
+  Run the cases on every kernel of ci/kernels.toml: each Debian kernel is booted once in
+  qemu (TCG when KVM does not work) with a statically linked reuseport-check in a busybox
+  initramfs; "running" is the machine's own kernel, run directly. Prints a progress line,
+  then a table (rows: case/variant, columns: kernels, cells: verdicts); rows whose
+  verdicts differ between kernels are marked '*'. A kernel that does not boot, panics or
+  hangs shows ERROR in its column (with its console log), the other kernels go on.
+
+Options:
+  --kernels LIST     Comma-separated names from ci/kernels.toml (default: all).
+  --case GLOB        Cases or CASE/VARIANT globs, as `run --case` (repeatable).
+  --json PATH        Write every record (each with its kernel release) to PATH.
+  -j N               Kernels at a time (pytest-xdist workers; default 2).
+  --results-dir DIR  results/<release>/results.json, junit.xml and the VM logs (runs/)
+                     go here (default: results/ of the source tree).
+  --python PATH      The Python that runs pytest (default /usr/bin/python3).
+
+The guest binary: build-static/bin/reuseport-check, configured with -DRP_STATIC=ON and
+built by the driver on first use (ninja -j2), or $RP_STATIC_BIN / $RP_STATIC_BUILD_DIR.
+The source tree: $RP_SOURCE_DIR, else the one this binary was built from.
+Kernels are downloaded once into ~/.cache/reuseport-check ($RP_CACHE_DIR).
+
+Exit status: 0 when every cell is PASS, XFAIL or SKIP; 1 on any FAIL, XPASS or ERROR;
+2 on bad usage (unknown kernel, no matching case) or when the driver cannot start.
+
+Examples:
+  sudo reuseport-check matrix
+  sudo reuseport-check matrix --kernels 5.10,6.12 --case 'close_*' --json matrix.json
+)";
+
+struct Options {
+  std::string kernels = "all";
+  std::vector<std::string> globs;
+  std::string json_path, results_dir, python = "/usr/bin/python3";
+  int jobs = 2;
+};
+
+struct KernelState {
+  std::string state = "waiting", release, error, console_log;
+  int done = 0, total = 0;
+};
+
+struct State {
+  std::vector<std::string> kernels, variants;
+  std::map<std::string, KernelState> by_kernel;
+  std::map<std::pair<std::string, std::string>, nlohmann::json> records;  // (kernel, c/v)
+
+  void apply(const nlohmann::json& ev) {
+    const std::string type = ev.value("ev", "");
+    if (type == "plan") {
+      kernels = ev.value("kernels", std::vector<std::string>{});
+      variants = ev.value("variants", std::vector<std::string>{});
+    } else if (type == "kernel") {
+      auto& k = by_kernel[ev.value("kernel", "?")];
+      k.state = ev.value("state", k.state);
+      if (ev.contains("release") && ev["release"].is_string()) k.release = ev["release"];
+      if (ev.contains("error") && ev["error"].is_string()) k.error = ev["error"];
+      if (ev.contains("console_log") && ev["console_log"].is_string()) k.console_log = ev["console_log"];
+    } else if (type == "progress") {
+      auto& k = by_kernel[ev.value("kernel", "?")];
+      k.done = ev.value("done", 0);
+      k.total = ev.value("total", 0);
+      if (k.state == "booting") k.state = "running";
+    } else if (type == "record" && ev.contains("record")) {
+      const auto& r = ev["record"];
+      records[{ev.value("kernel", "?"), r.value("case", "") + "/" + r.value("variant", "")}] = r;
+    }
+  }
+};
+
+// Reads the lines appended since the last call.
+class EventFile {
+ public:
+  explicit EventFile(std::string path) : path_(std::move(path)) {}
+  void poll(State& s) {
+    std::ifstream f(path_);
+    if (!f) return;
+    f.seekg(static_cast<std::streamoff>(offset_));
+    std::string line;
+    while (std::getline(f, line)) {
+      if (f.eof()) break;  // a line still being written: read it next time
+      offset_ += line.size() + 1;
+      try {
+        s.apply(nlohmann::json::parse(line));
+      } catch (const nlohmann::json::exception&) {
+      }
+    }
+  }
+
+ private:
+  std::string path_;
+  size_t offset_ = 0;
+};
+
+std::string progress_line(const State& s, double elapsed) {
+  size_t total = s.kernels.size() * s.variants.size();
+  char head[96];
+  std::snprintf(head, sizeof head, "matrix %3.0fs [%zu/%zu]", elapsed, s.records.size(), total);
+  std::string line = head;
+  if (s.kernels.empty()) return line + " starting pytest (builds the static binary if needed)";
+  for (const auto& k : s.kernels) {
+    auto it = s.by_kernel.find(k);
+    std::string st = it == s.by_kernel.end() ? "waiting" : it->second.state;
+    if (it != s.by_kernel.end() && st == "running" && it->second.total)
+      st = std::to_string(it->second.done) + "/" + std::to_string(it->second.total);
+    line += "  " + k + ":" + st;
+  }
+  return line;
+}
+
+bool bad(const std::string& verdict) { return verdict != "PASS" && verdict != "XFAIL" && verdict != "SKIP"; }
+
+int print_table(const State& s, bool tty) {
+  if (s.kernels.empty()) return 0;
+  size_t wrow = 12;
+  for (const auto& v : s.variants) wrow = std::max(wrow, v.size());
+  std::vector<size_t> wcol;
+  for (const auto& k : s.kernels) wcol.push_back(std::max<size_t>(k.size(), 5));
+  std::printf("\n  %-*s", static_cast<int>(wrow), "case/variant");
+  for (size_t i = 0; i < s.kernels.size(); ++i) std::printf("  %-*s", static_cast<int>(wcol[i]), s.kernels[i].c_str());
+  std::printf("\n");
+  int differing = 0, failing = 0;
+  std::map<std::string, std::map<std::string, int>> totals;
+  for (const auto& v : s.variants) {
+    std::vector<std::string> cells;
+    std::set<std::string> distinct;
+    for (const auto& k : s.kernels) {
+      auto it = s.records.find({k, v});
+      std::string cell = it == s.records.end() ? "-" : it->second.value("verdict", "?");
+      cells.push_back(cell);
+      if (cell != "-") distinct.insert(cell);
+      ++totals[k][cell];
+      if (cell != "-" && bad(cell)) ++failing;
+    }
+    const bool differs = distinct.size() > 1;
+    differing += differs;
+    std::printf("%s %-*s", differs ? (tty ? "\033[1m*" : "*") : " ", static_cast<int>(wrow), v.c_str());
+    for (size_t i = 0; i < cells.size(); ++i) {
+      const char* c = !tty ? "" : cells[i] == "PASS" ? "\033[32m" : bad(cells[i]) && cells[i] != "-" ? "\033[1;31m" : "\033[33m";
+      std::printf("  %s%-*s%s", c, static_cast<int>(wcol[i]), cells[i].c_str(), tty ? "\033[0m" : "");
+    }
+    std::printf("%s\n", differs && tty ? "\033[0m" : "");
+  }
+  std::printf("\n");
+  for (const auto& k : s.kernels) {
+    auto it = s.by_kernel.find(k);
+    std::string line = "  " + k;
+    if (it != s.by_kernel.end() && !it->second.release.empty()) line += " (" + it->second.release + ")";
+    line += ":";
+    for (const auto& [verdict, n] : totals[k]) line += " " + std::to_string(n) + " " + verdict;
+    std::printf("%s\n", line.c_str());
+    if (it != s.by_kernel.end() && !it->second.error.empty())
+      std::printf("      error: %s\n      log: %s\n", it->second.error.c_str(), it->second.console_log.c_str());
+  }
+  std::printf("\nmatrix: %zu kernel(s) x %zu variant(s); %d row(s) differ between kernels (*); %d cell(s) FAIL, XPASS or "
+              "ERROR\n",
+              s.kernels.size(), s.variants.size(), differing, failing);
+  return failing;
+}
+
+std::string tail_of(const std::string& path, size_t lines) {
+  std::ifstream f(path);
+  std::vector<std::string> all;
+  for (std::string l; std::getline(f, l);) all.push_back(l);
+  std::string out;
+  for (size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i) out += "  " + all[i] + "\n";
+  return out;
+}
+
+// pytest's own message for a usage error ("ERROR: unknown kernel(s) ..."), up to the
+// next blank line.
+std::string usage_message(const std::string& log) {
+  std::ifstream f(log);
+  std::string msg;
+  bool in = false;
+  for (std::string l; std::getline(f, l);) {
+    if (!in && l.rfind("ERROR: ", 0) == 0) {
+      in = true;
+      msg = l.substr(7);
+    } else if (in && l.empty()) {
+      break;
+    } else if (in) {
+      msg += "\n" + l;
+    }
+  }
+  // The driver quotes `reuseport-check list`, whose messages carry the prefix already.
+  if (msg.rfind("reuseport-check: ", 0) == 0) msg = msg.substr(17);
+  return msg;
+}
+
+volatile sig_atomic_t g_child = 0;
+void forward(int sig) {
+  if (g_child > 0) kill(g_child, sig);
+}
+
+}  // namespace
+
+int matrix_command(const std::vector<std::string>& args, const std::vector<std::string>&) {
+  Options o;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](const std::string& name) -> std::optional<std::string> {
+      if (a.rfind(name + "=", 0) == 0) return a.substr(name.size() + 1);
+      if (a != name) return std::nullopt;
+      if (i + 1 >= args.size()) throw std::invalid_argument(name + " needs a value");
+      return args[++i];
+    };
+    try {
+      if (a == "--help" || a == "-h") {
+        std::fputs(kMatrixUsage, stdout);
+        return 0;
+      } else if (auto v = value("--kernels")) {
+        o.kernels = *v;
+      } else if (auto v = value("--case")) {
+        o.globs.push_back(*v);
+      } else if (auto v = value("--json")) {
+        o.json_path = *v;
+      } else if (auto v = value("--results-dir")) {
+        o.results_dir = *v;
+      } else if (auto v = value("--python")) {
+        o.python = *v;
+      } else if (auto v = value("-j")) {
+        size_t pos = 0;
+        o.jobs = std::stoi(*v, &pos);
+        if (pos != v->size() || o.jobs < 1 || o.jobs > 16) throw std::invalid_argument("-j needs an integer 1..16, got '" + *v + "'");
+      } else {
+        return usage_error("unknown option '" + a + "' for 'matrix'");
+      }
+    } catch (const std::invalid_argument& e) {
+      return usage_error(std::string(e.what()).rfind("stoi", 0) == 0 ? "-j needs an integer" : e.what());
+    } catch (const std::out_of_range&) {
+      return usage_error("-j is out of range");
+    }
+  }
+
+  const char* env_src = std::getenv("RP_SOURCE_DIR");
+  const std::string src = env_src && *env_src ? env_src : RP_SOURCE_DIR;
+  struct stat st{};
+  if (stat((src + "/ci/matrix/conftest.py").c_str(), &st) != 0) {
+    std::fprintf(stderr, "reuseport-check: no kernel matrix driver at %s/ci/matrix (set RP_SOURCE_DIR to the source tree)\n",
+                 src.c_str());
+    return 2;
+  }
+  if (access(o.python.c_str(), X_OK) != 0) {
+    std::fprintf(stderr, "reuseport-check: %s not found: the matrix needs Python 3 with pytest (ci/setup.sh)\n",
+                 o.python.c_str());
+    return 2;
+  }
+  const std::string results = o.results_dir.empty() ? src + "/results" : o.results_dir;
+  std::error_code ec;
+  std::filesystem::create_directories(results + "/runs", ec);
+  if (ec) {
+    std::fprintf(stderr, "reuseport-check: cannot create %s/runs: %s\n", results.c_str(), ec.message().c_str());
+    return 2;
+  }
+  const std::string events = results + "/runs/matrix-events.jsonl";
+  const std::string log = results + "/runs/matrix-pytest.log";
+  unlink(events.c_str());
+
+  std::vector<std::string> argv = {o.python, "-m", "pytest", src + "/ci/matrix", "-q", "-rfE", "-p", "no:cacheprovider",
+                                   "--kernels", o.kernels, "--results-dir", results,
+                                   "--junitxml", results + "/junit.xml"};
+  for (const auto& g : o.globs) argv.insert(argv.end(), {"--case", g});
+  if (o.jobs > 1) argv.insert(argv.end(), {"-n", std::to_string(o.jobs), "--dist", "loadgroup"});
+
+  const auto t0 = std::chrono::steady_clock::now();
+  pid_t pid = fork();
+  if (pid < 0) {
+    std::perror("reuseport-check: fork");
+    return 2;
+  }
+  if (pid == 0) {
+    // pytest and its qemus must not outlive this command.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    setenv("RP_MATRIX_EVENTS", events.c_str(), 1);
+    if (chdir(src.c_str()) != 0) _exit(127);
+    std::vector<char*> cargv;
+    for (auto& s : argv) cargv.push_back(s.data());
+    cargv.push_back(nullptr);
+    execv(o.python.c_str(), cargv.data());
+    _exit(127);
+  }
+  g_child = pid;
+  signal(SIGINT, forward);
+  signal(SIGTERM, forward);
+
+  const bool tty = isatty(1);
+  State state;
+  EventFile ev(events);
+  std::string last;
+  int status = 0;
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    ev.poll(state);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::string line = progress_line(state, elapsed);
+    // Without a terminal only the state changes are printed, not the clock.
+    std::string key = line.substr(line.find('['));
+    if (tty) {
+      std::printf("\r\033[K%s", line.c_str());
+      std::fflush(stdout);
+    } else if (key != last) {
+      std::printf("%s\n", line.c_str());
+      std::fflush(stdout);
+    }
+    last = key;
+    if (r == pid) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  if (tty) std::printf("\n");
+  g_child = 0;
+  const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+
+  if (rc == 4 || (rc != 0 && rc != 1 && state.kernels.empty())) {
+    std::string msg = usage_message(log);
+    if (!msg.empty()) {
+      std::fprintf(stderr, "reuseport-check: %s\n", msg.c_str());
+    } else {
+      std::fprintf(stderr, "reuseport-check: the matrix driver stopped (exit %d); the end of %s:\n%s", rc, log.c_str(),
+                   tail_of(log, 15).c_str());
+    }
+    return 2;
+  }
+  const int failing = print_table(state, tty);
+  std::printf("junit: %s/junit.xml, pytest log: %s\n", results.c_str(), log.c_str());
+
+  if (!o.json_path.empty()) {
+    nlohmann::json out = {{"schema", "reuseport-check/matrix/1"}, {"kernels", nlohmann::json::array()},
+                          {"records", nlohmann::json::array()}};
+    for (const auto& k : state.kernels) {
+      auto it = state.by_kernel.find(k);
+      nlohmann::json kj = {{"name", k}};
+      if (it != state.by_kernel.end()) {
+        kj["release"] = it->second.release;
+        kj["error"] = it->second.error;
+      }
+      out["kernels"].push_back(kj);
+      for (const auto& v : state.variants) {
+        auto r = state.records.find({k, v});
+        if (r != state.records.end()) out["records"].push_back(r->second);
+      }
+    }
+    std::ofstream f(o.json_path);
+    if (!f) {
+      std::fprintf(stderr, "reuseport-check: cannot write %s: %s\n", o.json_path.c_str(), std::strerror(errno));
+      return 2;
+    }
+    f << out.dump(1) << "\n";
+    std::printf("records written to %s\n", o.json_path.c_str());
+  }
+  if (rc > 1 && rc != 4) {
+    std::fprintf(stderr, "reuseport-check: pytest ended with exit %d; see %s\n", rc, log.c_str());
+    return 1;
+  }
+  return failing || rc != 0 ? 1 : 0;
+}
+
+}  // namespace rp::cases

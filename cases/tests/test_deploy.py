@@ -1,0 +1,193 @@
+"""reuseport-check deploy (and serve): bad input is a clear error with exit 2 and leaves no
+process; the project's own server loses connections on a naive swap (exit 1, client resets
+= the kernel's orphans) and none with tcp_migrate_req=1 (exit 0); the nginx examples of
+docs/deploy.md run and reconcile."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SERVE = REPO / "docs" / "examples" / "serve"
+NGINX = REPO / "docs" / "examples" / "nginx"
+FAST = ["--warmup", "0.5", "--settle", "0.5"]
+
+
+def run(*args, timeout=60):
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def leftovers(pattern):
+    """Processes whose command line matches `pattern` (pgrep -f), other than pgrep itself."""
+    r = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True)
+    return [l for l in r.stdout.splitlines() if "pgrep" not in l]
+
+
+def deploy(cli, port, start, dep, *extra, timeout=60):
+    return run(cli, "deploy", "--port", str(port), "--start", start, "--deploy", dep, *extra, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,msg", [
+    ([], "deploy needs --start"),
+    (["--start", "x"], "deploy needs --deploy"),
+    (["--start", "x", "--deploy", "y"], "deploy needs --port"),
+    (["--start", "x", "--deploy", "y", "--port", "0"], "--port needs 1-65535"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--load", "many"], "--load takes closed:N or rate:R"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--load", "rate:0"], "--load rate:R needs a positive"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--http", "index.html"], "must start with '/'"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--http", "/", "--request", "/etc/hostname"], "exclusive"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--request", "/nonexistent/req"], "cannot read /nonexistent/req"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--settle", "-1"], "--settle needs a number"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--host", "localhost"], "--host needs an IPv4 or IPv6"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--bogus"], "unknown option '--bogus'"),
+])
+def test_bad_usage(cli, args, msg):
+    r = run(cli, "deploy", *args)
+    assert r.returncode == 2, r
+    assert msg in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args,msg", [
+    ([], "serve needs --port"),
+    (["--port", "70000"], "--port needs 1-65535"),
+    (["--port", "80", "--workers", "0"], "--workers needs 1-256"),
+    (["--port", "80", "--host", "nowhere"], "--host needs an IPv4 or IPv6"),
+])
+def test_serve_bad_usage(cli, args, msg):
+    r = run(cli, "serve", *args)
+    assert r.returncode == 2, r
+    assert msg in r.stderr, r.stderr
+
+
+def test_start_command_that_exits(cli, require_root):
+    r = deploy(cli, 47600, "echo cannot open config >&2; exit 3", "true", *FAST)
+    assert r.returncode == 2, r
+    assert "the start command exited with status 3 before port 47600 listened" in r.stderr, r.stderr
+    assert "| cannot open config" in r.stderr, r.stderr
+
+
+def test_port_that_never_listens(cli, require_root):
+    r = deploy(cli, 47601, "echo starting; exec sleep 31.7", "true", "--listen-timeout", "1", *FAST)
+    assert r.returncode == 2, r
+    assert "nothing listened on port 47601 within 1 s" in r.stderr, r.stderr
+    assert "is still running" in r.stderr and "| starting" in r.stderr, r.stderr
+    assert "nothing listens in the deploy's network namespace" in r.stderr, r.stderr
+    assert not leftovers("sleep 31.7")
+
+
+def test_server_on_another_port(cli, require_root):
+    r = deploy(cli, 47602, '"$RP_CHECK" serve --port 47603', "true", "--listen-timeout", "1", *FAST)
+    assert r.returncode == 2, r
+    assert "TCP ports listening in the deploy's network namespace: 47603" in r.stderr, r.stderr
+    assert not leftovers("serve --port 47603")
+
+
+def test_deploy_command_that_fails(cli, require_root, tmp_path):
+    junit = tmp_path / "deploy.xml"
+    r = deploy(cli, 47604, '"$RP_CHECK" serve --port 47604', "echo no such unit >&2; exit 4", *FAST,
+               "--junit", str(junit))
+    assert r.returncode == 2, r
+    assert "the deploy command exited with status 4" in r.stderr and "| no such unit" in r.stderr, r.stderr
+    case = ET.parse(junit).getroot().find("testcase")
+    assert case.find("error") is not None and "exited with status 4" in case.find("error").get("message")
+    assert not leftovers("serve --port 47604")
+
+
+def test_deploy_command_that_hangs(cli, require_root):
+    r = deploy(cli, 47605, '"$RP_CHECK" serve --port 47605', "sleep 32.9 & exec sleep 33.1", "--deploy-timeout", "1", *FAST)
+    assert r.returncode == 2, r
+    assert "the deploy command did not end within 1 s (--deploy-timeout)" in r.stderr, r.stderr
+    assert not leftovers("serve --port 47605") and not leftovers("sleep 3[23]")
+
+
+def test_sigterm_cleans_up(cli, require_root):
+    """SIGTERM to the deploy command itself, during the deploy: exit 2, nothing left, the
+    daemonized part of the server included."""
+    p = subprocess.Popen([cli, "deploy", "--port", "47606", "--start",
+                          '"$RP_CHECK" serve --port 47606 & (setsid sleep 34.3 &) ; wait',
+                          "--deploy", "exec sleep 34.5", "--warmup", "0.3"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stdout:
+            if "running the deploy command" in line:
+                break
+        time.sleep(0.3)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 2, err
+    assert "interrupted by SIGTERM" in err, err
+    assert "sleep" in out and "reuseport-check" in out, out  # the cleanup names what it killed
+    assert not leftovers("serve --port 47606") and not leftovers("sleep 34")
+
+
+def test_naive_swap_loses_and_the_kernel_says_why(cli, require_root, tmp_path):
+    """A slow server (1 ms per accept) is swapped naively: its queued children are reset,
+    and every reset the clients saw is a child the kernel orphaned in a closed listener."""
+    out, junit = tmp_path / "deploy.json", tmp_path / "deploy.xml"
+    r = deploy(cli, 47607, f"{SERVE}/start.sh --accept-delay-ms 1", f"{SERVE}/swap.sh --accept-delay-ms 1",
+               *FAST, "--json", str(out), "--junit", str(junit))
+    assert r.returncode == 1, r.stdout + r.stderr
+    rep = json.loads(out.read_text())
+    t, k = rep["totals"], rep["kernel_totals"]
+    assert t["lost"] > 0 and t["lost"] == t["attempts"] - t["served"], t
+    assert t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"] == t["lost"], t
+    assert k["orphaned_children"] == k["orphan_resets"] == k["resets_received"] == t["lost"], (t, k)
+    assert k["listener_closes"] == 2, k
+    assert any(row["client_lost"] and row["kernel"].get("orphaned_children") for row in rep["timeline"]), rep["timeline"]
+    assert rep["verdict"] == "fail"
+    failure = ET.parse(junit).getroot().find("testcase").find("failure")
+    assert failure is not None and f"{t['lost']} of {t['attempts']} connections lost" in failure.get("message")
+    assert "children orphaned" in r.stdout
+    assert not leftovers(f"serve --port {47607}")
+
+
+def test_swap_with_migration_loses_nothing(cli, require_root, tmp_path):
+    out = tmp_path / "deploy.json"
+    r = deploy(cli, 47608, f"{SERVE}/start.sh --accept-delay-ms 1", f"{SERVE}/swap-migrate.sh --accept-delay-ms 1",
+               *FAST, "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(out.read_text())
+    assert rep["totals"]["lost"] == 0 and rep["totals"]["served"] > 0, rep["totals"]
+    assert rep["kernel_totals"]["listener_closes"] == 2
+    assert rep["kernel_totals"]["orphaned_children"] == 0
+    assert not leftovers("serve --port 47608")
+
+
+def test_max_lost_allows_a_budget(cli, require_root, tmp_path):
+    out = tmp_path / "deploy.json"
+    r = deploy(cli, 47609, f"{SERVE}/start.sh --accept-delay-ms 1", f"{SERVE}/swap.sh --accept-delay-ms 1",
+               *FAST, "--max-lost", "100000", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(out.read_text())["verdict"] == "pass"
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"),
+                    reason="nginx is not installed (ci/setup.sh installs nginx-light)")
+@pytest.mark.parametrize("script", ["reload.sh", "upgrade.sh", "swap.sh"])
+def test_nginx_examples(cli, require_root, tmp_path, script):
+    out = tmp_path / "deploy.json"
+    port = {"reload.sh": 47610, "upgrade.sh": 47611, "swap.sh": 47612}[script]
+    r = deploy(cli, port, f"{NGINX}/start.sh", f"{NGINX}/{script}", "--http", "/", *FAST, "--json", str(out))
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    rep = json.loads(out.read_text())
+    t, k = rep["totals"], rep["kernel_totals"]
+    assert t["served"] > 0 and set(t["http_status"]) == {"200"}, t
+    resets = t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"]
+    assert resets == k["resets_received"] == k["orphan_resets"], (t, k)
+    if script in ("reload.sh", "upgrade.sh"):
+        # Both hand the listening sockets over (kept by the master, inherited by the new
+        # binary): no listener closes, nothing to lose.
+        assert k["listener_closes"] == 0 and r.returncode == 0, r.stdout
+    else:
+        assert k["listener_closes"] == 2, k  # instance A's two workers' sockets
+    assert not leftovers(f"nginx.*rp-deploy"), "an nginx of the run survived it"

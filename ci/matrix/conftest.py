@@ -1,0 +1,131 @@
+"""pytest plugin of the kernel matrix: options, one boot per kernel, one item per variant.
+
+    /usr/bin/python3 -m pytest ci/matrix --kernels 5.10,6.12 --case 'close_*' -n 2 --dist loadgroup
+
+Items are test_kernels.py::test_variant[<kernel>/<case>/<variant>]. A kernel's items all
+use one session fixture (`kernel_run`): it boots the kernel once and runs every selected
+variant; `xdist_group` keeps those items on one pytest-xdist worker, so with -n 2 two
+kernels boot at a time. A kernel that does not boot, panics or hangs makes its items
+ERROR (setup), with the console log's path; a variant whose record says FAIL, XPASS or
+ERROR fails its item.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from matrix import driver
+from vm.kernels import VmError
+from vm.qemu import Timeouts
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("kernel matrix")
+    g.addoption("--kernels", default="all", metavar="LIST",
+                help="kernels of ci/kernels.toml, comma separated (default: all, incl. "
+                     "'running', the host's own kernel)")
+    g.addoption("--case", action="append", default=[], metavar="GLOB", dest="rp_case",
+                help="cases or CASE/VARIANT globs as `reuseport-check run --case` takes "
+                     "them (repeatable; default: all)")
+    g.addoption("--results-dir", default=str(driver.REPO / "results"), metavar="DIR",
+                help="results/<release>/results.json go here, logs under DIR/runs/ "
+                     "(default: results/)")
+    g.addoption("--matrix", default=None, metavar="TOML", help="another kernel matrix file")
+    g.addoption("--boot-timeout", type=float, default=60.0, metavar="S",
+                help="qemu start -> kernel up, seconds (default 60)")
+    g.addoption("--run-timeout", type=float, default=None, metavar="S",
+                help="the whole catalogue of one kernel, seconds (default 60 + 20 per "
+                     "variant)")
+    g.addoption("--no-build", action="store_true",
+                help="use the static binary as it is ($RP_STATIC_BIN or "
+                     "build-static/bin/reuseport-check), do not run ninja")
+
+
+def _say(config, msg: str) -> None:
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(f"matrix: {msg}")
+    else:
+        print(f"matrix: {msg}", file=sys.stderr)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist loadgroup")
+    try:
+        matrix = driver.load_matrix(config.getoption("--matrix"))
+        kernels = driver.parse_kernels(config.getoption("--kernels"), matrix)
+    except VmError as e:
+        raise pytest.UsageError(str(e)) from None
+    controller = not hasattr(config, "workerinput")
+    try:
+        binary = driver.ensure_static_binary(
+            build=controller and not config.getoption("--no-build"),
+            log=lambda m: _say(config, m))
+        variants = driver.list_variants(binary, config.getoption("rp_case"))
+    except driver.DriverError as e:
+        if "no case matches" in str(e):
+            raise pytest.UsageError(str(e)) from None
+        pytest.exit(f"matrix: {e}", returncode=3)
+    config._rp = {"matrix": matrix, "kernels": kernels, "binary": binary,
+                  "variants": variants, "results": Path(config.getoption("--results-dir"))}
+    if controller:
+        driver.emit({"ev": "plan", "kernels": kernels,
+                     "variants": [f"{c}/{v}" for c, v in variants]})
+
+
+def pytest_generate_tests(metafunc):
+    if "kernel_run" not in metafunc.fixturenames:
+        return
+    rp = metafunc.config._rp
+    metafunc.parametrize(
+        "kernel_run",
+        [pytest.param(k, id=k, marks=pytest.mark.xdist_group(name=f"kernel-{k}"))
+         for k in rp["kernels"]],
+        indirect=True, scope="session")
+    metafunc.parametrize("case_variant", rp["variants"],
+                         ids=[f"{c}/{v}" for c, v in rp["variants"]])
+
+
+@pytest.fixture(scope="session")
+def kernel_run(request) -> driver.KernelRun:
+    rp = request.config._rp
+    name = request.param
+    globs = request.config.getoption("rp_case")
+    n = len(rp["variants"])
+    run_timeout = request.config.getoption("--run-timeout") or driver.run_timeout(n)
+    timeouts = Timeouts(boot=request.config.getoption("--boot-timeout"), run=run_timeout)
+    run = driver.run_kernel(name, globs, n, binary=rp["binary"],
+                            runs_dir=rp["results"] / "runs", matrix=rp["matrix"],
+                            timeouts=timeouts)
+    written = driver.write_results(rp["results"], run) if run.ok else None
+    driver.emit({"ev": "kernel", "kernel": name, "state": "done" if run.ok else "error",
+                 "release": run.release, "error": run.error, "results": str(written or ""),
+                 "boot_s": run.boot_time, "first_result_s": run.first_result_time,
+                 "duration_s": round(run.duration, 2),
+                 "console_log": str(run.console_log or run.output_log or "")})
+    if not run.records:
+        reason = f"kernel {name}: {run.error} ({run.where()})"
+        for case, variant in rp["variants"]:
+            driver.emit({"ev": "record", "kernel": name,
+                         "record": driver.error_record(run, case, variant, reason)})
+        pytest.fail(reason, pytrace=False)
+    return run
+
+
+@pytest.fixture
+def record(kernel_run: driver.KernelRun, case_variant) -> dict:
+    case, variant = case_variant
+    rec = kernel_run.record(case, variant)
+    if rec is None:
+        why = kernel_run.error or "the run wrote no record for it"
+        reason = f"kernel {kernel_run.name}: no record for {case}/{variant}: {why} " \
+                 f"({kernel_run.where()})"
+        driver.emit({"ev": "record", "kernel": kernel_run.name,
+                     "record": driver.error_record(kernel_run, case, variant, reason)})
+        pytest.fail(reason, pytrace=False)
+    driver.emit({"ev": "record", "kernel": kernel_run.name, "record": rec})
+    return rec

@@ -1,0 +1,218 @@
+"""The kernel matrix driver (ci/matrix): records back from serial output, kernel names,
+and real guests: 5.10 and 6.12 pass a case while a kernel whose boot is broken on purpose
+shows ERROR with its console log, and the run goes on with the others."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from matrix import driver
+from matrix.driver import DriverError, parse_kernels, parse_progress, parse_results
+from vm.kernels import load_matrix
+
+REPO = Path(__file__).resolve().parents[2]
+CASE = "close_listener_with_queued_children"
+# Two variants of the first case, IPv4/close and IPv6/SIGKILL, without migration: their
+# expected outcome is the same on every kernel of the matrix.
+VARIANTS = [f"{CASE}/tcp4_close_k2_b8_migrate0", f"{CASE}/tcp6_sigkill_k2_b8_migrate0"]
+
+
+def doc(*records):
+    return {"schema": "reuseport-check/results/1", "kernel": "5.10.0-43-cloud-amd64",
+            "records": list(records)}
+
+
+def rec(variant, verdict="PASS"):
+    return {"case": CASE, "variant": variant, "kernel": "5.10.0-43-cloud-amd64",
+            "repeat": 0, "expected": {}, "observed": {}, "verdict": verdict, "reason": "",
+            "source": "x", "duration_s": 1.0}
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing what comes back on ttyS1.
+
+
+def test_records_are_parsed_from_between_the_markers():
+    body = json.dumps(doc(rec("a"), rec("b", "SKIP")), indent=2)
+    output = (f"\x1b[32mPASS \x1b[0m [1/2] {CASE}/a (1.0s)\nnoise {{ not json\n"
+              f"{driver.BEGIN}\n{body}\n{driver.END}\n")
+    got = parse_results(output)
+    assert [r["variant"] for r in got["records"]] == ["a", "b"]
+    assert got["records"][1]["verdict"] == "SKIP"
+
+
+@pytest.mark.parametrize("output, message", [
+    ("PASS  [1/2] c/v (1.0s)\n", "marker missing"),
+    (f"{driver.BEGIN}\n{{\"records\": [", "cut off"),
+    (f"{driver.BEGIN}\n{{\"records\": [}}\n{driver.END}\n", "not valid JSON"),
+    (f"{driver.BEGIN}\n[1, 2]\n{driver.END}\n", "no records list"),
+])
+def test_incomplete_or_broken_results_are_an_error_not_a_record(output, message):
+    with pytest.raises(ValueError, match=message):
+        parse_results(output)
+
+
+def test_progress_lines_tell_where_a_run_stopped():
+    output = (f"reuseport-check: 3 variant(s)\n\x1b[1;31mERROR\x1b[0m [1/3] {CASE}/a (8.1s)\n"
+              "      error: sock_diag dump: No such file or directory (ENOENT)\n"
+              f"XFAIL [2/3] {CASE}/b (0.5s)\n")
+    assert parse_progress(output) == [("ERROR", CASE, "a"), ("XFAIL", CASE, "b")]
+
+
+def test_guest_script_loads_modules_in_order_and_prints_the_json_between_markers():
+    script = driver.guest_script(["c/*v*"], ["/rp/mod/inet_diag.ko", "/rp/mod/tcp_diag.ko"])
+    lines = script.splitlines()
+    assert lines[0].startswith("insmod /rp/mod/inet_diag.ko")
+    assert lines[1].startswith("insmod /rp/mod/tcp_diag.ko")
+    assert f"{driver.GUEST_BIN} run --json {driver.GUEST_JSON} --case 'c/*v*'" in script
+    assert script.index(driver.BEGIN) < script.index(driver.END)
+    assert lines[-1] == "exit $rc"
+
+
+def test_results_document_is_sorted_and_names_its_kernel():
+    run = driver.KernelRun("5.10", "5.10.0-43-cloud-amd64", True, doc=doc(),
+                           records=[rec("b"), rec("a")], package="p", version="1")
+    out = driver.results_document(run)
+    assert [r["variant"] for r in out["records"]] == ["a", "b"]
+    assert out["matrix"] == {"kernel": "5.10", "package": "p", "version": "1"}
+
+
+# ---------------------------------------------------------------------------------------
+# Kernel names.
+
+
+def test_kernel_names_are_checked_against_the_matrix():
+    matrix = load_matrix()
+    assert parse_kernels("all", matrix) == list(matrix)
+    assert parse_kernels("6.12, 5.10,6.12", matrix) == ["6.12", "5.10"]
+    with pytest.raises(DriverError, match=r"unknown kernel\(s\) 9.9, 4.19; known kernels: "
+                                          r"running, 5.10, 6.1, 6.12, 6.17, 7.2"):
+        parse_kernels("9.9,5.10,4.19", matrix)
+
+
+def pytest_driver(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "pytest", str(REPO / "ci/matrix"), "-q",
+                           "-p", "no:cacheprovider", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_driver_rejects_unknown_kernels_as_usage_error(tmp_path):
+    r = pytest_driver("--kernels", "5.10,9.9", "--results-dir", str(tmp_path),
+                      "--no-build", env={"RP_STATIC_BIN": sys.executable}, timeout=60)
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "unknown kernel(s) 9.9; known kernels: running, 5.10" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_matrix_command_rejects_unknown_kernels_with_exit_2(tmp_path):
+    cli = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
+    if not cli.exists():
+        pytest.skip(f"{cli} is missing: build first (ci/setup.sh)")
+    if subprocess.run([cli, "matrix", "--help"], capture_output=True).returncode != 0:
+        pytest.skip(f"{cli} predates the matrix command")
+    r = subprocess.run([cli, "matrix", "--kernels", "9.9", "--results-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "RP_SOURCE_DIR": str(REPO)})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "unknown kernel(s) 9.9; known kernels: running, 5.10, 6.1, 6.12, 6.17, 7.2" \
+        in r.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Real guests.
+
+
+@pytest.fixture(scope="module")
+def static_binary():
+    try:
+        return driver.ensure_static_binary(log=lambda m: print(f"# {m}", file=sys.stderr))
+    except DriverError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture
+def matrix_with_a_broken_kernel(tmp_path, static_binary):
+    """A cache and matrix of their own: 5.10 and 6.12 as they are, plus "broken", whose
+    vmlinuz is not a kernel. The real kernels are fetched (once) into the real cache."""
+    from vm.kernels import cache_dir, fetch_kernel
+    real = load_matrix()
+    cache = tmp_path / "cache"
+    text = ""
+    for name in ("5.10", "6.12"):
+        fetched = fetch_kernel(name, matrix=real)
+        driver.fetch_modules(fetched)
+        (cache / "kernels").mkdir(parents=True, exist_ok=True)
+        (cache / "kernels" / name).symlink_to(cache_dir() / "kernels" / name)
+        k = real[name]
+        text += (f'[[kernel]]\nname = "{name}"\nsuite = "{k.suite}"\npackage = "{k.package}"\n'
+                 f'version = "{k.version}"\nvmlinuz = "{k.vmlinuz}"\nseries = "{k.series}"\n\n')
+    broken = cache / "kernels" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "vmlinuz").write_bytes(b"MZ this is not a kernel\n" * 64)
+    spec = {"suite": "bookworm", "package": "linux-image-broken", "version": "newest",
+            "vmlinuz": "boot/vmlinuz-*"}
+    (broken / "meta.json").write_text(json.dumps({
+        "spec": spec, "package": "linux-image-broken", "version": "1", "release": "9.9.9-broken",
+        "size": (broken / "vmlinuz").stat().st_size}))
+    (broken / "modules" / "9.9.9-broken").mkdir(parents=True)
+    (broken / "modules" / "9.9.9-broken" / "complete.json").write_text("[]\n")
+    text += ('[[kernel]]\nname = "broken"\nsuite = "bookworm"\npackage = "linux-image-broken"\n'
+             'version = "newest"\nvmlinuz = "boot/vmlinuz-*"\nseries = "9.9"\n')
+    (tmp_path / "kernels.toml").write_text(text)
+    return tmp_path, cache
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
+def test_guests_pass_and_a_broken_kernel_errors_without_stopping_the_others(
+        matrix_with_a_broken_kernel, static_binary, processes_mentioning):
+    tmp, cache = matrix_with_a_broken_kernel
+    results = tmp / "results"
+    events = tmp / "events.jsonl"
+    args = ["--matrix", str(tmp / "kernels.toml"), "--kernels", "broken,5.10,6.12",
+            "--results-dir", str(results), "--junitxml", str(tmp / "junit.xml"),
+            "--no-build", "-n", "2", "--dist", "loadgroup"]
+    for v in VARIANTS:
+        args += ["--case", v]
+    r = pytest_driver(*args, env={"RP_CACHE_DIR": str(cache), "RP_STATIC_BIN": str(static_binary),
+                                  "RP_MATRIX_EVENTS": str(events)})
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out  # the broken kernel's errors, nothing else
+    assert "Traceback" not in out
+    assert processes_mentioning(str(tmp)) == [], "qemu left running"
+
+    cases = ElementTree.parse(tmp / "junit.xml").getroot().iter("testcase")
+    outcome = {}
+    for tc in cases:
+        name = tc.get("name").split("@")[0]
+        kind = [c.tag for c in tc if c.tag in ("failure", "error", "skipped")]
+        outcome[name] = (kind[0] if kind else "passed", tc)
+    assert len(outcome) == 3 * len(VARIANTS)
+    for v in VARIANTS:
+        for k in ("5.10", "6.12"):
+            assert outcome[f"test_variant[{k}-{v}]"][0] == "passed", out
+        kind, tc = outcome[f"test_variant[broken-{v}]"]
+        assert kind == "error", out  # setup error: infrastructure, never a failure
+        message = tc.find("error").get("message")
+        assert "kernel broken: phase boot" in message
+        assert "console log: " in message and str(results / "runs" / "broken") in message
+
+    for k, series in (("5.10", "5.10."), ("6.12", "6.12.")):
+        files = list(results.glob(f"{series}*/results.json"))
+        assert len(files) == 1, list(results.iterdir())
+        written = json.loads(files[0].read_text())
+        assert written["matrix"]["kernel"] == k
+        assert sorted(f"{x['case']}/{x['variant']}" for x in written["records"]) == sorted(VARIANTS)
+        assert all(x["kernel"] == files[0].parent.name for x in written["records"])
+    assert not list(results.glob("9.9*")), "no results file for a kernel that did not run"
+
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    errors = [e for e in lines if e["ev"] == "record" and e["kernel"] == "broken"]
+    assert {e["record"]["verdict"] for e in errors} == {"ERROR"} and len(errors) == len(VARIANTS)
