@@ -36,8 +36,10 @@ runs = [b for b in json.load(open(sys.argv[1]))["benchmarks"] if b.get("run_type
 by = {}
 for b in runs:
     by.setdefault(b["run_name"], []).append(b["conns_per_s"])
-off = by["BM_ConnectionRate/probes:0/real_time"]
-on = by["BM_ConnectionRate/probes:1/real_time"]
+def pick(prefix):
+    return next(v for k, v in by.items() if k.startswith(prefix))
+off = pick("BM_ConnectionRate/probes:0/")
+on = pick("BM_ConnectionRate/probes:1/")
 for name, v in (("without probes", off), ("with probes", on)):
     print(f"{name:15s} {statistics.median(v):9.0f} conns/s  (median of {len(v)}; min {min(v):.0f}, max {max(v):.0f})")
 ratio = statistics.median(on) / statistics.median(off)

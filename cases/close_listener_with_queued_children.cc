@@ -113,13 +113,6 @@ nlohmann::json scenario(const Variant& v) {
   o["served_by_victim"] = group.served(victim_id);
   o["lost_other"] = o["failed"].get<uint64_t>() - o["client_resets"].get<uint64_t>();
   o.update(kernel_counts);
-  // Resets the orphans do not explain: connections whose handshake met the listener while
-  // it was closing (see the expectations). null when the kernel cannot be observed.
-  const auto& orphan_rsts = o["kernel_orphan_resets"];
-  const auto& other_rsts = o["kernel_other_resets_sent"];
-  o["resets_explained_by_kernel"] = orphan_rsts.is_null() || other_rsts.is_null()
-                                        ? nlohmann::json()
-                                        : nlohmann::json(orphan_rsts.get<uint64_t>() + other_rsts.get<uint64_t>());
   return o;
 }
 

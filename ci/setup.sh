@@ -36,7 +36,18 @@ done
 if ((${#missing[@]})); then
   echo "ci/setup.sh: installing ${missing[*]}"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # nginx is only run by the tests and examples, in namespaces of their own: keep its
+  # package from starting the system service on port 80 (policy-rc.d 101 = "not now").
+  policy_rc=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    policy_rc=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy_rc" >/dev/null
+    as_root chmod +x "$policy_rc"
+  fi
+  rc=0
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" || rc=$?
+  [[ -n $policy_rc ]] && as_root rm -f "$policy_rc"
+  ((rc == 0)) || { echo "ci/setup.sh: apt-get install failed ($rc)" >&2; exit $rc; }
 fi
 
 [[ ${1:-} == --no-build ]] && exit 0

@@ -1,8 +1,10 @@
 #include "harness/server.h"
 
 #include <linux/close_range.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -35,6 +37,7 @@ struct ListenerGroup::Slot {
   std::atomic<uint64_t> serve_errors{0};
   std::atomic<uint64_t> inode{0};
   std::atomic<int> pid{0};
+  std::atomic<int> listen_fd{-1};  // its number in the listener's own process
   char error[256] = {};
 };
 
@@ -72,7 +75,7 @@ void spin_for(std::chrono::microseconds d) {
 
 // Reads the request and replies with the listener's id. The connection is made blocking
 // with a receive timeout so that a client that vanished cannot wedge the listener.
-bool serve_one(int conn, uint32_t id, std::chrono::microseconds work) {
+bool serve_one(int conn, uint32_t id, std::chrono::microseconds work, std::atomic<uint64_t>& served) {
   int blocking = 0;
   ioctl(conn, FIONBIO, &blocking);
   timeval tv{2, 0};
@@ -89,8 +92,14 @@ bool serve_one(int conn, uint32_t id, std::chrono::microseconds work) {
   if (std::memcmp(req, wire::kRequest, sizeof req) != 0) return false;
   if (work.count() > 0) spin_for(work);
   wire::Reply r = wire::make_reply(id);
+  // Counted before the send: a SIGKILL is delivered when send() returns, so counting after
+  // it would lose the replies a killed listener had already sent (the ledger then could not
+  // reconcile). A failed send takes its count back.
+  served.fetch_add(1, std::memory_order_relaxed);
   ssize_t n = send(conn, &r, sizeof r, MSG_NOSIGNAL);
-  return n == static_cast<ssize_t>(sizeof r);
+  if (n == static_cast<ssize_t>(sizeof r)) return true;
+  served.fetch_sub(1, std::memory_order_relaxed);
+  return false;
 }
 
 // Accepts what is queued now (all of it, or one for a slow listener) and serves it.
@@ -101,10 +110,7 @@ void accept_batch(ListenerGroup::Slot& s, int lfd, uint32_t id, const ListenerSp
     int c = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c < 0) return;  // EAGAIN: the queue is empty
     s.accepted.fetch_add(1, std::memory_order_relaxed);
-    if (serve_one(c, id, spec.work))
-      s.served.fetch_add(1, std::memory_order_relaxed);
-    else
-      s.serve_errors.fetch_add(1, std::memory_order_relaxed);
+    if (!serve_one(c, id, spec.work, s.served)) s.serve_errors.fetch_add(1, std::memory_order_relaxed);
     ::close(c);
     if (!all && spec.policy == AcceptPolicy::Slow) return;
   }
@@ -124,12 +130,14 @@ void serve_udp(ListenerGroup::Slot& s, int fd, uint32_t id) {
   }
 }
 
-// The body of every listener, thread or process.
-void listener_main(ListenerGroup::Slot& s, int cmd_fd, uint32_t id, const ListenerSpec& spec) {
-  UniqueFd lfd;
+// The body of every listener, thread or process. `inherited`: a socket it owns and serves
+// instead of opening one (from ListenerSpec::inherited_fd), or -1.
+void listener_main(ListenerGroup::Slot& s, int cmd_fd, uint32_t id, const ListenerSpec& spec, int inherited = -1) {
+  UniqueFd lfd(inherited);
   try {
-    lfd = open_listener(spec.socket);
+    if (!lfd) lfd = open_listener(spec.socket);
     s.inode.store(socket_inode(lfd.get()));
+    s.listen_fd.store(lfd.get());
   } catch (const std::exception& e) {
     std::snprintf(s.error, sizeof s.error, "%s", e.what());
     set_state(s, ListenerState::Failed);
@@ -139,6 +147,19 @@ void listener_main(ListenerGroup::Slot& s, int cmd_fd, uint32_t id, const Listen
   const bool tcp = spec.socket.proto == Proto::Tcp;
   bool accepting = spec.policy != AcceptPolicy::Never;
   uint64_t stall_until = 0;
+  UniqueFd ep;
+  bool ep_has_listener = false;
+  if (spec.epoll_exclusive) {
+    ep.reset(epoll_create1(EPOLL_CLOEXEC));
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = 0;
+    if (!ep || epoll_ctl(ep.get(), EPOLL_CTL_ADD, cmd_fd, &ev) < 0) {
+      std::snprintf(s.error, sizeof s.error, "epoll for listener %u: %s", id, std::strerror(errno));
+      set_state(s, ListenerState::Failed);
+      return;
+    }
+  }
   for (;;) {
     int timeout = -1;
     bool poll_listener = lfd && accepting && static_cast<ListenerState>(s.state.load()) == ListenerState::Listening;
@@ -152,7 +173,22 @@ void listener_main(ListenerGroup::Slot& s, int cmd_fd, uint32_t id, const Listen
       }
     }
     pollfd p[2] = {{cmd_fd, POLLIN, 0}, {lfd.get(), POLLIN, 0}};
-    int n = poll(p, poll_listener ? 2 : 1, timeout);
+    int n;
+    if (ep) {
+      // An exclusive entry cannot be modified, only removed and added again.
+      if (poll_listener != ep_has_listener) {
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+        ev.data.u32 = 1;
+        if (epoll_ctl(ep.get(), poll_listener ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, lfd.get(), &ev) == 0)
+          ep_has_listener = poll_listener;
+      }
+      epoll_event evs[2];
+      n = epoll_wait(ep.get(), evs, 2, timeout);
+      for (int i = 0; i < n; ++i) p[evs[i].data.u32].revents = static_cast<short>(evs[i].events);
+    } else {
+      n = poll(p, poll_listener ? 2 : 1, timeout);
+    }
     if (n < 0 && errno != EINTR) {
       std::snprintf(s.error, sizeof s.error, "poll: %s", std::strerror(errno));
       set_state(s, ListenerState::Failed);
@@ -251,7 +287,11 @@ int ListenerGroup::add(const ListenerSpec& spec) {
   Slot& s = slots_[id];
   if (spec.exec == Exec::Thread) {
     s.pid.store(getpid());
-    m->thread = std::thread([&s, fd = m->cmd_fd, id, spec] { listener_main(s, fd, id, spec); });
+    int inherited = -1;
+    if (spec.inherited_fd >= 0)
+      inherited = static_cast<int>(check_sys(fcntl(spec.inherited_fd, F_DUPFD_CLOEXEC, 0),
+                                             "dup inherited listener fd " + std::to_string(spec.inherited_fd)));
+    m->thread = std::thread([&s, fd = m->cmd_fd, id, spec, inherited] { listener_main(s, fd, id, spec, inherited); });
   } else {
     const pid_t parent = getpid();
     pid_t pid = fork();
@@ -261,15 +301,20 @@ int ListenerGroup::add(const ListenerSpec& spec) {
       // would send its own FIN or RST when this process exits.
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(1);
+      // The inherited socket goes to fd 4; moved out of the way first, since it may sit
+      // where the command fd is about to go.
+      int inherited = spec.inherited_fd >= 0 ? fcntl(spec.inherited_fd, F_DUPFD, 16) : -1;
+      if (spec.inherited_fd >= 0 && inherited < 0) _exit(1);
       if (dup2(m->cmd_fd, 3) < 0) _exit(1);
-      syscall(SYS_close_range, 4U, ~0U, 0U);
+      if (inherited >= 0 && dup2(inherited, 4) < 0) _exit(1);
+      syscall(SYS_close_range, inherited >= 0 ? 5U : 4U, ~0U, 0U);
       s.pid.store(getpid());
       g_signal_slot = &s;
       g_signal_cmd_fd = 3;
       struct sigaction sa{};
       sa.sa_handler = on_sigterm;
       sigaction(SIGTERM, &sa, nullptr);
-      listener_main(s, 3, id, spec);
+      listener_main(s, 3, id, spec, inherited >= 0 ? 4 : -1);
       _exit(0);
     }
     m->pid = pid;
@@ -373,6 +418,18 @@ std::vector<int> ListenerGroup::ids() const {
   std::vector<int> v;
   for (size_t i = 0; i < members_.size(); ++i) v.push_back(static_cast<int>(i));
   return v;
+}
+
+UniqueFd ListenerGroup::listener_fd(int id) const {
+  const std::string who = "listener " + std::to_string(id);
+  auto st = state(id);
+  const int fd = slot(id).listen_fd.load();
+  if ((st != ListenerState::Listening && st != ListenerState::ShutDown) || fd < 0)
+    throw std::runtime_error(who + " has no socket (state " + to_string(st) + ")");
+  const Member& m = *members_.at(id);
+  if (m.pid <= 0) return UniqueFd(static_cast<int>(check_sys(fcntl(fd, F_DUPFD_CLOEXEC, 0), "dup socket of " + who)));
+  UniqueFd pidfd(static_cast<int>(check_sys(syscall(SYS_pidfd_open, m.pid, 0), "pidfd_open " + who)));
+  return UniqueFd(static_cast<int>(check_sys(syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0), "pidfd_getfd socket of " + who)));
 }
 
 std::map<int32_t, uint64_t> ListenerGroup::served_by_listener() const {

@@ -38,6 +38,13 @@ struct ListenerSpec {
   Exec exec = Exec::Thread;
   std::chrono::microseconds accept_delay{0};  // Slow
   std::chrono::microseconds work{0};          // busy time per request before the reply
+  // A listening socket of the calling process to serve instead of opening one (a hand-over,
+  // or several workers sharing one accept queue). The listener takes a duplicate; the
+  // caller still owns (and closes) this fd. `socket` then only names the port.
+  int inherited_fd = -1;
+  // Wait with epoll and EPOLLEXCLUSIVE (4.5) instead of poll(): of several workers sharing
+  // one socket, one is woken per connection instead of all (nginx's shared-listener mode).
+  bool epoll_exclusive = false;
 };
 
 enum class ListenerState : int {
@@ -80,6 +87,11 @@ class ListenerGroup {
   const ListenerSpec& spec(int id) const;
   std::vector<int> ids() const;
   std::map<int32_t, uint64_t> served_by_listener() const;
+  // A duplicate, in this process, of listener id's socket: for a process listener through
+  // pidfd_getfd(2) (5.6; needs ptrace rights over it). For a hand-over (inherited_fd) or a
+  // REUSEPORT_SOCKARRAY. While the duplicate is open the socket stays in its group, even
+  // after the listener closed its own fd.
+  UniqueFd listener_fd(int id) const;
 
   struct Slot;  // shared between processes; defined in server.cc
 

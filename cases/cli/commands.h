@@ -17,6 +17,8 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
 
 int serve_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
 
+int report_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
+
 // "reuseport-check: <msg>" + a pointer to --help; returns 2.
 int usage_error(const std::string& msg);
 // Whether this process has CAP_NET_ADMIN and CAP_SYS_ADMIN; `missing` names those it lacks.

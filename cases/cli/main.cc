@@ -21,6 +21,7 @@ Usage:
                          [--request FILE | --http PATH] [--settle S] [--max-lost K]
                          [--json PATH] [--junit PATH]
   reuseport-check serve --port P [--http] [--workers N] [--backlog N] [--drain]
+  reuseport-check report [--host-only | --kernels LIST] [--profile quick|full] [--out DIR]
   reuseport-check COMMAND --help
 
 Commands:
@@ -37,6 +38,9 @@ Commands:
          cause and the moment in the deploy. Exit 1 when more than --max-lost were lost.
   serve  A small SO_REUSEPORT server that closes its listeners at once on SIGTERM, to try
          a deploy that loses connections and one that does not (docs/deploy.md).
+  report Run the deploy strategies under load (close, SIGKILL, graceful, migration by
+         sysctl or BPF, steer-then-drain, socket hand-over, shutdown-then-drain) and the
+         published comparisons; write results/report/ (JSON, HTML, PNG, summary.md).
 
 Examples:
   sudo reuseport-check run
@@ -64,6 +68,7 @@ const Command kCommands[] = {
     {"matrix", rp::cases::matrix_command},
     {"deploy", rp::cases::deploy_command},
     {"serve", rp::cases::serve_command},
+    {"report", rp::cases::report_command},
 };
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "harness/isolate.h"
 
 namespace rp::cases {
@@ -18,6 +20,14 @@ std::string current_variant() {
   std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
   auto slash = name.rfind('/');
   return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
+int timeout_scale() {
+  if (const char* scale = getenv("RP_TIMEOUT_SCALE")) {
+    const long k = std::strtol(scale, nullptr, 10);
+    if (k >= 1 && k <= 100) return static_cast<int>(k);
+  }
+  return 1;
 }
 
 static void tell_gtest(const Record& r) {
@@ -69,6 +79,7 @@ Record run_case(const std::string& case_name, const std::string& variant, const 
     return finish();
   }
 
+  timeout *= timeout_scale();
   IsolatedResult ir = run_isolated([&] { return scenario().dump(); }, {timeout, true});
   if (!ir.ok()) {
     r.verdict = Verdict::Error;

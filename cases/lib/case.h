@@ -21,6 +21,10 @@ using Scenario = std::function<nlohmann::json()>;
 Record run_case(const std::string& case_name, const std::string& variant, const Scenario& scenario,
                 std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
+// How much slower than the host this machine runs: $RP_TIMEOUT_SCALE (1..100; the matrix
+// sets 10 in emulated guests), 1 otherwise. Case timeouts and windows are multiplied by it.
+int timeout_scale();
+
 // "close_listener_with_queued_children" from the running test's suite name, and the variant
 // from its parameter name ("Variants/x.run/tcp4_close" -> "tcp4_close").
 std::string current_case_name();

@@ -9,6 +9,9 @@
 #include <stdexcept>
 
 #include "harness/scope.h"
+#ifdef RP_HAVE_BPF
+#include "probes/reuseport_steer.h"
+#endif
 
 namespace rp::cases {
 
@@ -70,6 +73,25 @@ const std::map<std::string, Feature>& features() {
          "request migration in the reuseport group (net.ipv4.tcp_migrate_req and its TcpExt.TCPMigrateReq* "
          "counters; 5.14, Documentation/networking/ip-sysctl.rst)",
          [] { return sysctl_exists("net.ipv4.tcp_migrate_req") && netstat_has("TCPMigrateReqSuccess"); }});
+    // Loads the program and drops it at once (nothing attached): the kernel accepts an
+    // sk_reuseport program with expected attach type BPF_SK_REUSEPORT_SELECT_OR_MIGRATE that
+    // reads md->migrating_sk only from 5.14 (d5e4ddaeb6ab "bpf: Support socket migration by
+    // eBPF.").
+    add({"sk_reuseport_migrate",
+         "an sk_reuseport/migrate program loads (BPF_SK_REUSEPORT_SELECT_OR_MIGRATE, md->migrating_sk; 5.14, "
+         "d5e4ddaeb6ab 'bpf: Support socket migration by eBPF.')",
+         [] {
+#ifdef RP_HAVE_BPF
+           try {
+             rp::probes::ReuseportSteer prog(rp::probes::SteerProgram::Migrate);
+             return true;
+           } catch (const std::exception&) {
+             return false;
+           }
+#else
+           return false;  // built without BPF (RP_ENABLE_BPF=OFF)
+#endif
+         }});
     add({"netns_cookie", "SO_NETNS_COOKIE (5.14)", [] { return current_netns_cookie().has_value(); }});
     // Asks the scheduler, not the CPU count: a guest with 1 vCPU, or a run confined by a
     // cpuset, cannot put clients on two CPUs whatever the machine has.

@@ -103,6 +103,11 @@ json KernelObserver::counts() const {
     else
       why[key] = d ? std::string("TcpExt.") + name + " absent on this kernel" : netstat_error;
   }
+  // Every RST the port sent: what the clients' resets must be within.
+  j["kernel_resets_sent"] = j["kernel_orphan_resets"].is_null() || j["kernel_other_resets_sent"].is_null()
+                                ? json()
+                                : json(j["kernel_orphan_resets"].get<uint64_t>() +
+                                       j["kernel_other_resets_sent"].get<uint64_t>());
   j["kernel_sources"] = sources;
   j["kernel_not_observable"] = why;
   return j;

@@ -21,7 +21,8 @@ class KernelObserver {
   KernelObserver& operator=(const KernelObserver&) = delete;
 
   // kernel_listener_closes, kernel_orphaned_children, kernel_orphan_resets,
-  // kernel_other_resets_sent, kernel_resets_received, kernel_listen_overflow_drops,
+  // kernel_other_resets_sent, kernel_resets_sent (orphan + other), kernel_resets_received,
+  // kernel_listen_overflow_drops,
   // netstat_listen_overflows, netstat_migrate_req_success, netstat_migrate_req_failure,
   // kernel_sources, kernel_not_observable.
   nlohmann::json counts() const;

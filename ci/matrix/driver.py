@@ -335,7 +335,8 @@ def guest_script(globs: Iterable[str], modules: Iterable[str]) -> str:
         run += ["--case", g]
     lines = [f"insmod {shlex.quote(m)} || echo 'RP-MATRIX-WARN: insmod {m} failed'"
              for m in modules]
-    lines += [shlex.join(run), "rc=$?",
+    # TCG runs the guest ~10x slower than the host: the cases' own timeouts scale with it.
+    lines += ["export RP_TIMEOUT_SCALE=10", shlex.join(run), "rc=$?",
               f"if [ -f {GUEST_JSON} ]; then echo; echo {BEGIN}; cat {GUEST_JSON}; "
               f"echo; echo {END}; fi",
               "exit $rc"]

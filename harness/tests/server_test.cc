@@ -6,6 +6,7 @@
 
 #include "harness/scope.h"
 #include "harness/sockdiag.h"
+#include "harness/wire.h"
 #include "test_util.h"
 
 namespace rp {
@@ -66,6 +67,71 @@ TEST_P(ServerTest, BindFailureIsReportedWithTheListenersId) {
     EXPECT_NE(std::string(e.what()).find("listener 1: bind 127.0.0.1:47003"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("EADDRINUSE"), std::string::npos) << e.what();
   }
+}
+
+// A blocking client that has sent its request; the reply is read later.
+UniqueFd queued_client(uint16_t port) {
+  UniqueFd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_storage ss;
+  socklen_t len = Endpoint::loopback(Family::V4, port).to_sockaddr(ss);
+  EXPECT_EQ(connect(c.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
+  EXPECT_EQ(send(c.get(), wire::kRequest, sizeof wire::kRequest, 0), static_cast<ssize_t>(sizeof wire::kRequest));
+  return c;
+}
+
+int32_t reply_from(int fd) {
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[sizeof(wire::Reply)];
+  if (recv(fd, buf, sizeof buf, MSG_WAITALL) != static_cast<ssize_t>(sizeof buf)) return -1;
+  uint32_t id = 0;
+  return wire::parse_reply(buf, id) ? static_cast<int32_t>(id) : -1;
+}
+
+// The hand-over changes nothing in the kernel: same socket, same group, same queue.
+TEST_P(ServerTest, InheritedSocketIsHandedOverWithItsQueue) {
+  ListenerGroup g;
+  int old = g.add(spec(47006, GetParam(), AcceptPolicy::Never, 16));
+  std::vector<UniqueFd> clients;
+  for (int i = 0; i < 5; ++i) clients.push_back(queued_client(47006));
+  ListenerSpec heir = spec(47006, GetParam());
+  UniqueFd fd = g.listener_fd(old);
+  heir.inherited_fd = fd.get();
+  int nw = g.add(heir);
+  fd.reset();
+  EXPECT_EQ(g.inode(nw), g.inode(old));
+  g.close(old);
+  auto ls = tcp_listeners(47006);
+  ASSERT_EQ(ls.size(), 1u);
+  EXPECT_EQ(ls[0].inode, g.inode(nw));
+  for (auto& c : clients) EXPECT_EQ(reply_from(c.get()), nw);
+  EXPECT_EQ(g.served(nw), 5u);
+  g.stop_all();
+  EXPECT_TRUE(tcp_listeners(47006).empty());
+}
+
+// Four workers on one socket, woken one at a time: one stalled worker holds nothing up.
+TEST_P(ServerTest, WorkersShareOneQueueWithEpollExclusive) {
+  ListenerGroup g;
+  ListenerSpec first = spec(47007, GetParam());
+  first.epoll_exclusive = true;
+  int w0 = g.add(first);
+  UniqueFd fd = g.listener_fd(w0);
+  ListenerSpec other = first;
+  other.inherited_fd = fd.get();
+  for (int i = 0; i < 3; ++i) g.add(other);
+  fd.reset();
+  EXPECT_EQ(tcp_listeners(47007).size(), 1u);
+  g.stall(w0, std::chrono::milliseconds(3000));
+  uint64_t served = 0;
+  for (int i = 0; i < 20; ++i) {
+    UniqueFd c = queued_client(47007);
+    int32_t who = reply_from(c.get());
+    EXPECT_NE(who, w0);
+    served += who >= 0;
+  }
+  EXPECT_EQ(served, 20u);
+  EXPECT_EQ(g.served(w0), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Exec, ServerTest, ::testing::Values(Exec::Thread, Exec::Process),

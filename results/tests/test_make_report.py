@@ -1,0 +1,127 @@
+"""make_report.py renders from stored JSON alone, and what it shows is what the JSON holds.
+
+The fixture (data/report_small.json) is a cut of a real quick-profile run on 6.18: two
+strategies at one grid point with two repeats each, one unreconciled run of the same point
+(which must be left out), the seed swaps and the worker shapes. The expected numbers are
+computed here from the JSON, independently of the script's own code.
+"""
+import importlib.util
+import json
+import math
+import re
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE.parent / "report" / "make_report.py"
+FIXTURE = HERE / "data" / "report_small.json"
+
+pytest.importorskip("matplotlib")
+
+
+def load_module():
+    spec = importlib.util.spec_from_file_location("make_report_under_test", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    (root / "data").mkdir()
+    shutil.copy(FIXTURE, root / "data" / FIXTURE.name)
+    mod = load_module()
+    assert mod.main(["--data", str(root / "data"), "--out", str(root), "--summary-json", str(root / "s.json")]) == 0
+    return root
+
+
+def doc():
+    return json.loads(FIXTURE.read_text())
+
+
+def test_renders_every_output(rendered):
+    rel = doc()["kernel_release"]
+    for name in ("index.html", "summary.md", f"loss_closed_{rel}.png", f"attribution_{rel}.png", f"latency_{rel}.png",
+                 f"shapes_{rel}.png"):
+        assert (rendered / name).stat().st_size > 0, name
+    for png in rendered.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    page = (rendered / "index.html").read_text()
+    assert f'<img src="loss_closed_{rel}.png"' in page
+    assert "Wilson" in page and "Student-t" in page
+
+
+def grid_runs(strategy):
+    return [r for r in doc()["runs"] if r["experiment"] == "grid" and r["strategy"] == strategy]
+
+
+def test_loss_rows_match_the_json(rendered):
+    md = (rendered / "summary.md").read_text()
+    for strategy in ("a_close", "g_handover"):
+        used = [r for r in grid_runs(strategy) if r["status"] == "ok" and r["reconciled"]]
+        assert len(used) == 2
+        rates = [1e5 * r["failed"] / r["attempts"] for r in used]
+        mean = sum(rates) / 2
+        half = 12.706 * statistics.stdev(rates) / math.sqrt(2)
+        k = sum(r["failed"] for r in used)
+        n = sum(r["attempts"] for r in used)
+        p = r"\| " + strategy + r" \| closed 20 \| 16 \| 0 \| 2/(\d) \| ([0-9.]+) \[([0-9.]+), ([0-9.]+)\] \| ([0-9.]+) .*?\| (\d+)/(\d+) \|"
+        m = re.search(p, md)
+        assert m, f"no row for {strategy} in summary.md"
+        assert int(m.group(1)) == len(grid_runs(strategy))
+        assert float(m.group(2)) == pytest.approx(mean, abs=0.06)
+        assert float(m.group(3)) == pytest.approx(max(0.0, mean - half), abs=0.06)
+        assert float(m.group(4)) == pytest.approx(mean + half, abs=0.06)
+        assert float(m.group(5)) == pytest.approx(1e5 * k / n, abs=0.06)
+        assert (int(m.group(6)), int(m.group(7))) == (k, n)
+
+
+def test_unreconciled_run_is_left_out_and_counted(rendered):
+    md = (rendered / "summary.md").read_text()
+    bad = [r for r in doc()["runs"] if r["status"] == "ok" and not r["reconciled"]]
+    assert f"left out: {len(bad)} whose ledger did not reconcile" in md
+    # Its 999 failures appear nowhere in the a_close row.
+    assert "999" not in re.search(r"\| a_close \| closed 20 .*", md).group(0)
+
+
+def test_attribution_adds_up_to_the_failures(rendered):
+    s = json.loads((rendered / "s.json").read_text())
+    for row in next(iter(s["kernels"].values()))["rows"]:
+        a = row["attribution"]
+        assert a["orphaned"] + a["other_rst"] + a["timeouts"] + a["unexplained"] == row["failed"]
+    used = [r for r in grid_runs("a_close") if r["status"] == "ok" and r["reconciled"]]
+    orphans = sum(min(r["failed"], r["kernel_counts"]["kernel_orphan_resets"]) for r in used)
+    row = next(r for r in next(iter(s["kernels"].values()))["rows"] if r["strategy"] == "a_close")
+    assert row["attribution"]["orphaned"] == orphans
+
+
+def test_published_shapes_quote_the_json(rendered):
+    md = (rendered / "summary.md").read_text()
+    seed = {r["strategy"]: r for r in doc()["runs"] if r["experiment"] == "seed"}
+    a = seed["a_close"]
+    assert f"({a['failed']} of {a['attempts']} attempts)" in md
+    assert f"(g) lost {seed['g_handover']['failed']} of {seed['g_handover']['attempts']}" in md
+    blocked = {r["sharing"]: r for r in doc()["runs"] if r["experiment"] == "blocked_worker"}
+    assert f"reuseport max {blocked['reuseport']['latency_ms']['all']['max']:.2f} ms" in md
+    assert f"shared max {blocked['shared']['latency_ms']['all']['max']:.2f} ms" in md
+    nginx = {r["sharing"]: r for r in doc()["runs"] if r["experiment"] == "nginx_shape"}
+    assert f"reuseport {nginx['reuseport']['served_per_second']:.0f}/s" in md
+
+
+def test_wilson_interval():
+    mod = load_module()
+    lo, hi = mod.wilson(0, 100)
+    assert lo == 0.0 and hi == pytest.approx(0.0370, abs=1e-4)
+    lo, hi = mod.wilson(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
+
+
+def test_rejects_a_foreign_document(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.json").write_text(json.dumps({"schema": "something/else", "runs": []}))
+    with pytest.raises(SystemExit):
+        load_module().main(["--data", str(tmp_path / "data"), "--out", str(tmp_path)])
