@@ -28,6 +28,7 @@
 #include <optional>
 
 #include "cases/lib/case.h"
+#include "cases/lib/observe.h"
 #include "harness/error.h"
 #include "harness/server.h"
 #include "harness/udp_client.h"
@@ -139,15 +140,8 @@ nlohmann::json scenario(const Variant& v) {
   }
   group.stop_all();
 
-  uint64_t served = 0;
-  for (auto& [id, k] : group.served_by_listener()) served += k;
   o["lost"] = lost;
-  o["answered"] = answered;
-  o["served"] = served;
-  o["ledger_mismatches"] = nlohmann::json::array();
-  if (served != answered)
-    o["ledger_mismatches"].push_back("clients got " + std::to_string(answered) + " answers, listeners sent " +
-                                     std::to_string(served));
+  o.update(answer_counts(answered, group));
   return o;
 }
 

@@ -28,6 +28,7 @@
 #include <cmath>
 
 #include "cases/lib/case.h"
+#include "cases/lib/observe.h"
 #include "harness/error.h"
 #include "harness/scope.h"
 #include "harness/server.h"
@@ -150,14 +151,7 @@ nlohmann::json scenario(const Variant& v) {
     o["moved_to_new_fraction"] = std::round(to_new / n * 10000) / 10000;
   }
   // Every answer came from a listener that counted it.
-  uint64_t served = 0;
-  for (auto& [id, k] : group.served_by_listener()) served += k;
-  o["answered"] = answered;
-  o["served"] = served;
-  o["ledger_mismatches"] = nlohmann::json::array();
-  if (served != answered)
-    o["ledger_mismatches"].push_back("clients got " + std::to_string(answered) + " answers, listeners sent " +
-                                     std::to_string(served));
+  o.update(answer_counts(answered, group));
   return o;
 }
 

@@ -118,14 +118,7 @@ nlohmann::json scenario(const Variant& v) {
   o["program_select_errors"] = c.select_errors;
   group.stop_all();
 
-  uint64_t served = 0;
-  for (auto& [id, k] : group.served_by_listener()) served += k;
-  o["answered"] = answered;
-  o["served"] = served;
-  o["ledger_mismatches"] = nlohmann::json::array();
-  if (served != answered)
-    o["ledger_mismatches"].push_back("clients got " + std::to_string(answered) + " answers, listeners sent " +
-                                     std::to_string(served));
+  o.update(answer_counts(answered, group));
   return o;
 }
 

@@ -18,4 +18,17 @@ nlohmann::json ledger_counts(const Ledger& l, const ListenerGroup& servers) {
   return j;
 }
 
+nlohmann::json answer_counts(uint64_t answered, const ListenerGroup& servers) {
+  uint64_t served = 0;
+  for (const auto& [id, n] : servers.served_by_listener()) served += n;
+  nlohmann::json j;
+  j["answered"] = answered;
+  j["served"] = served;
+  j["ledger_mismatches"] = nlohmann::json::array();
+  if (served != answered)
+    j["ledger_mismatches"].push_back("clients got " + std::to_string(answered) + " answers, listeners sent " +
+                                     std::to_string(served));
+  return j;
+}
+
 }  // namespace rp::cases

@@ -12,4 +12,8 @@ namespace rp::cases {
 // or after connect), failed, and ledger_mismatches from reconcile() against the servers.
 nlohmann::json ledger_counts(const Ledger& clients, const ListenerGroup& servers);
 
+// For cases whose clients count answers themselves (UDP, fixed flows): answered, served (by
+// all listeners) and ledger_mismatches when the two differ.
+nlohmann::json answer_counts(uint64_t answered, const ListenerGroup& servers);
+
 }  // namespace rp::cases
