@@ -314,18 +314,25 @@ struct LoadGenerator::Worker {
     finish(slot, complete ? Outcome::Served : Outcome::ClosedWithoutResponse, 0);
   }
 
+  // For a socket still connecting: true once the handshake completed; finishes the attempt
+  // when it failed; false (nothing to do yet) otherwise.
+  bool handshake_done(uint32_t slot, uint32_t events) {
+    Conn& c = conns[slot];
+    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return false;
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+      finish(slot, classify_error(err, Phase::Connecting), err);
+      return false;
+    }
+    return (events & EPOLLOUT) != 0;
+  }
+
   void on_stream_event(uint32_t slot, uint32_t events) {
     Conn& c = conns[slot];
     if (c.phase == Phase::Connecting) {
-      if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-      int err = 0;
-      socklen_t len = sizeof err;
-      getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      if (err != 0) {
-        finish(slot, classify_error(err, Phase::Connecting), err);
-        return;
-      }
-      if (!(events & EPOLLOUT)) return;
+      if (!handshake_done(slot, events)) return;
       mark_connected(c);
     }
     if (!stream_send(slot)) return;
@@ -355,15 +362,7 @@ struct LoadGenerator::Worker {
       return;
     }
     if (c.phase == Phase::Connecting) {
-      if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-      int err = 0;
-      socklen_t len = sizeof err;
-      getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      if (err != 0) {
-        finish(slot, classify_error(err, Phase::Connecting), err);
-        return;
-      }
-      if (!(events & EPOLLOUT)) return;
+      if (!handshake_done(slot, events)) return;
       send_request(slot);
       if (c.fd < 0) return;
       if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))) return;
