@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "cases/cli/commands.h"
+#include "cases/lib/case.h"
 #include "cases/lib/kernel.h"
 #include "cases/lib/kernel_observer.h"
 #include "harness/error.h"
@@ -48,33 +49,50 @@ namespace {
 using nlohmann::json;
 using std::chrono::milliseconds;
 
-constexpr const char* kReportUsage = R"(Usage:
-  reuseport-check report [--host-only | --kernels LIST] [--profile quick|full]
+constexpr const char* kReportUsage = R"USAGE(Usage:
+  reuseport-check report [--host-only | --kernels LIST] [--profile P] [--guest-profile P]
                          [--out DIR] [--repeats N] [--no-render] [--python PATH]
+                         [-j N] [--no-build]
 
   Runs the deploy strategies (a close, b SIGKILL, c graceful SIGTERM, d tcp_migrate_req,
   e sk_reuseport/migrate program, f steer then drain, g socket hand-over, h shutdown then
-  drain) under load on the running kernel, ten deploys per run, and the published
-  comparisons (a start_server-style swap under 20 in flight; a stalled worker with one
-  shared accept queue vs reuseport listeners; nginx 1.9.1's shared vs reuseport shape).
-  Each run is isolated (own network namespace, own timeout); its ledger must reconcile,
-  or the run is kept, marked, and left out of every figure. Then renders the report.
+  drain) under load, ten deploys per run, and the published comparisons (a
+  start_server-style swap under 20 in flight; a stalled worker with one shared accept
+  queue vs reuseport listeners; nginx 1.9.1's shared vs reuseport shape). Each run is
+  isolated (own network namespace, own timeout); its ledger must reconcile, or the run is
+  kept, marked, and left out of every figure. Then renders the report from data/*.json.
 
 Options:
-  --host-only       The running kernel only (the default).
-  --kernels LIST    Kernels of ci/kernels.toml; "running" is this machine's. Guest
-                    kernels are not run by this command yet: see docs/report.md.
-  --profile P       quick (the default: minutes here) or full (about 80 minutes here); see
-                    docs/report.md for what each contains.
-  --out DIR         Where data/<release>.json, index.html, summary.md and the PNGs go
-                    (default: results/report of the source tree).
-  --repeats N       Repeats per grid point instead of the profile's.
-  --no-render       Write the JSON only.
-  --python PATH     The Python that runs make_report.py (default /usr/bin/python3).
+  --host-only        The running kernel only (the default).
+  --kernels LIST     Kernels of ci/kernels.toml, comma separated, or "all": "running" is
+                     this machine's kernel (run first, alone); every other kernel is booted
+                     in a 1-vCPU qemu guest (KVM tried first, TCG otherwise) that runs this
+                     command with the static binary and sends its data back. The work is
+                     ci/matrix/report.py's (Python 3, the matrix's driver).
+  --profile P        The running kernel's profile: quick (the default: minutes here), full
+                     (about 80 minutes here) or guest; see docs/report.md.
+  --guest-profile P  The guests' profile (default guest: the quick grid at 20 in flight).
+  --out DIR          Where data/<release>.json, index.html, summary.md and the PNGs go
+                     (default: results/report of the source tree).
+  --repeats N        Repeats per grid point instead of the profile's.
+  --no-render        Write the JSON only.
+  --python PATH      The Python that runs make_report.py and the driver (default
+                     /usr/bin/python3).
+  -j N               Guests at a time (default 1: guests competing for the CPUs show in
+                     their numbers).
+  --no-build         Use the static guest binary as it is (build-static/, $RP_STATIC_BIN).
 
 Needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (and CAP_BPF, CAP_PERFMON for the probe
 and the steering programs).
-)";
+
+Exit status: 0 when every kernel's runs completed; 1 when a run ended in an error or a
+guest did not boot or hung (what was measured is kept and rendered); 2 on bad usage.
+
+Examples:
+  sudo reuseport-check report --host-only
+  sudo reuseport-check report --kernels all
+  sudo reuseport-check report --kernels 5.10,6.12 --guest-profile quick -j 2
+)USAGE";
 
 constexpr uint16_t kPort = 8080;
 
@@ -108,10 +126,13 @@ struct Profile {
 
 Profile profile(const std::string& name) {
   if (name == "quick") return {"quick", {20, 256}, {16, 1024}, {0, 100}, {0.5}, {128}, 3, 5, 3, false};
+  // The kernels of the matrix run in 1-vCPU guests, under TCG where KVM cannot run them:
+  // the quick profile's grid at 20 in flight, the seed swap and the shapes.
+  if (name == "guest") return {"guest", {20}, {16, 1024}, {0}, {0.5}, {128}, 3, 5, 3, false};
   if (name == "full")
     return {"full", {1, 4, 20, 64, 256}, {16, 128, 1024, 4096}, {0, 100}, {0.1, 0.25, 0.5, 0.75, 0.9, 1.0}, {128, 4096},
             5, 20, 10, true};
-  throw std::invalid_argument("--profile must be quick or full, got '" + name + "'");
+  throw std::invalid_argument("a profile is quick, full or guest, got '" + name + "'");
 }
 
 std::vector<Experiment> plan_for(const Profile& p, std::optional<unsigned> repeats) {
@@ -368,7 +389,7 @@ double measure_ceiling(json& record) {
   e.workers = 1;
   e.duration_ms = 1000;
   IsolateOptions io;
-  io.timeout = std::chrono::seconds(30);
+  io.timeout = std::chrono::seconds(30 * timeout_scale());
   auto res = run_isolated([&] { return worker_run(e, 0); }, io);
   if (!res.ok()) throw std::runtime_error("measuring the connection-rate ceiling: " + res.describe());
   record = json::parse(res.payload);
@@ -423,12 +444,58 @@ std::string describe(const Experiment& e, double rate) {
   return s;
 }
 
+std::filesystem::path source_dir() {
+  const char* env = std::getenv("RP_SOURCE_DIR");
+  return std::filesystem::path(env && *env ? env : RP_SOURCE_DIR);
+}
+
+std::string self_path() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("/proc/self/exe") : p.string();
+}
+
+// Runs argv[0] with argv and waits: its exit status, 127 when it could not be started.
+int run_program(const std::vector<std::string>& argv) {
+  if (access(argv[0].c_str(), X_OK) != 0) {
+    std::fprintf(stderr, "reuseport-check: %s: %s (ci/setup.sh installs Python 3 and its packages)\n",
+                 argv[0].c_str(), std::strerror(errno));
+    return 127;
+  }
+  const pid_t pid = fork();
+  if (pid < 0) throw_sys("fork " + argv[0]);
+  if (pid == 0) {
+    std::vector<char*> av;
+    for (const auto& a : argv) av.push_back(const_cast<char*>(a.c_str()));
+    av.push_back(nullptr);
+    execv(av[0], av.data());
+    std::fprintf(stderr, "reuseport-check: exec %s: %s\n", av[0], std::strerror(errno));
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+// The kernel-matrix driver's exit status is the command's: 0, 1 (a kernel or run failed), 2 (usage).
+int exec_driver(const std::vector<std::string>& argv) {
+  if (!std::filesystem::is_regular_file(argv[1])) {
+    std::fprintf(stderr, "reuseport-check: no report driver at %s (set RP_SOURCE_DIR to the source tree)\n",
+                 argv[1].c_str());
+    return 2;
+  }
+  const int rc = run_program(argv);
+  return rc == 127 ? 2 : rc;
+}
+
 }  // namespace
 
 int report_command(const std::vector<std::string>& args, const std::vector<std::string>&) {
-  std::string profile_name = "quick", kernels, python = "/usr/bin/python3";
-  std::filesystem::path out = std::filesystem::path(RP_SOURCE_DIR) / "results" / "report";
-  if (const char* src = std::getenv("RP_SOURCE_DIR")) out = std::filesystem::path(src) / "results" / "report";
+  std::string profile_name = "quick", guest_profile = "guest", kernels, python = "/usr/bin/python3", jobs = "1";
+  bool no_build = false, out_given = false;
+  std::filesystem::path out = source_dir() / "results" / "report";
   std::optional<unsigned> repeats;
   bool render = true;
   try {
@@ -448,8 +515,19 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
       } else if (a == "--profile") {
         profile_name = value();
         profile(profile_name);
+      } else if (a == "--guest-profile") {
+        guest_profile = value();
+        profile(guest_profile);
       } else if (a == "--out") {
         out = value();
+        out_given = true;
+      } else if (a == "-j" || a == "--jobs") {
+        jobs = value();
+        char* end = nullptr;
+        long n = std::strtol(jobs.c_str(), &end, 10);
+        if (*end || n < 1 || n > 16) throw std::invalid_argument("-j needs 1-16, got '" + jobs + "'");
+      } else if (a == "--no-build") {
+        no_build = true;
       } else if (a == "--repeats") {
         const std::string& v = value();
         char* end = nullptr;
@@ -468,11 +546,15 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
     return usage_error(e.what());
   }
   if (!kernels.empty() && kernels != "running") {
-    std::fprintf(stderr,
-                 "reuseport-check report: guest kernels (%s) are not run by this command yet; run it with\n"
-                 "--host-only on each kernel, or see docs/report.md. Nothing was run.\n",
-                 kernels.c_str());
-    return 2;
+    // The kernel matrix: the Python driver boots the guests and runs this command in each.
+    std::vector<std::string> argv = {python, source_dir() / "ci" / "matrix" / "report.py", "--kernels", kernels,
+                                     "--profile", profile_name, "--guest-profile", guest_profile,
+                                     "--python", python, "-j", jobs, "--host-binary", self_path()};
+    if (out_given) argv.insert(argv.end(), {"--out", out.string()});
+    if (repeats) argv.insert(argv.end(), {"--repeats", std::to_string(*repeats)});
+    if (!render) argv.push_back("--no-render");
+    if (no_build) argv.push_back("--no-build");
+    return exec_driver(argv);
   }
   std::string missing;
   if (!has_privileges(missing)) {
@@ -533,7 +615,7 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
       // Other work on the machine shows in the numbers: the load average says how much.
       rec["loadavg_1min_before"] = loadavg();
       IsolateOptions io;
-      io.timeout = std::chrono::seconds(90);
+      io.timeout = std::chrono::seconds(90 * timeout_scale());
       const auto t0 = std::chrono::steady_clock::now();
       auto res = run_isolated([&] { return e.strategy ? deploy_run(e, rate) : worker_run(e, rate); }, io);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -573,24 +655,9 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
                minutes, failed_runs, unreconciled, data_path.c_str());
   if (!render) return failed_runs ? 1 : 0;
 
-  const auto script = std::filesystem::path(std::getenv("RP_SOURCE_DIR") ? std::getenv("RP_SOURCE_DIR") : RP_SOURCE_DIR) /
-                      "results" / "report" / "make_report.py";
-  const std::vector<std::string> argv = {python, script.string(), "--data", (out / "data").string(), "--out", out.string()};
+  const auto script = source_dir() / "results" / "report" / "make_report.py";
   std::fprintf(stderr, "report: rendering with %s %s\n", python.c_str(), script.c_str());
-  const pid_t pid = fork();
-  if (pid < 0) throw_sys("fork make_report.py");
-  if (pid == 0) {
-    std::vector<char*> av;
-    for (const auto& a : argv) av.push_back(const_cast<char*>(a.c_str()));
-    av.push_back(nullptr);
-    execv(av[0], av.data());
-    std::fprintf(stderr, "reuseport-check: exec %s: %s\n", av[0], std::strerror(errno));
-    _exit(127);
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+  if (run_program({python, script.string(), "--data", (out / "data").string(), "--out", out.string()}) != 0) {
     std::fprintf(stderr, "reuseport-check: make_report.py failed; the data is in %s\n", data_path.c_str());
     return 1;
   }

@@ -9,6 +9,7 @@ carries the error, the console log and whatever records did come back.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import gzip
@@ -35,7 +36,7 @@ if str(CI_DIR) not in sys.path:
 
 from vm.kernels import (FetchedKernel, Kernel, PrivateApt, VmError,  # noqa: E402
                         archive_uris, cache_dir, fetch_kernel, load_matrix)
-from vm.qemu import Timeouts, run_in_vm  # noqa: E402
+from vm.qemu import Timeouts, VmResult, run_in_vm  # noqa: E402
 
 GUEST_BIN = "/rp/bin/reuseport-check"
 GUEST_JSON = "/tmp/results.json"
@@ -306,19 +307,25 @@ class KernelRun:
             f"output: {self.output_log}"
 
 
-def parse_results(output: str) -> dict:
-    """The `run --json` document between the markers of the guest's output."""
-    begin = output.rfind(BEGIN)
+def between_markers(output: str, begin_marker: str = BEGIN, end_marker: str = END):
+    """The JSON document between the last begin marker of the guest's output and its end."""
+    begin = output.rfind(begin_marker)
     if begin < 0:
         raise ValueError("no results in the output (marker missing)")
-    end = output.find(END, begin)
+    end = output.find(end_marker, begin)
     if end < 0:
         raise ValueError("the results are cut off (end marker missing)")
-    text = output[begin + len(BEGIN):end]
+    text = output[begin + len(begin_marker):end]
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"the results are not valid JSON: {e}") from None
+    return doc
+
+
+def parse_results(output: str) -> dict:
+    """The `run --json` document between the markers of the guest's output."""
+    doc = between_markers(output)
     if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
         raise ValueError("the results have no records list")
     return doc
@@ -354,6 +361,7 @@ class _Watcher:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> "_Watcher":
+        self._start = time.monotonic()
         self._thread.start()
         return self
 
@@ -385,12 +393,25 @@ def run_timeout(n_variants: int) -> float:
     return 60.0 + 20.0 * n_variants
 
 
-def run_guest(name: str, globs: list[str], n_variants: int, *, binary: Path, workdir: Path,
-              matrix: dict[str, Kernel] | None = None, timeouts: Timeouts | None = None,
-              vmlinuz: Path | None = None, initrd: Path | None = None,
-              log: Callable[[str], None] = lambda m: None) -> KernelRun:
-    """Boot `name` once and run the selected cases in it.
+@dataclasses.dataclass
+class GuestBoot:
+    """One boot of a guest kernel with a script: what was fetched and what qemu did."""
 
+    fetched: FetchedKernel | None
+    result: VmResult | None
+    error: str = ""  # set when the kernel could not be fetched or qemu not started
+    duration: float = 0.0
+
+
+def boot_guest(name: str, make_script: Callable[[list[str]], str], *, binary: Path,
+               workdir: Path, timeouts: Timeouts, matrix: dict[str, Kernel] | None = None,
+               vmlinuz: Path | None = None, initrd: Path | None = None,
+               memory_mb: int = 256, watch: Callable[[], object] | None = None,
+               log: Callable[[str], None] = lambda m: None) -> GuestBoot:
+    """Fetch `name`, put the stripped static binary and the kernel's diag modules into a
+    fresh initramfs and run make_script(<the modules' paths in the guest>) in it.
+
+    watch: a context manager factory held open while qemu runs (progress tailers).
     vmlinuz / initrd replace the fetched kernel or the generated initramfs (tests).
     """
     workdir.mkdir(parents=True, exist_ok=True)
@@ -403,24 +424,43 @@ def run_guest(name: str, globs: list[str], n_variants: int, *, binary: Path, wor
         emit({"ev": "kernel", "kernel": name, "state": "modules", "release": fetched.release})
         modules = fetch_modules(fetched, log=log) if initrd is None else []
     except VmError as e:
-        return KernelRun(name, None, False, error=str(e))
+        return GuestBoot(None, None, error=str(e))
     files = [(guest_copy(binary), GUEST_BIN)]
     guest_modules = [f"/rp/mod/{m.name}" for m in modules]
     files += list(zip(modules, guest_modules))
-    timeouts = timeouts or Timeouts(run=run_timeout(n_variants))
     emit({"ev": "kernel", "kernel": name, "state": "booting", "release": fetched.release})
     t0 = time.monotonic()
-    with _Watcher(lambda: list(workdir.glob("output.*.log")), name, n_variants) as watch:
+    with (watch() if watch else contextlib.nullcontext()):
         try:
-            result = run_in_vm(fetched, guest_script(globs, guest_modules), files=files,
-                               timeouts=timeouts, workdir=workdir, initrd=initrd, log=log)
+            result = run_in_vm(fetched, make_script(guest_modules), files=files,
+                               timeouts=timeouts, workdir=workdir, initrd=initrd,
+                               memory_mb=memory_mb, log=log)
         except VmError as e:
-            return KernelRun(name, fetched.release, False, error=str(e),
-                             duration=time.monotonic() - t0)
+            return GuestBoot(fetched, None, error=str(e), duration=time.monotonic() - t0)
+    return GuestBoot(fetched, result, duration=result.duration)
+
+
+def run_guest(name: str, globs: list[str], n_variants: int, *, binary: Path, workdir: Path,
+              matrix: dict[str, Kernel] | None = None, timeouts: Timeouts | None = None,
+              vmlinuz: Path | None = None, initrd: Path | None = None,
+              log: Callable[[str], None] = lambda m: None) -> KernelRun:
+    """Boot `name` once and run the selected cases in it.
+
+    vmlinuz / initrd replace the fetched kernel or the generated initramfs (tests).
+    """
+    watcher = _Watcher(lambda: list(workdir.glob("output.*.log")), name, n_variants)
+    boot = boot_guest(name, lambda mods: guest_script(globs, mods), binary=binary,
+                      workdir=workdir, matrix=matrix,
+                      timeouts=timeouts or Timeouts(run=run_timeout(n_variants)),
+                      vmlinuz=vmlinuz, initrd=initrd, watch=lambda: watcher, log=log)
+    fetched, result = boot.fetched, boot.result
+    if result is None:
+        return KernelRun(name, fetched.release if fetched else None, False, error=boot.error,
+                         duration=boot.duration)
     run = KernelRun(name, result.release or fetched.release, False,
                     console_log=result.console_log, output_log=result.output_log,
                     accel=result.accel, package=fetched.package, version=fetched.version,
-                    boot_time=result.boot_time, first_result_time=watch.first_result,
+                    boot_time=result.boot_time, first_result_time=watcher.first_result,
                     duration=result.duration)
     run.progress = parse_progress(result.output)
     if result.release and result.release != fetched.release:
@@ -533,7 +573,7 @@ def parse_kernels(spec: str | None, matrix: dict[str, Kernel]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-__all__ = ["DriverError", "KernelRun", "emit", "ensure_static_binary", "error_record",
+__all__ = ["DriverError", "GuestBoot", "KernelRun", "between_markers", "boot_guest", "emit", "ensure_static_binary", "error_record",
            "fetch_modules", "guest_script", "is_static_elf", "list_variants", "load_matrix",
            "parse_kernels", "parse_progress", "parse_results", "run_guest", "run_host",
            "run_kernel", "results_document", "write_results"]

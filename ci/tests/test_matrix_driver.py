@@ -129,46 +129,6 @@ def test_matrix_command_rejects_unknown_kernels_with_exit_2(tmp_path):
 # Real guests.
 
 
-@pytest.fixture(scope="module")
-def static_binary():
-    try:
-        return driver.ensure_static_binary(log=lambda m: print(f"# {m}", file=sys.stderr))
-    except DriverError as e:
-        pytest.fail(str(e), pytrace=False)
-
-
-@pytest.fixture
-def matrix_with_a_broken_kernel(tmp_path, static_binary):
-    """A cache and matrix of their own: 5.10 and 6.12 as they are, plus "broken", whose
-    vmlinuz is not a kernel. The real kernels are fetched (once) into the real cache."""
-    from vm.kernels import cache_dir, fetch_kernel
-    real = load_matrix()
-    cache = tmp_path / "cache"
-    text = ""
-    for name in ("5.10", "6.12"):
-        fetched = fetch_kernel(name, matrix=real)
-        driver.fetch_modules(fetched)
-        (cache / "kernels").mkdir(parents=True, exist_ok=True)
-        (cache / "kernels" / name).symlink_to(cache_dir() / "kernels" / name)
-        k = real[name]
-        text += (f'[[kernel]]\nname = "{name}"\nsuite = "{k.suite}"\npackage = "{k.package}"\n'
-                 f'version = "{k.version}"\nvmlinuz = "{k.vmlinuz}"\nseries = "{k.series}"\n\n')
-    broken = cache / "kernels" / "broken"
-    broken.mkdir(parents=True)
-    (broken / "vmlinuz").write_bytes(b"MZ this is not a kernel\n" * 64)
-    spec = {"suite": "bookworm", "package": "linux-image-broken", "version": "newest",
-            "vmlinuz": "boot/vmlinuz-*"}
-    (broken / "meta.json").write_text(json.dumps({
-        "spec": spec, "package": "linux-image-broken", "version": "1", "release": "9.9.9-broken",
-        "size": (broken / "vmlinuz").stat().st_size}))
-    (broken / "modules" / "9.9.9-broken").mkdir(parents=True)
-    (broken / "modules" / "9.9.9-broken" / "complete.json").write_text("[]\n")
-    text += ('[[kernel]]\nname = "broken"\nsuite = "bookworm"\npackage = "linux-image-broken"\n'
-             'version = "newest"\nvmlinuz = "boot/vmlinuz-*"\nseries = "9.9"\n')
-    (tmp_path / "kernels.toml").write_text(text)
-    return tmp_path, cache
-
-
 @pytest.mark.vm
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
 def test_guests_pass_and_a_broken_kernel_errors_without_stopping_the_others(

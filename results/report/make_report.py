@@ -143,7 +143,24 @@ def load_documents(data_dir: Path) -> list[dict]:
         docs.append(doc)
     if not docs:
         raise SystemExit(f"make_report: no data/*.json in {data_dir}")
-    return docs
+    return sorted(docs, key=version_key)
+
+
+def version_key(doc: dict) -> tuple:
+    """Oldest kernel first: by the upstream version, then the release string."""
+    nums = []
+    for part in str(doc.get("kernel_version") or doc["kernel_release"]).split("-")[0].split("."):
+        nums.append(int(part) if part.isdigit() else 0)
+    return tuple(nums), doc["kernel_release"]
+
+
+def where_measured(doc: dict) -> str:
+    env = doc.get("environment") or {}
+    if env.get("where") == "guest":
+        pkg = f", Debian {env['package']}={env['version']}" if env.get("package") else ""
+        return (f"in a {env.get('vcpus', 1)}-vCPU qemu guest ({env.get('accel') or '?'}, "
+                f"{env.get('memory_mb', '?')} MB{pkg})")
+    return "on the host"
 
 
 def grid_points(doc: dict) -> list[dict]:
@@ -228,6 +245,86 @@ def shutdown_effect(doc: dict) -> dict | None:
             tot["orphaned"] += k["kernel_orphaned_children"]
             tot["orphan_resets"] += k["kernel_orphan_resets"]
     return tot if tot["deploys"] else None
+
+
+def comparable_key(run: dict) -> tuple:
+    """A grid point across kernels: open-loop rates are fractions of each kernel's own ceiling."""
+    p = run["params"]
+    load = ("closed", p["concurrency"]) if p["mode"] == "closed" else ("open", p["rate_fraction_of_ceiling"])
+    return load + (p["backlog"], p["work_us"])
+
+
+def comparable_label(key: tuple) -> str:
+    mode, x, backlog, work = key
+    load = f"closed {x}" if mode == "closed" else f"open {100 * x:.0f}% of ceiling"
+    return f"{load}, backlog {backlog}, work {work} us"
+
+
+def across_kernels(docs: list[dict]) -> dict:
+    """Per grid point that two or more kernels ran: strategy -> kernel -> cell."""
+    if len(docs) < 2:
+        return {}
+    points: dict[tuple, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for doc in docs:
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for r in doc["runs"]:
+            if r["experiment"] == "grid":
+                groups[(comparable_key(r), r["strategy"])].append(r)
+        for (key, strategy), runs in groups.items():
+            ok = [r for r in runs if usable(r)]
+            cell = {"runs": len(runs), "used": len(ok),
+                    "unavailable": next((r.get("error", "") for r in runs if r.get("status") == "unavailable"), None)}
+            if ok:
+                cell["mean"], cell["lo"], cell["hi"] = mean_ci([per100k(r) for r in ok])
+                cell["failed"] = sum(r["failed"] for r in ok)
+                cell["attempts"] = sum(r["attempts"] for r in ok)
+            points[key][strategy][doc["kernel_release"]] = cell
+    return {k: v for k, v in points.items() if len({rel for cells in v.values() for rel in cells}) >= 2}
+
+
+def across_cell(cell: dict | None) -> str:
+    if cell is None:
+        return "not run"
+    if cell.get("unavailable") is not None and "mean" not in cell:
+        return "unavailable"
+    if "mean" not in cell:
+        return f"0/{cell['runs']} usable"
+    return f"{fmt_ci(cell['mean'], cell['lo'], cell['hi'])} ({cell['failed']}/{cell['attempts']})"
+
+
+def plot_across(docs: list[dict], table: dict, out: Path) -> str | None:
+    if not table:
+        return None
+    keys = sorted(table, key=lambda k: (k[0], k[1], k[2], k[3]))
+    rels = [d["kernel_release"] for d in docs]
+    fig, axes = plt.subplots(len(keys), 1, figsize=(12, 3.2 * len(keys)), squeeze=False)
+    w = 0.8 / len(rels)
+    for ax, key in zip(axes[:, 0], keys):
+        names = [s for s in STRATEGY_TEXT if s in table[key]]
+        for i, rel in enumerate(rels):
+            ys, lo, hi, xs = [], [], [], []
+            for j, s in enumerate(names):
+                c = table[key][s].get(rel)
+                if not c or "mean" not in c:
+                    continue
+                xs.append(j + (i - (len(rels) - 1) / 2) * w)
+                ys.append(c["mean"])
+                lo.append(c["mean"] - max(0.0, c["lo"]) if c["lo"] is not None else 0)
+                hi.append(c["hi"] - c["mean"] if c["hi"] is not None else 0)
+            ax.bar(xs, ys, width=w, yerr=[lo, hi], capsize=2, label=rel)
+        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_yscale("symlog", linthresh=10)
+        ax.set_ylabel("failed per 100,000")
+        ax.set_title(comparable_label(key), fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=7, ncol=min(6, len(rels)))
+    fig.suptitle("Across kernels: failed per 100,000 attempts, mean and 95% t-interval over repeats "
+                 "(10 deploys per run)", fontsize=9)
+    fig.tight_layout()
+    name = "loss_across_kernels.png"
+    fig.savefig(out / name, dpi=90)
+    plt.close(fig)
+    return name
 
 
 # --- plots ---------------------------------------------------------------------------
@@ -426,6 +523,32 @@ def render(docs: list[dict], out: Path) -> dict:
            "Failed per 100,000 attempts: mean over repeats of each run's rate, 95% Student-t interval over the "
            "repeats (losses cluster at deploys, so the run is the unit); pooled: all attempts of the point with a "
            "95% Wilson interval (assumes independent attempts, so too narrow here).", ""]
+    table = across_kernels(docs)
+    if table:
+        rels = [d["kernel_release"] for d in docs]
+        plot = plot_across(docs, table, out)
+        md += ["## Across kernels", "",
+               "Where each kernel was measured: " + "; ".join(
+                   f"{d['kernel_release']} {where_measured(d)}, profile {d['profile']}, ceiling "
+                   f"{d.get('ceiling', {}).get('served_per_second', 0):.0f} connections/s" for d in docs) + ".", "",
+               "Failed per 100,000 attempts, mean [95% t over repeats] (failed/attempts of the usable runs). "
+               "Kernels measured in different places (host, emulated guest) differ in speed as well as in "
+               "code: compare guests with guests.", ""]
+        body.append("<h2>Across kernels</h2><p>" + html.escape(md[-3]) + "</p><p>" + html.escape(md[-1]) + "</p>")
+        for key in sorted(table):
+            md += [f"### {comparable_label(key)}", "", "| strategy | " + " | ".join(rels) + " |",
+                   "|---|" + "---|" * len(rels)]
+            rows_html = ["<tr><th>strategy</th>" + "".join(f"<th>{html.escape(r)}</th>" for r in rels) + "</tr>"]
+            for st in [s for s in STRATEGY_TEXT if s in table[key]]:
+                cells = [across_cell(table[key][st].get(r)) for r in rels]
+                md.append(f"| {st} | " + " | ".join(cells) + " |")
+                rows_html.append(f"<tr><td>{st}</td>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+            md.append("")
+            body.append(f"<h3>{html.escape(comparable_label(key))}</h3><table>" + "".join(rows_html) + "</table>")
+        if plot:
+            md += [f"Plot: [{plot}]({plot})", ""]
+            body.append(f'<p><img src="{html.escape(plot)}" alt="{html.escape(plot)}"></p>')
+        summary["across_kernels"] = {comparable_label(k): v for k, v in table.items()}
     for doc in docs:
         rel = doc["kernel_release"]
         rows = grid_points(doc)
@@ -446,7 +569,8 @@ def render(docs: list[dict], out: Path) -> dict:
         plots = [p for p in (plot_loss(doc, rows, out, "closed"), plot_loss(doc, rows, out, "open"),
                              plot_attribution(doc, rows, out), plot_latency(doc, out),
                              plot_shapes(doc, seed, blocked, nginx, out)) if p]
-        head = (f"Kernel {rel} (upstream {doc.get('kernel_version', '?')}), {doc['machine']}, profile "
+        head = (f"Kernel {rel} (upstream {doc.get('kernel_version', '?')}), {where_measured(doc)}, "
+                f"{doc['machine']}, profile "
                 f"{doc['profile']}, {doc['started_at']} to {doc.get('finished_at', '?')}. Ceiling "
                 f"{ceiling:.0f} connections/s (closed loop, 64 in flight, one listener, 1 s)."
                 if ceiling else f"Kernel {rel}, {doc['machine']}, profile {doc['profile']}.")

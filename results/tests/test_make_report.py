@@ -125,3 +125,64 @@ def test_rejects_a_foreign_document(tmp_path):
     (tmp_path / "data" / "x.json").write_text(json.dumps({"schema": "something/else", "runs": []}))
     with pytest.raises(SystemExit):
         load_module().main(["--data", str(tmp_path / "data"), "--out", str(tmp_path)])
+
+
+@pytest.fixture(scope="module")
+def two_kernels(tmp_path_factory):
+    """The fixture as the host's document, plus a copy posing as a guest kernel (5.10) in
+    which a_close lost twice as much and g_handover is unavailable."""
+    root = tmp_path_factory.mktemp("two")
+    (root / "data").mkdir()
+    host = doc()
+    guest = doc()
+    guest["kernel_release"], guest["kernel_version"] = "5.10.0-43-cloud-amd64", "5.10.251"
+    guest["environment"] = {"where": "guest", "accel": "tcg", "vcpus": 1, "memory_mb": 512,
+                            "package": "linux-image-5.10.0-43-cloud-amd64-unsigned", "version": "5.10.251-1"}
+    for r in guest["runs"]:
+        r["kernel_release"] = guest["kernel_release"]
+        if r["experiment"] == "grid" and r["strategy"] == "a_close":
+            r["failed"] *= 2
+        if r["experiment"] == "grid" and r["strategy"] == "g_handover":
+            r.clear()
+            r.update({"experiment": "grid", "strategy": "g_handover", "sharing": None, "repeat": 0,
+                      "params": host["runs"][3]["params"], "status": "unavailable", "error": "no pidfd_getfd(2)"})
+    (root / "data" / "host.json").write_text(json.dumps(host))
+    (root / "data" / "guest.json").write_text(json.dumps(guest))
+    assert load_module().main(["--data", str(root / "data"), "--out", str(root)]) == 0
+    return root, host, guest
+
+
+def test_across_kernels_puts_the_oldest_kernel_first_and_says_where_each_ran(two_kernels):
+    root, host, guest = two_kernels
+    md = (root / "summary.md").read_text()
+    section = md.split("## Across kernels", 1)[1].split("\n## ", 1)[0]
+    header = f"| strategy | {guest['kernel_release']} | {host['kernel_release']} |"
+    assert header in section
+    assert f"{guest['kernel_release']} in a 1-vCPU qemu guest (tcg, 512 MB" in section
+    assert f"{host['kernel_release']} on the host" in section
+    assert (root / "loss_across_kernels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The per-kernel sections follow in the same order.
+    assert md.index(f"## {guest['kernel_release']}") < md.index(f"## {host['kernel_release']}")
+
+
+def test_across_kernels_cells_are_the_means_of_each_kernels_runs(two_kernels):
+    root, host, guest = two_kernels
+    md = (root / "summary.md").read_text()
+    section = md.split("### closed 20, backlog 16, work 0 us", 1)[1].split("###", 1)[0]
+    row = re.search(r"^\| a_close \| (.*) \| (.*) \|$", section, re.M)
+    assert row, section
+    for cell, d in zip(row.groups(), (guest, host)):
+        used = [r for r in d["runs"] if r["experiment"] == "grid" and r["strategy"] == "a_close"
+                and r["status"] == "ok" and r["reconciled"]]
+        mean = statistics.fmean(1e5 * r["failed"] / r["attempts"] for r in used)
+        k, n = sum(r["failed"] for r in used), sum(r["attempts"] for r in used)
+        m = re.match(r"([0-9.]+) \[[0-9.]+, [0-9.]+\] \((\d+)/(\d+)\)$", cell)
+        assert m, cell
+        assert float(m.group(1)) == pytest.approx(mean, abs=0.06)
+        assert (int(m.group(2)), int(m.group(3))) == (k, n)
+    g = re.search(r"^\| g_handover \| (.*) \| (.*) \|$", section, re.M)
+    assert g.group(1) == "unavailable" and g.group(2).startswith("0.0 [")
+
+
+def test_one_kernel_has_no_across_kernels_section(rendered):
+    assert "## Across kernels" not in (rendered / "summary.md").read_text()

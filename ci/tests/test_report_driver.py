@@ -1,0 +1,116 @@
+"""The report over the kernel matrix (ci/matrix/report.py, `reuseport-check report --kernels`):
+the guest's script, its data back from serial output, bad input, and a real guest whose
+report comes back and renders while a kernel that cannot boot fails alone."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from matrix import driver
+from matrix import report
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
+
+
+def test_guest_script_runs_the_report_in_the_guest_and_sends_every_data_file():
+    script = report.guest_script("guest", 2, ["/rp/mod/inet_diag.ko", "/rp/mod/tcp_diag.ko"])
+    lines = script.splitlines()
+    assert lines[0].startswith("insmod /rp/mod/inet_diag.ko ")
+    assert lines[1].startswith("insmod /rp/mod/tcp_diag.ko ")
+    assert f"export RP_TIMEOUT_SCALE={report.GUEST_TIMEOUT_SCALE}" in lines
+    run = next(x for x in lines if x.startswith(driver.GUEST_BIN))
+    assert run == (f"{driver.GUEST_BIN} report --host-only --no-render --profile guest "
+                   f"--out {report.GUEST_OUT} --repeats 2")
+    loop = next(x for x in lines if x.startswith("for f in"))
+    assert f"{report.GUEST_OUT}/data/*.json" in loop
+    assert loop.index(report.BEGIN) < loop.index("cat ") < loop.index(report.END)
+    assert lines[-1] == "exit $rc"
+
+
+def test_data_is_taken_from_between_the_report_markers():
+    body = json.dumps({"schema": "reuseport-check/report-runs/1", "kernel_release": "6.1.0-50",
+                       "runs": []})
+    out = f"report: ...\n{report.BEGIN}\n{body}\n{report.END}\nRP-EXIT 0\n"
+    assert driver.between_markers(out, report.BEGIN, report.END)["kernel_release"] == "6.1.0-50"
+    with pytest.raises(ValueError, match="cut off"):
+        driver.between_markers(out[:out.index(report.END)], report.BEGIN, report.END)
+    with pytest.raises(ValueError, match="marker missing"):
+        driver.between_markers("nothing here", report.BEGIN, report.END)
+
+
+def test_store_refuses_a_document_without_a_release(tmp_path):
+    with pytest.raises(ValueError, match="no usable kernel release"):
+        report.store({"kernel_release": "../x"}, tmp_path)
+    path = report.store({"kernel_release": "6.1.0-50-cloud-amd64", "runs": []}, tmp_path)
+    assert path == tmp_path / "data" / "6.1.0-50-cloud-amd64.json"
+
+
+def run_cli(*args, timeout=120):
+    if not CLI.exists():
+        pytest.skip(f"{CLI} is missing: build first (ci/setup.sh)")
+    return subprocess.run([str(CLI), "report", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "RP_SOURCE_DIR": str(REPO)})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kernels", "5.10,9.9"], "unknown kernel(s) 9.9; known kernels: running, 5.10"),
+    (["--kernels", "5.10", "--guest-profile", "huge"], "a profile is quick, full or guest, got 'huge'"),
+    (["--kernels", "5.10", "-j", "0"], "-j needs 1-16, got '0'"),
+    (["--kernels", "5.10", "--repeats", "0"], "--repeats needs 1-1000"),
+    (["--bogus"], "unknown option '--bogus'"),
+])
+def test_bad_input_is_exit_2_with_a_message(tmp_path, args, message):
+    r = run_cli(*args, "--out", str(tmp_path), "--no-build")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").iterdir())
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
+def test_a_guest_reports_and_renders_while_a_broken_kernel_fails_alone(
+        matrix_with_a_broken_kernel, static_binary, processes_mentioning):
+    tmp, cache = matrix_with_a_broken_kernel
+    out = tmp / "report"
+    r = subprocess.run(
+        [sys.executable, str(REPO / "ci" / "matrix" / "report.py"), "--matrix",
+         str(tmp / "kernels.toml"), "--kernels", "broken,6.12", "--repeats", "1", "-j", "2",
+         "--out", str(out), "--runs-dir", str(tmp / "runs"), "--no-build"],
+        capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL,
+        env={**os.environ, "RP_CACHE_DIR": str(cache), "RP_STATIC_BIN": str(static_binary)})
+    text = r.stdout + r.stderr
+    assert r.returncode == 1, text  # the broken kernel, nothing else
+    assert "Traceback" not in text
+    assert processes_mentioning(str(tmp)) == [], "qemu left running"
+    assert "broken: FAILED: " in text and "failed: broken" in text
+    # The guest's progress came through while it ran.
+    assert "6.12: [1/" in text and "6.12: done: " in text
+
+    files = list((out / "data").glob("*.json"))
+    assert len(files) == 1 and files[0].name.startswith("6.12."), files
+    data = json.loads(files[0].read_text())
+    assert data["schema"] == "reuseport-check/report-runs/1"
+    assert data["profile"] == "guest"
+    assert data["environment"]["where"] == "guest"
+    assert data["environment"]["matrix_kernel"] == "6.12"
+    assert data["environment"]["accel"] in ("kvm", "tcg")
+    assert data["ceiling"]["served_per_second"] > 0
+    runs = data["runs"]
+    # --repeats 1 on the guest profile: 8 strategies x 3 grid points, 2 seed swaps, 6 shapes.
+    assert len(runs) == 32
+    assert {r["status"] for r in runs} == {"ok"}, [r.get("error") for r in runs]
+    assert all(r["kernel_release"] == data["kernel_release"] for r in runs)
+    assert all(r["attempts"] > 0 and r["served"] + r["failed"] == r["attempts"] for r in runs)
+    # Every run's ledger was checked, and the report tells which did not reconcile.
+    assert all(isinstance(r["reconciled"], bool) for r in runs)
+    summary = (out / "summary.md").read_text()
+    assert f"## {data['kernel_release']}" in summary
+    assert "in a 1-vCPU qemu guest" in summary
