@@ -15,33 +15,14 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_server.h"
 #include "harness/loadgen.h"
-#include "harness/scope.h"
-#include "harness/server.h"
 #include "harness/wire.h"
 
 namespace {
 
 constexpr uint16_t kPort = 47300;
 constexpr int kConnsPerIteration = 2000;
-
-struct World {
-  World() {
-    for (int i = 0; i < 2; ++i) {
-      rp::ListenerSpec s;
-      s.socket.addr = rp::Endpoint::loopback(rp::Family::V4, kPort);
-      s.socket.backlog = 4096;
-      group.add(s);
-    }
-  }
-  rp::NetnsScope ns;
-  rp::ListenerGroup group;
-};
-
-World& world() {
-  static World w;
-  return w;
-}
 
 // The bare loop: what a minimal C client does, one connection at a time per thread.
 void bare_loop(int n, std::atomic<int>& failures) {
@@ -61,7 +42,7 @@ void bare_loop(int n, std::atomic<int>& failures) {
 }
 
 void BM_BareLoop(benchmark::State& state) {
-  world();
+  rp::bench::bench_server(kPort);
   const int threads = static_cast<int>(state.range(0));
   std::atomic<int> failures{0};
   for (auto _ : state) {
@@ -75,7 +56,7 @@ void BM_BareLoop(benchmark::State& state) {
 }
 
 void BM_LoadGenerator(benchmark::State& state) {
-  world();
+  rp::bench::bench_server(kPort);
   rp::LoadOptions o;
   o.target = rp::Endpoint::loopback(rp::Family::V4, kPort);
   o.threads = static_cast<unsigned>(state.range(0));

@@ -6,9 +6,8 @@
 
 #include <optional>
 
+#include "bench/bench_server.h"
 #include "harness/loadgen.h"
-#include "harness/scope.h"
-#include "harness/server.h"
 #include "probes/reuseport_probe.h"
 
 namespace {
@@ -16,26 +15,8 @@ namespace {
 constexpr uint16_t kPort = 47310;
 constexpr int kConnsPerIteration = 4000;
 
-struct World {
-  World() {
-    for (int i = 0; i < 2; ++i) {
-      rp::ListenerSpec s;
-      s.socket.addr = rp::Endpoint::loopback(rp::Family::V4, kPort);
-      s.socket.backlog = 4096;
-      group.add(s);
-    }
-  }
-  rp::NetnsScope ns;
-  rp::ListenerGroup group;
-};
-
-World& world() {
-  static World w;
-  return w;
-}
-
 void BM_ConnectionRate(benchmark::State& state) {
-  world();
+  rp::bench::bench_server(kPort);
   std::optional<rp::probes::ReuseportProbe> probe;
   if (state.range(0)) {
     rp::probes::ProbeOptions po;

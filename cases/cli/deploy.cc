@@ -46,6 +46,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cases/cli/commands.h"
+#include "cases/cli/options.h"
 #include "cases/lib/kernel.h"
 #include "harness/clock.h"
 #include "harness/error.h"
@@ -147,31 +148,6 @@ struct Options {
 struct SetupError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
-
-double parse_seconds(const std::string& name, const std::string& v, bool zero_ok) {
-  size_t pos = 0;
-  double d = -1;
-  try {
-    d = std::stod(v, &pos);
-  } catch (...) {
-  }
-  if (pos != v.size() || !std::isfinite(d) || d < 0 || (!zero_ok && d == 0) || d > 86400)
-    throw std::invalid_argument(name + " needs " + (zero_ok ? "a number of seconds >= 0" : "a positive number of seconds") +
-                                ", got '" + v + "'");
-  return d;
-}
-
-long parse_long(const std::string& name, const std::string& v, long lo, long hi) {
-  size_t pos = 0;
-  long n = lo - 1;
-  try {
-    n = std::stol(v, &pos);
-  } catch (...) {
-  }
-  if (pos != v.size() || n < lo || n > hi)
-    throw std::invalid_argument(name + " needs " + std::to_string(lo) + "-" + std::to_string(hi) + ", got '" + v + "'");
-  return n;
-}
 
 double seconds(uint64_t ns) { return static_cast<double>(ns) / 1e9; }
 

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "cases/cli/commands.h"
+#include "cases/cli/options.h"
 #include "cases/lib/case.h"
 #include "cases/lib/kernel.h"
 #include "cases/lib/kernel_observer.h"
@@ -522,18 +523,11 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
         out = value();
         out_given = true;
       } else if (a == "-j" || a == "--jobs") {
-        jobs = value();
-        char* end = nullptr;
-        long n = std::strtol(jobs.c_str(), &end, 10);
-        if (*end || n < 1 || n > 16) throw std::invalid_argument("-j needs 1-16, got '" + jobs + "'");
+        jobs = std::to_string(parse_long("-j", value(), 1, 16));
       } else if (a == "--no-build") {
         no_build = true;
       } else if (a == "--repeats") {
-        const std::string& v = value();
-        char* end = nullptr;
-        long n = std::strtol(v.c_str(), &end, 10);
-        if (*end || n < 1 || n > 1000) throw std::invalid_argument("--repeats needs 1-1000, got '" + v + "'");
-        repeats = static_cast<unsigned>(n);
+        repeats = static_cast<unsigned>(parse_long("--repeats", value(), 1, 1000));
       } else if (a == "--no-render") {
         render = false;
       } else if (a == "--python") {

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "cases/cli/commands.h"
+#include "cases/cli/options.h"
 #include "harness/error.h"
 #include "harness/server.h"
 #include "harness/socket.h"
@@ -70,18 +71,6 @@ struct Options {
   long workers = 2, backlog = 128, accept_delay_ms = 0;
   std::string pidfile;
 };
-
-long parse_count(const std::string& name, const std::string& v, long lo, long hi) {
-  size_t pos = 0;
-  long n = lo - 1;
-  try {
-    n = std::stol(v, &pos);
-  } catch (...) {
-  }
-  if (pos != v.size() || n < lo || n > hi)
-    throw std::invalid_argument(name + " needs " + std::to_string(lo) + "-" + std::to_string(hi) + ", got '" + v + "'");
-  return n;
-}
 
 void write_pidfile(const std::string& path) {
   // Written whole under another name and renamed, so a script polling for it never
@@ -189,17 +178,17 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
         std::fputs(kServeUsage, stdout);
         return 0;
       } else if (a == "--port") {
-        o.port = parse_count("--port", value(), 1, 65535);
+        o.port = parse_long("--port", value(), 1, 65535);
       } else if (a == "--host") {
         o.host = value();
       } else if (a == "--http") {
         o.http = true;
       } else if (a == "--workers") {
-        o.workers = parse_count("--workers", value(), 1, 256);
+        o.workers = parse_long("--workers", value(), 1, 256);
       } else if (a == "--backlog") {
-        o.backlog = parse_count("--backlog", value(), 1, 1 << 20);
+        o.backlog = parse_long("--backlog", value(), 1, 1 << 20);
       } else if (a == "--accept-delay-ms") {
-        o.accept_delay_ms = parse_count("--accept-delay-ms", value(), 0, 60000);
+        o.accept_delay_ms = parse_long("--accept-delay-ms", value(), 0, 60000);
       } else if (a == "--drain") {
         o.drain = true;
       } else if (a == "--pidfile") {

@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cases/cli/commands.h"
+#include "cases/cli/options.h"
 #include "cases/lib/kernel.h"
 #include "harness/sockdiag.h"
 #include "probes/netstat.h"
@@ -74,17 +75,6 @@ struct Options {
   bool quiet = false;
 };
 
-double parse_seconds(const std::string& name, const std::string& v) {
-  size_t pos = 0;
-  double d = -1;
-  try {
-    d = std::stod(v, &pos);
-  } catch (...) {
-  }
-  if (pos != v.size() || !(d > 0)) throw std::invalid_argument(name + " needs a positive number of seconds, got '" + v + "'");
-  return d;
-}
-
 // Moves this (still single-threaded) process into the target network namespace.
 void enter_netns(const Options& o) {
   std::string path;
@@ -130,15 +120,7 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
         std::fputs(kWatchUsage, stdout);
         return 0;
       } else if (a == "--port") {
-        std::string v = value();
-        size_t pos = 0;
-        long p = -1;
-        try {
-          p = std::stol(v, &pos);
-        } catch (...) {
-        }
-        if (pos != v.size() || p < 1 || p > 65535) throw std::invalid_argument("--port needs 1-65535, got '" + v + "'");
-        o.port = p;
+        o.port = parse_long("--port", value(), 1, 65535);
       } else if (a == "--netns") {
         o.netns = value();
         if (o.netns.find('/') != std::string::npos || o.netns.empty() || o.netns[0] == '.')
