@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "harness/loadgen.h"
@@ -31,6 +32,10 @@ enum class FaultKind { Close, Shutdown, Kill, Terminate, Drain, Stall, HotDeploy
 const char* to_string(FaultKind k);
 
 struct Fault {
+  Fault() = default;
+  Fault(FaultKind k, Trigger t, std::vector<int> targets)
+      : kind(k), trigger(std::move(t)), listeners(std::move(targets)) {}
+
   FaultKind kind = FaultKind::Close;
   Trigger trigger;
   std::vector<int> listeners;          // the targets (the old generation for HotDeploy)

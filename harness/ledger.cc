@@ -42,6 +42,13 @@ void Ledger::merge(const Ledger& other) {
   for (const auto& a : other.attempts_) add(a);
 }
 
+std::map<uint16_t, uint64_t> Ledger::served_by_http_status() const {
+  std::map<uint16_t, uint64_t> by;
+  for (const Attempt& a : attempts_)
+    if (a.outcome == Outcome::Served) ++by[a.http_status];
+  return by;
+}
+
 std::vector<std::string> reconcile(const Ledger& clients, const std::map<int32_t, uint64_t>& served_by_servers) {
   std::vector<std::string> off;
   if (clients.started() != clients.total())

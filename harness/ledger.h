@@ -36,9 +36,10 @@ Outcome classify_error(int err, Phase phase);
 struct Attempt {
   uint32_t id = 0;
   Outcome outcome = Outcome::OtherError;
-  int32_t listener = -1;  // the serving listener's id, for Served
+  int32_t listener = -1;  // the serving listener's id, for Served (Wire protocol replies name it)
   int32_t err = 0;
   uint16_t source_port = 0;  // 0 when not recorded
+  uint16_t http_status = 0;  // the response's status code (HTTP load), 0 otherwise
   uint64_t start_ns = 0;     // CLOCK_MONOTONIC
   uint64_t connected_ns = 0; // 0 when the handshake never completed
   uint64_t end_ns = 0;
@@ -56,6 +57,8 @@ class Ledger {
   uint64_t failed() const { return total() - count(Outcome::Served); }
   const std::map<int32_t, uint64_t>& served_by_listener() const { return served_by_; }
   const std::map<int32_t, uint64_t>& errnos() const { return errnos_; }
+  // Served attempts by the response's status code (HTTP load).
+  std::map<uint16_t, uint64_t> served_by_http_status() const;
   const std::vector<Attempt>& attempts() const { return attempts_; }
 
  private:

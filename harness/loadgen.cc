@@ -215,7 +215,7 @@ struct LoadGenerator::Worker {
     }
     // Edge-triggered: one epoll_ctl per attempt.
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (connected ? 0 : EPOLLOUT);
+    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (connected ? 0u : static_cast<uint32_t>(EPOLLOUT));
     ev.data.u32 = slot;
     if (epoll_ctl(ep.get(), EPOLL_CTL_ADD, c.fd, &ev) != 0) finish(slot, Outcome::OtherError, errno);
   }
@@ -295,7 +295,7 @@ struct LoadGenerator::Worker {
       if (s.tail.size() > kLastChunk.size()) s.tail.erase(0, s.tail.size() - kLastChunk.size());
     }
     if (s.content_length >= 0 && s.body >= static_cast<uint64_t>(s.content_length)) {
-      conns[slot].a.listener = s.status;
+      conns[slot].a.http_status = static_cast<uint16_t>(s.status);
       finish(slot, Outcome::Served, 0);
       return false;
     }
@@ -307,7 +307,7 @@ struct LoadGenerator::Worker {
     bool complete;
     if (lg.opts_.protocol == LoadOptions::Protocol::Http) {
       complete = s.headers_done && s.content_length < 0 && (!s.chunked || s.tail == kLastChunk);
-      if (complete) conns[slot].a.listener = s.status;
+      if (complete) conns[slot].a.http_status = static_cast<uint16_t>(s.status);
     } else {
       complete = s.received > 0;
     }

@@ -25,8 +25,8 @@ struct LoadOptions {
   //  Http: send `payload` (an HTTP/1.1 request with `Connection: close`, see
   //        http_get_request()), read one response to its end: Content-Length bytes of body,
   //        or EOF when there is none (for chunked bodies EOF after the last chunk);
-  //        served = a complete response, whatever its status, which takes the place of the
-  //        listener id in Attempt::listener (so Ledger::served_by_listener() counts by status).
+  //        served = a complete response, whatever its status, which goes to
+  //        Attempt::http_status (Ledger::served_by_http_status() counts them).
   // A truncated response (EOF before its end) is ClosedWithoutResponse, a malformed one
   // OtherError with EBADMSG.
   enum class Protocol { Wire, Raw, Http };

@@ -760,11 +760,11 @@ int Run::report(const Ledger& ledger, const std::vector<Sample>& samples) {
     bool lost = a.outcome != Outcome::Served;
     std::string what = outcome_name(a.outcome);
     if (http && a.outcome == Outcome::Served) {
-      ++statuses[a.listener];
-      if (a.listener < 200 || a.listener >= 400) {
+      ++statuses[a.http_status];
+      if (a.http_status < 200 || a.http_status >= 400) {
         lost = true;
         ++bad_status;
-        what = "http_" + std::to_string(a.listener);
+        what = "http_" + std::to_string(a.http_status);
       }
     }
     if (!lost) continue;

@@ -229,9 +229,11 @@ TEST_F(StreamTest, HttpResponsesAreServedAndCountedByStatus) {
   });
   Ledger ok = LoadGenerator(http(47200, 40, "/index.html")).run();
   EXPECT_EQ(ok.count(Outcome::Served), 40u);
-  EXPECT_EQ(ok.served_by_listener(), (std::map<int32_t, uint64_t>{{200, 40}}));
+  EXPECT_EQ(ok.served_by_http_status(), (std::map<uint16_t, uint64_t>{{200, 40}}));
+  // An HTTP reply names no listener: the status is not mistaken for one.
+  EXPECT_EQ(ok.served_by_listener(), (std::map<int32_t, uint64_t>{{-1, 40}}));
   Ledger missing = LoadGenerator(http(47200, 10, "/missing")).run();
-  EXPECT_EQ(missing.served_by_listener(), (std::map<int32_t, uint64_t>{{404, 10}}));
+  EXPECT_EQ(missing.served_by_http_status(), (std::map<uint16_t, uint64_t>{{404, 10}}));
   EXPECT_EQ(first_request,
             "GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:47200\r\nUser-Agent: reuseport-check\r\nAccept: */*\r\n"
             "Connection: close\r\n\r\n");
@@ -247,13 +249,13 @@ TEST_F(StreamTest, HttpResponseSplitIntoPiecesIsReassembled) {
     }
   });
   Ledger l = LoadGenerator(http(47201, 3)).run();
-  EXPECT_EQ(l.served_by_listener(), (std::map<int32_t, uint64_t>{{201, 3}}));
+  EXPECT_EQ(l.served_by_http_status(), (std::map<uint16_t, uint64_t>{{201, 3}}));
 }
 
 TEST_F(StreamTest, HttpWithoutLengthEndsAtEof) {
   auto srv = http_server(47202, "HTTP/1.0 503 Busy\r\n\r\nno body length");
   Ledger l = LoadGenerator(http(47202, 8)).run();
-  EXPECT_EQ(l.served_by_listener(), (std::map<int32_t, uint64_t>{{503, 8}}));
+  EXPECT_EQ(l.served_by_http_status(), (std::map<uint16_t, uint64_t>{{503, 8}}));
 }
 
 TEST_F(StreamTest, HttpChunkedNeedsItsLastChunk) {
