@@ -14,12 +14,19 @@
 // 4. Report: client outcomes and kernel counts, both bucketed by time; exit 0, 1 or 2.
 // 5. On every path (errors, SIGINT/SIGTERM/SIGHUP): SIGKILL every descendant, wherever it
 //    went (subreaper), and remove the work directory; the namespace dies with us.
+// 0. Before all that, so that a SIGKILL of this command leaves nothing either: the work is
+//    done by a child that is the init of a PID namespace of its own, with a /proc of that
+//    namespace (its own mount namespace); it dies with us (PR_SET_PDEATHSIG), and when a PID
+//    namespace's init dies the kernel kills every process in it, what the user's server
+//    daemonized included. This process only waits for it and passes signals on.
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -130,6 +137,60 @@ Needs root, or CAP_SYS_ADMIN, CAP_NET_ADMIN (and CAP_BPF, CAP_PERFMON for the pr
 
 volatile sig_atomic_t g_signal = 0;
 void on_signal(int sig) { g_signal = sig; }
+
+volatile pid_t g_worker = -1;
+void forward_signal(int sig) {
+  if (g_worker > 0) ::kill(g_worker, sig);
+}
+
+// Step 0: forks the worker into a new PID namespace and returns in it (true), with /proc
+// remounted for that namespace; the original process never returns from here: it waits for
+// the worker and exits with its status. Must run before any thread exists.
+bool enter_pid_namespace(int& status) {
+  if (unshare(CLONE_NEWPID) != 0) {
+    std::fprintf(stderr, "reuseport-check: unshare(CLONE_NEWPID): %s\n", std::strerror(errno));
+    status = 2;
+    return false;
+  }
+  // Our pid is not visible from inside (getppid() reads 0 there): the worker learns that we
+  // are alive from a pipe whose write end only we hold.
+  int alive[2];
+  if (pipe2(alive, O_CLOEXEC) != 0) throw_sys("pipe2");
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) throw_sys("fork the deploy worker");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    close(alive[1]);
+    pollfd pf{alive[0], POLLIN, 0};
+    if (poll(&pf, 1, 0) != 0) _exit(2);  // POLLHUP: the parent died before the death signal was set
+    close(alive[0]);
+    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+      throw_sys("a /proc for the deploy's PID namespace");
+    // Everything after this reads pids from /proc and must see the namespace's own.
+    char self[32] = {};
+    if (readlink("/proc/self", self, sizeof self - 1) <= 0 || std::string(self) != "1")
+      throw std::runtime_error("the deploy's /proc does not show its PID namespace");
+    return true;
+  }
+  close(alive[0]);  // alive[1] stays open until we exit
+  g_worker = pid;
+  struct sigaction sa {};
+  sa.sa_handler = forward_signal;
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaction(s, &sa, nullptr);
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(st)) {
+    status = WEXITSTATUS(st);
+  } else {
+    std::fprintf(stderr, "reuseport-check: the deploy worker was killed by SIG%s; everything it ran was killed with it\n",
+                 WIFSIGNALED(st) ? sigabbrev_np(WTERMSIG(st)) : "?");
+    status = 2;
+  }
+  return false;
+}
 
 constexpr uint64_t kSampleNs = 50'000'000;
 
@@ -297,12 +358,15 @@ std::vector<ProcInfo> descendants(pid_t root) {
   for (const auto& p : all) parent[p.pid] = p.ppid;
   std::vector<ProcInfo> out;
   for (const auto& p : all) {
-    pid_t q = p.ppid;
-    for (int depth = 0; q > 1 && depth < 4096; ++depth) {
+    if (p.pid == root) continue;
+    // The worker is the PID namespace's init (root 1): every process of the namespace is
+    // its descendant; elsewhere the walk stops at pid 1.
+    for (pid_t q = p.ppid, depth = 0; q > 0 && depth < 4096; ++depth) {
       if (q == root) {
         out.push_back(p);
         break;
       }
+      if (q == 1) break;
       auto it = parent.find(q);
       if (it == parent.end()) break;
       q = it->second;
@@ -1006,6 +1070,14 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
   std::string missing;
   if (!has_privileges(missing)) {
     std::fprintf(stderr, "reuseport-check: deploy needs root (a network namespace, the BPF probe); missing:%s\n", missing.c_str());
+    return 2;
+  }
+  try {
+    int status = 0;
+    if (!enter_pid_namespace(status)) return status;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "reuseport-check: %s\n", e.what());
+    if (getpid() == 1) _exit(2);  // the worker: never return into the caller's code
     return 2;
   }
   if (!o.host_net) {

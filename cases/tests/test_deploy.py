@@ -130,6 +130,45 @@ def test_sigterm_cleans_up(cli, require_root):
     assert not leftovers("serve --port 47606") and not leftovers("sleep 34")
 
 
+def test_sigkill_of_deploy_leaves_nothing(cli, require_root):
+    """SIGKILL to the deploy command itself: nothing of it can run, yet the server, what it
+    daemonized (setsid, reparented away) and the deploy command all die with it: they ran
+    in a PID namespace whose init dies with deploy."""
+    p = subprocess.Popen([cli, "deploy", "--port", "47607", "--start",
+                          '"$RP_CHECK" serve --port 47607 & (setsid sleep 35.3 &) ; wait',
+                          "--deploy", "exec sleep 35.5", "--warmup", "0.3"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stdout:
+            if "running the deploy command" in line:
+                break
+        assert leftovers("sleep 35.3") and leftovers("sleep 35.5"), "the commands did not start"
+        p.kill()
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (leftovers("serve --port 47607") or leftovers("sleep 35")
+                                           or leftovers("deploy --port 47607")):
+        time.sleep(0.1)
+    assert not leftovers("serve --port 47607") and not leftovers("sleep 35")
+    assert not leftovers("deploy --port 47607"), "the deploy worker outlived its parent"
+
+
+def test_commands_see_their_own_pid_namespace(cli, require_root, tmp_path):
+    """Pidfiles, pgrep, kill and /proc agree inside the deploy: the commands have a /proc of
+    their PID namespace."""
+    pidfile = tmp_path / "serve.pid"
+    r = deploy(cli, 47608, f'"$RP_CHECK" serve --port 47608 --pidfile {pidfile}',
+               f'kill -0 "$(cat {pidfile})" || exit 7; '
+               f'[ "$(pgrep -f "^[^ ]*reuseport-check serve --port 47608")" = "$(cat {pidfile})" ] || exit 8',
+               *FAST)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "the deploy command exited with status 0" in r.stdout
+
+
 def test_naive_swap_loses_and_the_kernel_says_why(cli, require_root, tmp_path):
     """A slow server (1 ms per accept) is swapped naively: its queued children are reset,
     and every reset the clients saw is a child the kernel orphaned in a closed listener."""
