@@ -105,12 +105,15 @@ class _Tail:
         self._poll()
 
     def _poll(self) -> None:
+        # One output log per accelerator tried (a failed KVM boot leaves its own): the
+        # newest is the one running.
         text = ""
-        for p in self._workdir.glob("output.*.log"):
-            try:
-                text = p.read_text(errors="replace")
-            except OSError:
-                pass
+        try:
+            logs = sorted(self._workdir.glob("output.*.log"), key=lambda p: p.stat().st_mtime)
+            if logs:
+                text = logs[-1].read_text(errors="replace")
+        except OSError:
+            pass
         lines = [ln.strip() for ln in text.splitlines()]
         lines = [ln for ln in lines if PROGRESS.match(ln)]
         for ln in lines[self.lines:]:
