@@ -106,25 +106,34 @@ def test_deploy_command_that_hangs(cli, require_root):
     assert not leftovers("serve --port 47605") and not leftovers("sleep 3[23]")
 
 
-def test_sigterm_cleans_up(cli, require_root):
-    """SIGTERM to the deploy command itself, during the deploy: exit 2, nothing left, the
-    daemonized part of the server included."""
-    p = subprocess.Popen([cli, "deploy", "--port", "47606", "--start",
-                          '"$RP_CHECK" serve --port 47606 & (setsid sleep 34.3 &) ; wait',
-                          "--deploy", "exec sleep 34.5", "--warmup", "0.3"],
+def signal_during_deploy(cli, port, tag, sig):
+    """Runs a deploy whose server daemonizes `sleep <tag>.3` and whose deploy command is
+    `sleep <tag>.5`; sends `sig` to reuseport-check once the deploy command runs. Returns
+    (exit status, stdout after that point, stderr)."""
+    p = subprocess.Popen([cli, "deploy", "--port", str(port), "--start",
+                          f'"$RP_CHECK" serve --port {port} & (setsid sleep {tag}.3 &) ; wait',
+                          "--deploy", f"exec sleep {tag}.5", "--warmup", "0.3"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in p.stdout:
             if "running the deploy command" in line:
                 break
         time.sleep(0.3)
-        p.send_signal(signal.SIGTERM)
+        assert leftovers(f"sleep {tag}.3") and leftovers(f"sleep {tag}.5"), "the commands did not start"
+        p.send_signal(sig)
         out, err = p.communicate(timeout=20)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert p.returncode == 2, err
+    return p.returncode, out, err
+
+
+def test_sigterm_cleans_up(cli, require_root):
+    """SIGTERM to the deploy command itself, during the deploy: exit 2, nothing left, the
+    daemonized part of the server included."""
+    rc, out, err = signal_during_deploy(cli, 47606, 34, signal.SIGTERM)
+    assert rc == 2, err
     assert "interrupted by SIGTERM" in err, err
     assert "sleep" in out and "reuseport-check" in out, out  # the cleanup names what it killed
     assert not leftovers("serve --port 47606") and not leftovers("sleep 34")
@@ -134,21 +143,8 @@ def test_sigkill_of_deploy_leaves_nothing(cli, require_root):
     """SIGKILL to the deploy command itself: nothing of it can run, yet the server, what it
     daemonized (setsid, reparented away) and the deploy command all die with it: they ran
     in a PID namespace whose init dies with deploy."""
-    p = subprocess.Popen([cli, "deploy", "--port", "47607", "--start",
-                          '"$RP_CHECK" serve --port 47607 & (setsid sleep 35.3 &) ; wait',
-                          "--deploy", "exec sleep 35.5", "--warmup", "0.3"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in p.stdout:
-            if "running the deploy command" in line:
-                break
-        assert leftovers("sleep 35.3") and leftovers("sleep 35.5"), "the commands did not start"
-        p.kill()
-        p.wait(timeout=10)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    rc, _, _ = signal_during_deploy(cli, 47607, 35, signal.SIGKILL)
+    assert rc == -signal.SIGKILL
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (leftovers("serve --port 47607") or leftovers("sleep 35")
                                            or leftovers("deploy --port 47607")):
