@@ -247,6 +247,18 @@ def shutdown_effect(doc: dict) -> dict | None:
     return tot if tot["deploys"] else None
 
 
+def kernel_notes(doc: dict) -> list[str]:
+    """What the data itself says about this kernel that a reader needs to read the tables."""
+    notes = []
+    d = [r for r in doc["runs"] if r.get("strategy") == "d_migrate_sysctl" and usable(r)]
+    if d and all(kval(r, "netstat_migrate_req_success") is None for r in d):
+        lost = sum(r["failed"] for r in d)
+        notes.append(f"d_migrate_sysctl ran with net.ipv4.tcp_migrate_req=1 (the sysctl exists here), but this kernel "
+                     f"has no TcpExt TCPMigrateReq counters, i.e. no request migration: its {len(d)} runs lost {lost} "
+                     f"connections (compare a_close).")
+    return notes
+
+
 def comparable_key(run: dict) -> tuple:
     """A grid point across kernels: open-loop rates are fractions of each kernel's own ceiling."""
     p = run["params"]
@@ -578,7 +590,7 @@ def render(docs: list[dict], out: Path) -> dict:
                 f"not reconcile, {counts['errors']} errors, {counts['unavailable']} with a strategy this kernel "
                 f"cannot run.")
         loads = [r["loadavg_1min_before"] for r in runs if r.get("loadavg_1min_before", -1) >= 0]
-        notes = list(doc.get("operator_notes", []))
+        notes = list(doc.get("operator_notes", [])) + kernel_notes(doc)
         if loads:
             notes.append(f"1-minute load average before each run: {min(loads):.2f} to {max(loads):.2f} (median "
                          f"{statistics.median(loads):.2f}) on this machine; anything above its CPU count means the "

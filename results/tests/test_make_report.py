@@ -186,3 +186,13 @@ def test_across_kernels_cells_are_the_means_of_each_kernels_runs(two_kernels):
 
 def test_one_kernel_has_no_across_kernels_section(rendered):
     assert "## Across kernels" not in (rendered / "summary.md").read_text()
+
+
+def test_a_migrate_sysctl_without_migration_is_pointed_out():
+    mod = load_module()
+    run = {"strategy": "d_migrate_sysctl", "status": "ok", "reconciled": True, "failed": 7,
+           "kernel_counts": {"netstat_migrate_req_success": None}}
+    notes = mod.kernel_notes({"runs": [run, dict(run, failed=5)]})
+    assert len(notes) == 1 and "no request migration: its 2 runs lost 12 connections" in notes[0]
+    run["kernel_counts"]["netstat_migrate_req_success"] = 0
+    assert mod.kernel_notes({"runs": [run]}) == []
