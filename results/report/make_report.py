@@ -511,6 +511,15 @@ def direction_texts(seed: dict, blocked: dict, nginx: dict) -> list[tuple[str, s
     return out
 
 
+GUEST_NOTES = [
+    "Guest kernels run in a qemu guest with one vCPU, emulated (TCG) where KVM cannot run them: the load "
+    "generator, the 4 workers of (ii) and (iii) and the kernel share that one CPU. (iii) then compares scheduling "
+    "on one CPU, not accepting in parallel, and the rates are each guest's own ceiling (stated per kernel), a "
+    "small fraction of the host's.",
+    "The guest profile has 3 repeats per point (5 for the seed swap): a guest's intervals are wide, and a "
+    "difference between two kernels whose intervals overlap is not a finding.",
+]
+
 MACHINE_NOTES = [
     "Client, servers and kernel share the machine's CPUs over loopback: the load generator competes with the "
     "servers it measures, so throughput is bounded by the machine, not by the accept path alone.",
@@ -646,7 +655,9 @@ def render(docs: list[dict], out: Path) -> dict:
         tbl.append("</table>")
         body.append("<h3>Failed per 100,000 attempts</h3>" + "".join(tbl))
     md += ["## Strategies", ""] + [f"- `{k}`: {v}" for k, v in STRATEGY_TEXT.items()]
-    md += ["", "## Where this machine differs from the published set-ups", ""] + [f"- {n}" for n in MACHINE_NOTES]
+    machine_notes = MACHINE_NOTES + (GUEST_NOTES if any((d.get("environment") or {}).get("where") == "guest"
+                                                        for d in docs) else [])
+    md += ["", "## Where this machine differs from the published set-ups", ""] + [f"- {n}" for n in machine_notes]
     (out / "summary.md").write_text("\n".join(md) + "\n")
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>reuseport-check: listen-queue loss report</title>",
             "<style>body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:collapse;"
@@ -658,7 +669,7 @@ def render(docs: list[dict], out: Path) -> dict:
     page += body
     page += ["<h2>Strategies</h2><ul>"] + [f"<li><code>{k}</code>: {html.escape(v)}</li>" for k, v in
                                          STRATEGY_TEXT.items()] + ["</ul>"]
-    page += ["<h2>Where this machine differs</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in MACHINE_NOTES]
+    page += ["<h2>Where this machine differs</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in machine_notes]
     page += ["</ul></body></html>"]
     (out / "index.html").write_text("\n".join(page) + "\n")
     return summary
