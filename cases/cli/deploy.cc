@@ -91,7 +91,8 @@ deploy lost, with what the kernel did to it and when:
      the reuseport probe and TcpExt (listener closes, children orphaned in a closed
      listener's accept queue and their RSTs, overflows, segments that found no listener),
      each at its time relative to the start of the deploy command.
-Every process the commands started is killed at the end (daemons too), on every path.
+Every process the commands started is killed at the end (daemons too), on every path, a
+SIGKILL of this command included: they run in a PID namespace of their own, with a /proc of it.
 
 Both commands get RP_PORT=P, RP_WORKDIR (a fresh directory, removed afterwards, for pid
 files and configs) and RP_CHECK (this program) in their environment.

@@ -21,7 +21,7 @@ Usage:
                          [--request FILE | --http PATH] [--settle S] [--max-lost K]
                          [--json PATH] [--junit PATH]
   reuseport-check serve --port P [--http] [--workers N] [--backlog N] [--drain]
-  reuseport-check report [--host-only | --kernels LIST] [--profile quick|full] [--out DIR]
+  reuseport-check report [--host-only | --kernels LIST] [--profile quick|full|guest] [--out DIR]
   reuseport-check COMMAND --help
 
 Commands:
