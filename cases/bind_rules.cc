@@ -24,7 +24,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "harness/error.h"
 #include "harness/socket.h"
 
@@ -92,12 +92,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class bind_rules : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(bind_rules, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (Proto p : {Proto::Tcp, Proto::Udp}) {
@@ -132,8 +126,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, bind_rules, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name; });
+RP_CASE(bind_rules, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

@@ -27,7 +27,7 @@
 
 #include <optional>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "cases/lib/observe.h"
 #include "harness/error.h"
 #include "harness/server.h"
@@ -145,12 +145,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class bpf_steering : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(bpf_steering, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (Proto pr : {Proto::Tcp, Proto::Udp})
@@ -159,8 +153,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, bpf_steering, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(bpf_steering, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

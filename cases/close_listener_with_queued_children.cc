@@ -28,7 +28,7 @@
 
 #include <thread>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "cases/lib/kernel.h"
 #include "cases/lib/kernel_observer.h"
 #include "cases/lib/observe.h"
@@ -116,12 +116,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class close_listener_with_queued_children : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(close_listener_with_queued_children, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (int migrate : {0, 1})
@@ -132,8 +126,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, close_listener_with_queued_children, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(close_listener_with_queued_children, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

@@ -26,7 +26,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "cases/lib/observe.h"
 #include "harness/loadgen.h"
 #include "harness/server.h"
@@ -116,12 +116,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class dual_stack_preference : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(dual_stack_preference, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (Proto p : {Proto::Tcp, Proto::Udp}) {
@@ -132,8 +126,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, dual_stack_preference, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(dual_stack_preference, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

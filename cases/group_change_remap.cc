@@ -27,7 +27,7 @@
 
 #include <cmath>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "cases/lib/observe.h"
 #include "harness/error.h"
 #include "harness/scope.h"
@@ -155,12 +155,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class group_change_remap : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(group_change_remap, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (Proto pr : {Proto::Tcp, Proto::Udp})
@@ -169,8 +163,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, group_change_remap, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(group_change_remap, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

@@ -36,7 +36,7 @@
 #include <cmath>
 #include <set>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "cases/lib/observe.h"
 #include "harness/error.h"
 #include "harness/loadgen.h"
@@ -206,16 +206,8 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class hash_spread : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(hash_spread, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
-INSTANTIATE_TEST_SUITE_P(Variants, hash_spread,
-                         ::testing::Values(Variant{Proto::Tcp, Family::V4}, Variant{Proto::Tcp, Family::V6},
-                                           Variant{Proto::Udp, Family::V4}, Variant{Proto::Udp, Family::V6}),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(hash_spread, ::testing::Values(Variant{Proto::Tcp, Family::V4}, Variant{Proto::Tcp, Family::V6},
+                                       Variant{Proto::Udp, Family::V4}, Variant{Proto::Udp, Family::V6}));
 
 }  // namespace
 }  // namespace rp::cases

@@ -24,7 +24,7 @@
 
 #include <thread>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "harness/error.h"
 #include "harness/socket.h"
 
@@ -120,16 +120,9 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class incoming_cpu : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(incoming_cpu, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
-INSTANTIATE_TEST_SUITE_P(Variants, incoming_cpu,
-                         ::testing::Values(Variant{Family::V4, When::BeforeListen}, Variant{Family::V4, When::AfterAllListen},
-                                           Variant{Family::V6, When::BeforeListen}, Variant{Family::V6, When::AfterAllListen}),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(incoming_cpu,
+        ::testing::Values(Variant{Family::V4, When::BeforeListen}, Variant{Family::V4, When::AfterAllListen},
+                          Variant{Family::V6, When::BeforeListen}, Variant{Family::V6, When::AfterAllListen}));
 
 }  // namespace
 }  // namespace rp::cases

@@ -26,7 +26,7 @@
 
 #include <optional>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "cases/lib/kernel.h"
 #include "harness/error.h"
 #include "harness/scope.h"
@@ -110,12 +110,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class listen_after_shutdown : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(listen_after_shutdown, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (int m : {0, 1})
@@ -123,8 +117,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, listen_after_shutdown, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(listen_after_shutdown, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

@@ -37,7 +37,7 @@
 #include <optional>
 #include <thread>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "cases/lib/kernel.h"
 #include "cases/lib/kernel_observer.h"
 #include "cases/lib/observe.h"
@@ -230,12 +230,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class listener_shutdown_and_kill : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(listener_shutdown_and_kill, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (int m : {0, 1})
@@ -244,8 +238,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, listener_shutdown_and_kill, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(listener_shutdown_and_kill, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

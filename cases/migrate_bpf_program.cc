@@ -44,7 +44,7 @@
 
 #include <chrono>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "cases/lib/kernel_observer.h"
 #include "cases/lib/observe.h"
 #include "harness/fault.h"
@@ -190,12 +190,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class migrate_bpf_program : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(migrate_bpf_program, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (bool drop : {false, true})
@@ -205,8 +199,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, migrate_bpf_program, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(migrate_bpf_program, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

@@ -31,7 +31,7 @@
 #include <fstream>
 #include <thread>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "harness/error.h"
 #include "harness/scope.h"
 #include "harness/socket.h"
@@ -142,16 +142,8 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class migrated_wakeup : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(migrated_wakeup, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
-INSTANTIATE_TEST_SUITE_P(Variants, migrated_wakeup,
-                         ::testing::Values(Variant{Family::V4, Wait::Accept}, Variant{Family::V4, Wait::Epoll},
-                                           Variant{Family::V6, Wait::Accept}, Variant{Family::V6, Wait::Epoll}),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(migrated_wakeup, ::testing::Values(Variant{Family::V4, Wait::Accept}, Variant{Family::V4, Wait::Epoll},
+                                           Variant{Family::V6, Wait::Accept}, Variant{Family::V6, Wait::Epoll}));
 
 }  // namespace
 }  // namespace rp::cases

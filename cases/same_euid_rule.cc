@@ -27,7 +27,7 @@
 #include <sys/fsuid.h>
 #include <sys/wait.h>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "harness/error.h"
 #include "harness/socket.h"
 
@@ -128,12 +128,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class same_euid_rule : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(same_euid_rule, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (Proto p : {Proto::Tcp, Proto::Udp})
@@ -143,8 +137,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, same_euid_rule, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(same_euid_rule, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

@@ -25,7 +25,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "cases/lib/observe.h"
 #include "harness/loadgen.h"
 #include "harness/server.h"
@@ -122,12 +122,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class sk_reuseport_select : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(sk_reuseport_select, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (Proto pr : {Proto::Tcp, Proto::Udp})
@@ -136,8 +130,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, sk_reuseport_select, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(sk_reuseport_select, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

@@ -51,7 +51,7 @@
 #include <sstream>
 #include <thread>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "cases/lib/kernel.h"
 #include "harness/clock.h"
 #include "harness/error.h"
@@ -246,12 +246,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class syn_recv_on_close : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(syn_recv_on_close, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (int m : {0, 1})
@@ -260,8 +254,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, syn_recv_on_close, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(syn_recv_on_close, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

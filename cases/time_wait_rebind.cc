@@ -24,7 +24,7 @@
 #include <sstream>
 #include <thread>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "harness/error.h"
 #include "harness/sockdiag.h"
 #include "harness/socket.h"
@@ -114,12 +114,6 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class time_wait_rebind : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(time_wait_rebind, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (Family f : {Family::V4, Family::V6})
@@ -127,8 +121,7 @@ std::vector<Variant> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, time_wait_rebind, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return info.param.name(); });
+RP_CASE(time_wait_rebind, ::testing::ValuesIn(variants()));
 
 }  // namespace
 }  // namespace rp::cases

@@ -25,7 +25,7 @@
 #include <cstddef>
 #include <cstring>
 
-#include "cases/lib/case.h"
+#include "cases/lib/case_test.h"
 #include "harness/error.h"
 #include "harness/fd.h"
 
@@ -62,16 +62,9 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-class unix_reuseport_rejected : public ::testing::TestWithParam<Variant> {};
-
-TEST_P(unix_reuseport_rejected, run) {
-  run_case(current_case_name(), current_variant(), [v = GetParam()] { return scenario(v); });
-}
-
 const Variant kVariants[] = {{SOCK_STREAM, "stream"}, {SOCK_DGRAM, "dgram"}, {SOCK_SEQPACKET, "seqpacket"}};
 
-INSTANTIATE_TEST_SUITE_P(Variants, unix_reuseport_rejected, ::testing::ValuesIn(kVariants),
-                         [](const auto& info) { return info.param.name; });
+RP_CASE(unix_reuseport_rejected, ::testing::ValuesIn(kVariants));
 
 }  // namespace
 }  // namespace rp::cases
