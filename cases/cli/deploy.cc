@@ -989,24 +989,20 @@ int Run::report(const Ledger& ledger, const std::vector<Sample>& samples) {
 
 int deploy_command(const std::vector<std::string>& args, const std::vector<std::string>&) {
   Options o;
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= args.size()) throw std::invalid_argument(a + " needs a value");
-      return args[++i];
-    };
+  for (ArgCursor it(args); it.next();) {
+    const std::string& a = it.arg();
     try {
       if (a == "--help" || a == "-h") {
         std::fputs(kDeployUsage, stdout);
         return 0;
       } else if (a == "--start") {
-        o.start = value();
+        o.start = it.value();
       } else if (a == "--deploy") {
-        o.deploy = value();
+        o.deploy = it.value();
       } else if (a == "--port") {
-        o.port = parse_long("--port", value(), 1, 65535);
+        o.port = parse_long("--port", it.value(), 1, 65535);
       } else if (a == "--load") {
-        std::string v = value();
+        std::string v = it.value();
         if (v.rfind("closed:", 0) == 0) {
           o.mode = LoadOptions::Mode::Closed;
           o.concurrency = static_cast<unsigned>(parse_long("--load closed:N", v.substr(7), 1, 8192));
@@ -1017,28 +1013,28 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
           throw std::invalid_argument("--load takes closed:N or rate:R, got '" + v + "'");
         }
       } else if (a == "--threads") {
-        o.threads = static_cast<unsigned>(parse_long("--threads", value(), 1, 64));
+        o.threads = static_cast<unsigned>(parse_long("--threads", it.value(), 1, 64));
       } else if (a == "--request") {
-        o.request_file = value();
+        o.request_file = it.value();
       } else if (a == "--http") {
-        o.http_path = value();
+        o.http_path = it.value();
         http_get_request(o.http_path, "h");  // throws a message naming what is wrong
       } else if (a == "--host") {
-        o.host = value();
+        o.host = it.value();
       } else if (a == "--warmup") {
-        o.warmup = parse_seconds("--warmup", value(), true);
+        o.warmup = parse_seconds("--warmup", it.value(), true);
       } else if (a == "--settle") {
-        o.settle = parse_seconds("--settle", value(), true);
+        o.settle = parse_seconds("--settle", it.value(), true);
       } else if (a == "--listen-timeout") {
-        o.listen_timeout = parse_seconds("--listen-timeout", value(), false);
+        o.listen_timeout = parse_seconds("--listen-timeout", it.value(), false);
       } else if (a == "--deploy-timeout") {
-        o.deploy_timeout = parse_seconds("--deploy-timeout", value(), false);
+        o.deploy_timeout = parse_seconds("--deploy-timeout", it.value(), false);
       } else if (a == "--max-lost") {
-        o.max_lost = parse_long("--max-lost", value(), 0, LONG_MAX);
+        o.max_lost = parse_long("--max-lost", it.value(), 0, LONG_MAX);
       } else if (a == "--json") {
-        o.json_path = value();
+        o.json_path = it.value();
       } else if (a == "--junit") {
-        o.junit_path = value();
+        o.junit_path = it.value();
       } else if (a == "--host-net") {
         o.host_net = true;
       } else {

@@ -5,6 +5,11 @@
 
 namespace rp::cases {
 
+const std::string& ArgCursor::value() {
+  if (i_ + 1 >= args_.size()) throw std::invalid_argument(arg() + " needs a value");
+  return args_[++i_];
+}
+
 long parse_long(const std::string& option, const std::string& value, long lo, long hi) {
   size_t pos = 0;
   long n = 0;

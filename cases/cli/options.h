@@ -4,8 +4,26 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace rp::cases {
+
+// Walks a subcommand's arguments (args[0], the command, is skipped):
+//   for (ArgCursor it(args); it.next();) { if (it.arg() == "--port") port = it.value(); }
+class ArgCursor {
+ public:
+  explicit ArgCursor(const std::vector<std::string>& args) : args_(args) {}
+  // Moves to the next argument; false past the last.
+  bool next() { return ++i_ < args_.size(); }
+  const std::string& arg() const { return args_.at(i_); }
+  // The current option's value: the argument after it, consumed; "<option> needs a value"
+  // (std::invalid_argument) when there is none.
+  const std::string& value();
+
+ private:
+  const std::vector<std::string>& args_;
+  size_t i_ = 0;
+};
 
 // An integer in [lo, hi].
 long parse_long(const std::string& option, const std::string& value, long lo, long hi);

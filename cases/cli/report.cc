@@ -500,38 +500,34 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
   std::optional<unsigned> repeats;
   bool render = true;
   try {
-    for (size_t i = 1; i < args.size(); ++i) {
-      const std::string& a = args[i];
-      auto value = [&]() -> const std::string& {
-        if (i + 1 >= args.size()) throw std::invalid_argument(a + " needs a value");
-        return args[++i];
-      };
+    for (ArgCursor it(args); it.next();) {
+      const std::string& a = it.arg();
       if (a == "--help" || a == "-h") {
         std::fputs(kReportUsage, stdout);
         return 0;
       } else if (a == "--host-only") {
         kernels = "running";
       } else if (a == "--kernels") {
-        kernels = value();
+        kernels = it.value();
       } else if (a == "--profile") {
-        profile_name = value();
+        profile_name = it.value();
         profile(profile_name);
       } else if (a == "--guest-profile") {
-        guest_profile = value();
+        guest_profile = it.value();
         profile(guest_profile);
       } else if (a == "--out") {
-        out = value();
+        out = it.value();
         out_given = true;
       } else if (a == "-j" || a == "--jobs") {
-        jobs = std::to_string(parse_long("-j", value(), 1, 16));
+        jobs = std::to_string(parse_long("-j", it.value(), 1, 16));
       } else if (a == "--no-build") {
         no_build = true;
       } else if (a == "--repeats") {
-        repeats = static_cast<unsigned>(parse_long("--repeats", value(), 1, 1000));
+        repeats = static_cast<unsigned>(parse_long("--repeats", it.value(), 1, 1000));
       } else if (a == "--no-render") {
         render = false;
       } else if (a == "--python") {
-        python = value();
+        python = it.value();
       } else {
         throw std::invalid_argument("report: unknown option '" + a + "'");
       }

@@ -167,32 +167,28 @@ class HttpWorkers {
 
 int serve_command(const std::vector<std::string>& args, const std::vector<std::string>&) {
   Options o;
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= args.size()) throw std::invalid_argument(a + " needs a value");
-      return args[++i];
-    };
+  for (ArgCursor it(args); it.next();) {
+    const std::string& a = it.arg();
     try {
       if (a == "--help" || a == "-h") {
         std::fputs(kServeUsage, stdout);
         return 0;
       } else if (a == "--port") {
-        o.port = parse_long("--port", value(), 1, 65535);
+        o.port = parse_long("--port", it.value(), 1, 65535);
       } else if (a == "--host") {
-        o.host = value();
+        o.host = it.value();
       } else if (a == "--http") {
         o.http = true;
       } else if (a == "--workers") {
-        o.workers = parse_long("--workers", value(), 1, 256);
+        o.workers = parse_long("--workers", it.value(), 1, 256);
       } else if (a == "--backlog") {
-        o.backlog = parse_long("--backlog", value(), 1, 1 << 20);
+        o.backlog = parse_long("--backlog", it.value(), 1, 1 << 20);
       } else if (a == "--accept-delay-ms") {
-        o.accept_delay_ms = parse_long("--accept-delay-ms", value(), 0, 60000);
+        o.accept_delay_ms = parse_long("--accept-delay-ms", it.value(), 0, 60000);
       } else if (a == "--drain") {
         o.drain = true;
       } else if (a == "--pidfile") {
-        o.pidfile = value();
+        o.pidfile = it.value();
         if (o.pidfile.empty()) throw std::invalid_argument("--pidfile needs a path");
       } else {
         return usage_error("unknown option '" + a + "' for 'serve'");

@@ -109,32 +109,28 @@ std::string cell(const json& v) { return v.is_null() ? "n/a" : v.dump(); }
 
 int watch_command(const std::vector<std::string>& args, const std::vector<std::string>&) {
   Options o;
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= args.size()) throw std::invalid_argument(a + " needs a value");
-      return args[++i];
-    };
+  for (ArgCursor it(args); it.next();) {
+    const std::string& a = it.arg();
     try {
       if (a == "--help" || a == "-h") {
         std::fputs(kWatchUsage, stdout);
         return 0;
       } else if (a == "--port") {
-        o.port = parse_long("--port", value(), 1, 65535);
+        o.port = parse_long("--port", it.value(), 1, 65535);
       } else if (a == "--netns") {
-        o.netns = value();
+        o.netns = it.value();
         if (o.netns.find('/') != std::string::npos || o.netns.empty() || o.netns[0] == '.')
           throw std::invalid_argument("--netns takes a name as `ip netns list` shows it, got '" + o.netns + "'");
       } else if (a == "--pid") {
-        o.pid = value();
+        o.pid = it.value();
         if (o.pid.empty() || o.pid.find_first_not_of("0123456789") != std::string::npos)
           throw std::invalid_argument("--pid needs a process id, got '" + o.pid + "'");
       } else if (a == "--duration") {
-        o.duration = parse_seconds("--duration", value());
+        o.duration = parse_seconds("--duration", it.value());
       } else if (a == "--interval") {
-        o.interval = parse_seconds("--interval", value());
+        o.interval = parse_seconds("--interval", it.value());
       } else if (a == "--json") {
-        o.json_path = value();
+        o.json_path = it.value();
       } else if (a == "--quiet") {
         o.quiet = true;
       } else {
