@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <thread>
@@ -159,6 +160,31 @@ std::string strategy_unavailable(Strategy s) {
   }
 }
 
+namespace {
+
+// Starts `load`, runs `body`, and stops the load when the body returns or throws; then stops
+// the listeners and fills the run's ledger, the servers' counts and their reconciliation.
+void under_load(LoadGenerator& load, ListenerGroup& g, LoadedRun& run, const std::function<void()>& body) {
+  run.load_start_ns = monotonic_ns();
+  load.start();
+  try {
+    body();
+  } catch (...) {
+    load.stop();
+    load.wait();
+    throw;
+  }
+  load.stop();
+  load.wait();
+  run.load_end_ns = monotonic_ns();
+  g.stop_all();
+  run.ledger = load.ledger();
+  run.served_by_servers = g.served_by_listener();
+  run.mismatches = reconcile(run.ledger, run.served_by_servers);
+}
+
+}  // namespace
+
 DeployRun run_deploys(const DeployPlan& plan) {
   if (std::string why = strategy_unavailable(plan.strategy); !why.empty())
     throw std::runtime_error(std::string(to_string(plan.strategy)) + " cannot run here: " + why);
@@ -186,9 +212,7 @@ DeployRun run_deploys(const DeployPlan& plan) {
 
   DeployRun run;
   LoadGenerator load(load_for(plan.load, plan.port));
-  run.load_start_ns = monotonic_ns();
-  load.start();
-  try {
+  under_load(load, g, run, [&] {
     sleep_for(plan.warmup);
     for (unsigned d = 0; d < plan.deploys; ++d) {
       DeployRecord rec;
@@ -242,21 +266,10 @@ DeployRun run_deploys(const DeployPlan& plan) {
       if (d + 1 < plan.deploys) sleep_for(plan.interval);
     }
     sleep_for(plan.settle);
-  } catch (...) {
-    load.stop();
-    load.wait();
-    throw;
-  }
-  load.stop();
-  load.wait();
-  run.load_end_ns = monotonic_ns();
-  g.stop_all();
+  });
 #ifdef RP_HAVE_BPF
   if (steering) run.program = steering->counts();
 #endif
-  run.ledger = load.ledger();
-  run.served_by_servers = g.served_by_listener();
-  run.mismatches = reconcile(run.ledger, run.served_by_servers);
   return run;
 }
 
@@ -299,10 +312,8 @@ WorkerRun run_workers(const WorkerPlan& plan) {
 
   WorkerRun run;
   LoadGenerator load(load_for(plan.load, plan.port));
-  run.load_start_ns = monotonic_ns();
-  load.start();
-  const uint64_t end = run.load_start_ns + static_cast<uint64_t>(plan.duration.count()) * 1'000'000;
-  try {
+  under_load(load, g, run, [&] {
+    const uint64_t end = run.load_start_ns + static_cast<uint64_t>(plan.duration.count()) * 1'000'000;
     if (plan.stall.count() > 0 && plan.stall_every.count() > 0) {
       uint64_t next = run.load_start_ns + static_cast<uint64_t>(plan.stall_every.count()) * 1'000'000;
       while (next + static_cast<uint64_t>(plan.stall.count()) * 1'000'000 <= end) {
@@ -315,18 +326,7 @@ WorkerRun run_workers(const WorkerPlan& plan) {
     }
     const uint64_t now = monotonic_ns();
     if (now < end) std::this_thread::sleep_for(std::chrono::nanoseconds(end - now));
-  } catch (...) {
-    load.stop();
-    load.wait();
-    throw;
-  }
-  load.stop();
-  load.wait();
-  run.load_end_ns = monotonic_ns();
-  g.stop_all();
-  run.ledger = load.ledger();
-  run.served_by_servers = g.served_by_listener();
-  run.mismatches = reconcile(run.ledger, run.served_by_servers);
+  });
   return run;
 }
 

@@ -72,12 +72,17 @@ struct DeployRecord {
   bool queue_known = false;    // sock_diag answered for every old listener
 };
 
-struct DeployRun {
+// What every run under load returns: the clients' ledger, the servers' counts and whether
+// the two reconcile.
+struct LoadedRun {
   Ledger ledger;
   std::map<int32_t, uint64_t> served_by_servers;
   std::vector<std::string> mismatches;  // reconcile(); empty when the ledger reconciles
-  std::vector<DeployRecord> deploys;
   uint64_t load_start_ns = 0, load_end_ns = 0;
+};
+
+struct DeployRun : LoadedRun {
+  std::vector<DeployRecord> deploys;
   // What the steering program counted (e, f): select_runs, selected, migrated, ...
   std::map<std::string, uint64_t> program;
 };
@@ -109,12 +114,8 @@ struct WorkerPlan {
   std::chrono::milliseconds stall{0}, stall_every{0};
 };
 
-struct WorkerRun {
-  Ledger ledger;
-  std::map<int32_t, uint64_t> served_by_servers;
-  std::vector<std::string> mismatches;
+struct WorkerRun : LoadedRun {
   unsigned stalls = 0;
-  uint64_t load_start_ns = 0, load_end_ns = 0;
 };
 
 WorkerRun run_workers(const WorkerPlan& plan);
