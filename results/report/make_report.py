@@ -304,6 +304,16 @@ def across_cell(cell: dict | None) -> str:
     return f"{fmt_ci(cell['mean'], cell['lo'], cell['hi'])} ({cell['failed']}/{cell['attempts']})"
 
 
+# --- plots ---------------------------------------------------------------------------
+
+def save(fig, out: Path, name: str) -> str:
+    """Lays the figure out, writes it as out/name (PNG) and frees it; returns name."""
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=90)
+    plt.close(fig)
+    return name
+
+
 def plot_across(docs: list[dict], table: dict, out: Path) -> str | None:
     if not table:
         return None
@@ -332,14 +342,8 @@ def plot_across(docs: list[dict], table: dict, out: Path) -> str | None:
     axes[0][0].legend(fontsize=7, ncol=min(6, len(rels)))
     fig.suptitle("Across kernels: failed per 100,000 attempts, mean and 95% t-interval over repeats "
                  "(10 deploys per run)", fontsize=9)
-    fig.tight_layout()
-    name = "loss_across_kernels.png"
-    fig.savefig(out / name, dpi=90)
-    plt.close(fig)
-    return name
+    return save(fig, out, "loss_across_kernels.png")
 
-
-# --- plots ---------------------------------------------------------------------------
 
 def plot_loss(doc: dict, rows: list[dict], out: Path, mode: str) -> str | None:
     rows = [r for r in rows if r["params"]["mode"] == mode and "mean" in r]
@@ -369,11 +373,7 @@ def plot_loss(doc: dict, rows: list[dict], out: Path, mode: str) -> str | None:
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle(f"{doc['kernel_release']}: {mode} loop, 10 deploys per run, mean and 95% t-interval over repeats",
                  fontsize=9)
-    fig.tight_layout()
-    name = f"loss_{mode}_{doc['kernel_release']}.png"
-    fig.savefig(out / name, dpi=90)
-    plt.close(fig)
-    return name
+    return save(fig, out, f"loss_{mode}_{doc['kernel_release']}.png")
 
 
 def plot_attribution(doc: dict, rows: list[dict], out: Path) -> str | None:
@@ -400,11 +400,7 @@ def plot_attribution(doc: dict, rows: list[dict], out: Path) -> str | None:
     ax.set_title(f"{doc['kernel_release']}: what the kernel says about every loss", fontsize=9)
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    name = f"attribution_{doc['kernel_release']}.png"
-    fig.savefig(out / name, dpi=90)
-    plt.close(fig)
-    return name
+    return save(fig, out, f"attribution_{doc['kernel_release']}.png")
 
 
 def plot_latency(doc: dict, out: Path) -> str | None:
@@ -431,11 +427,7 @@ def plot_latency(doc: dict, out: Path) -> str | None:
     ax.set_ylabel("latency, ms (median over runs)")
     ax.set_title(f"{doc['kernel_release']}: connection latency, closed-loop grid runs", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    name = f"latency_{doc['kernel_release']}.png"
-    fig.savefig(out / name, dpi=90)
-    plt.close(fig)
-    return name
+    return save(fig, out, f"latency_{doc['kernel_release']}.png")
 
 
 def plot_shapes(doc: dict, seed: dict, blocked: dict, nginx: dict, out: Path) -> str | None:
@@ -466,11 +458,7 @@ def plot_shapes(doc: dict, seed: dict, blocked: dict, nginx: dict, out: Path) ->
          "(ii) one of 4 workers stalls", "latency, ms")
     bars(axes[2], nginx, [("rps", "served/s")], "(iii) 4 workers, 64 in flight", "connections per second")
     fig.suptitle(f"{doc['kernel_release']}: the published shapes, mean and 95% t-interval over repeats", fontsize=9)
-    fig.tight_layout()
-    name = f"shapes_{doc['kernel_release']}.png"
-    fig.savefig(out / name, dpi=90)
-    plt.close(fig)
-    return name
+    return save(fig, out, f"shapes_{doc['kernel_release']}.png")
 
 
 # --- text ----------------------------------------------------------------------------
