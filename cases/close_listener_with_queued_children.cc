@@ -30,7 +30,7 @@
 
 #include "cases/lib/case_test.h"
 #include "cases/lib/kernel.h"
-#include "cases/lib/kernel_observer.h"
+#include "probes/kernel_sampler.h"
 #include "cases/lib/observe.h"
 #include "harness/fault.h"
 #include "harness/loadgen.h"
@@ -60,7 +60,7 @@ nlohmann::json scenario(const Variant& v) {
   if (v.migrate) migrate.emplace("net.ipv4.tcp_migrate_req", "1");
   else if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", "0");
 
-  KernelObserver kernel(kPort);
+  rp::probes::KernelSampler kernel({.port = kPort});
   const Exec exec = v.fault == FaultKind::Close ? Exec::Thread : Exec::Process;
   ListenerGroup group;
   ListenerSpec victim;
@@ -103,7 +103,7 @@ nlohmann::json scenario(const Variant& v) {
   }
   const uint32_t queued = events.at(0).queued_before.value();
   load.wait();
-  const nlohmann::json kernel_counts = kernel.counts();  // before stop_all() closes the rest
+  const nlohmann::json kernel_counts = kernel.sample().to_json();  // before stop_all() closes the rest
   group.stop_all();
 
   nlohmann::json o = ledger_counts(load.ledger(), group);

@@ -39,7 +39,7 @@
 
 #include "cases/lib/case_test.h"
 #include "cases/lib/kernel.h"
-#include "cases/lib/kernel_observer.h"
+#include "probes/kernel_sampler.h"
 #include "cases/lib/observe.h"
 #include "harness/error.h"
 #include "harness/fault.h"
@@ -147,7 +147,7 @@ nlohmann::json scenario(const Variant& v) {
   // The owner is forked before anything else holds a file: the probe's, the listeners'.
   std::optional<ListenerOwner> owner;
   if (v.how == How::KillTwo) owner.emplace(ep, 2);
-  KernelObserver kernel(kPort);
+  rp::probes::KernelSampler kernel({.port = kPort});
 
   nlohmann::json o;
   uint64_t queued = 0;
@@ -173,7 +173,7 @@ nlohmann::json scenario(const Variant& v) {
     }
     queued = events.at(0).queued_before.value();
     load.wait();
-    const nlohmann::json kernel_counts = kernel.counts();
+    const nlohmann::json kernel_counts = kernel.sample().to_json();
     o["victim_state_after"] = to_string(group.state(victim_id));
     group.stop_all();
     o.update(ledger_counts(load.ledger(), group));
@@ -211,7 +211,7 @@ nlohmann::json scenario(const Variant& v) {
       throw;
     }
     load.wait();
-    const nlohmann::json kernel_counts = kernel.counts();
+    const nlohmann::json kernel_counts = kernel.sample().to_json();
     group.stop_all();
     o.update(ledger_counts(load.ledger(), group));
     o["queue_limit"] = 2 * (kBacklog + 1);

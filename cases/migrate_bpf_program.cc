@@ -45,7 +45,7 @@
 #include <chrono>
 
 #include "cases/lib/case_test.h"
-#include "cases/lib/kernel_observer.h"
+#include "probes/kernel_sampler.h"
 #include "cases/lib/observe.h"
 #include "harness/fault.h"
 #include "harness/loadgen.h"
@@ -88,7 +88,7 @@ nlohmann::json scenario(const Variant& v) {
   // anyway, so a distribution default cannot make the case pass for the wrong reason).
   SysctlScope migrate("net.ipv4.tcp_migrate_req", "0");
 
-  KernelObserver kernel(kPort);
+  rp::probes::KernelSampler kernel({.port = kPort});
   const Exec exec = v.fault == FaultKind::Close ? Exec::Thread : Exec::Process;
   ListenerGroup group;
   ListenerSpec victim;
@@ -155,7 +155,7 @@ nlohmann::json scenario(const Variant& v) {
   }
   const uint32_t queued = events.at(0).queued_before.value();
   load.wait();
-  const nlohmann::json kernel_counts = kernel.counts();  // before stop_all() closes the target
+  const nlohmann::json kernel_counts = kernel.sample().to_json();  // before stop_all() closes the target
   const auto pc = prog.counts();
   group.stop_all();
 

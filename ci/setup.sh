@@ -12,7 +12,7 @@ PACKAGES=(
   # BPF: clang -target bpf, skeletons, libbpf
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
   # libraries
-  libgtest-dev libbenchmark-dev nlohmann-json3-dev
+  libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
   # running cases: network namespaces, sysctls
   iproute2 procps
   # the pytest driver and the kernel matrix (qemu guests with a busybox initramfs)

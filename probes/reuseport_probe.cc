@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "bpf/reuseport_probe.h"
+#include "probes/counters.h"
 #include "reuseport_probe.skel.h"
 
 // Both arrived in Linux 5.14 / 2.6.39 uapi headers; the values are the asm-generic ones
@@ -292,15 +293,11 @@ ProbeReading ReuseportProbe::read() const {
   const Impl& im = *impl_;
   const auto& c = im.skel->bss->counters;
   detail::RawCounters raw;
-  raw.listener_closes = load_relaxed(c.listener_closes);
-  raw.orphaned_children = load_relaxed(c.orphaned_children);
-  raw.orphan_resets = load_relaxed(c.orphan_resets);
-  raw.other_resets_sent = load_relaxed(c.other_resets_sent);
-  raw.resets_received = load_relaxed(c.resets_received);
-  raw.resets_received_local = load_relaxed(c.resets_received_local);
-  raw.drops_out_of_range = load_relaxed(c.drops_out_of_range);
-  raw.migrate_target_found = load_relaxed(c.migrate_target_found);
-  raw.migrate_no_target = load_relaxed(c.migrate_no_target);
+  // Every field is a __u64 the BPF side only adds to: copied word by word.
+  static_assert(sizeof(struct rp_counters) % sizeof(__u64) == 0);
+  const auto* from = reinterpret_cast<const __u64*>(&c);
+  auto* to = reinterpret_cast<__u64*>(&raw.counters);
+  for (std::size_t i = 0; i < sizeof(struct rp_counters) / sizeof(__u64); ++i) to[i] = load_relaxed(from[i]);
   for (std::size_t i = 0; i < RP_MAX_DROP_REASONS; ++i) {
     if (std::uint64_t n = load_relaxed(im.skel->bss->drops[i]); n != 0)
       raw.drops_by_reason[im.reason_names[i]] += n;
@@ -339,6 +336,12 @@ std::vector<std::uint32_t> ReuseportProbe::link_ids() const {
   return ids;
 }
 
+const Counter& ProbeReading::counter(std::string_view key) const {
+  auto it = counters.find(key);
+  if (it == counters.end()) throw std::out_of_range("no probe counter '" + std::string(key) + "' (probes/counters.cc)");
+  return it->second;
+}
+
 std::optional<std::uint64_t> ProbeReading::drops(const std::string& reason) const {
   if (!drops_by_reason) return std::nullopt;
   auto it = drops_by_reason->find(reason);
@@ -354,15 +357,10 @@ const std::vector<std::string>& program_names() {
 
 ProbeReading delta(const ProbeReading& after, const ProbeReading& before) {
   ProbeReading d;
-  d.listener_closes = sub(after.listener_closes, before.listener_closes);
-  d.orphaned_children = sub(after.orphaned_children, before.orphaned_children);
-  d.orphan_resets = sub(after.orphan_resets, before.orphan_resets);
-  d.other_resets_sent = sub(after.other_resets_sent, before.other_resets_sent);
-  d.resets_received = sub(after.resets_received, before.resets_received);
-  d.resets_received_local = sub(after.resets_received_local, before.resets_received_local);
-  d.migrate_target_found = sub(after.migrate_target_found, before.migrate_target_found);
-  d.migrate_no_target = sub(after.migrate_no_target, before.migrate_no_target);
-  d.drops_out_of_range = sub(after.drops_out_of_range, before.drops_out_of_range);
+  for (const auto& [key, c] : after.counters) {
+    auto it = before.counters.find(key);
+    d.counters[key] = it == before.counters.end() ? Counter{std::nullopt, c.source} : sub(c, it->second);
+  }
   d.drops_source = after.drops_source;
   if (after.drops_by_reason && before.drops_by_reason) {
     d.drops_by_reason.emplace();
@@ -417,49 +415,36 @@ std::uint64_t socket_cookie(int fd) {
 namespace detail {
 
 ProbeReading make_reading(const RawCounters& raw, const Capabilities& caps) {
-  constexpr const char* kSetState = "tracepoint sock:inet_sock_set_state (raw_tp)";
-  constexpr const char* kSendReset = "tracepoint tcp:tcp_send_reset (raw_tp)";
-  constexpr const char* kRecvReset = "tracepoint tcp:tcp_receive_reset (raw_tp)";
   constexpr const char* kKfreeSkb = "tracepoint skb:kfree_skb (tp_btf)";
   ProbeReading r;
-  r.listener_closes = {raw.listener_closes, std::string(kSetState) + ": LISTEN -> CLOSE"};
-  r.orphaned_children = {raw.orphaned_children,
-                         std::string(kSetState) +
-                             ": child -> CLOSE with no struct socket, in the thread closing a "
-                             "listener of the port"};
-  r.orphan_resets = {raw.orphan_resets,
-                     std::string(kSendReset) +
-                         (caps.rst_reason
-                              ? ": active RST from a CLOSE child, reason TCP_STATE, in the "
-                                "closing thread"
-                              : ": active RST from a CLOSE child in the closing thread (this "
-                                "kernel gives no reset reason)")};
-  r.other_resets_sent = {raw.other_resets_sent,
-                         std::string(kSendReset) + ": every other RST whose local port is the port"};
-  r.resets_received = {raw.resets_received, std::string(kRecvReset) + ": remote port is the port"};
-  r.resets_received_local = {raw.resets_received_local,
-                             std::string(kRecvReset) + ": local port is the port"};
-  if (caps.migrate_fexit) {
-    r.migrate_target_found = {raw.migrate_target_found,
-                              "fexit reuseport_migrate_sock: returned a listener"};
-    r.migrate_no_target = {raw.migrate_no_target, "fexit reuseport_migrate_sock: returned NULL"};
-  } else {
-    const std::string why = "not observable: " +
-                            (caps.migrate_why.empty() ? std::string("fexit not attached")
-                                                      : caps.migrate_why) +
-                            "; TcpExt TCPMigrateReqSuccess/Failure count migrations";
-    r.migrate_target_found = {std::nullopt, why};
-    r.migrate_no_target = {std::nullopt, why};
+  const std::string migrate_why =
+      "not observable: " + (caps.migrate_why.empty() ? std::string("fexit not attached") : caps.migrate_why) +
+      "; TcpExt TCPMigrateReqSuccess/Failure count migrations";
+  const std::string drop_why =
+      "not observable: " + (caps.drop_why.empty() ? std::string("kfree_skb not attached") : caps.drop_why);
+  for (const auto& row : counter_table()) {
+    if (row.from != CounterDef::From::Probe) continue;
+    const bool attached = row.needs == CounterDef::Needs::Nothing ||
+                          (row.needs == CounterDef::Needs::MigrateFexit && caps.migrate_fexit) ||
+                          (row.needs == CounterDef::Needs::DropReason && caps.drop_reason);
+    if (!attached) {
+      r.counters[row.key] = {std::nullopt, row.needs == CounterDef::Needs::MigrateFexit ? migrate_why : drop_why};
+      continue;
+    }
+    __u64 v = 0;
+    std::memcpy(&v, reinterpret_cast<const char*>(&raw.counters) + row.offset, sizeof v);
+    std::string source = row.source;
+    if (!caps.rst_reason && source.find("tcp_send_reset") != std::string::npos)
+      source += " (this kernel gives no reset reason)";
+    r.counters[row.key] = {v, source};
   }
   if (caps.drop_reason) {
     r.drops_by_reason = raw.drops_by_reason;
     r.drops_source = std::string(kKfreeSkb) + ": reason, TCP segments of the port";
-    r.drops_out_of_range = {raw.drops_out_of_range, r.drops_source};
   } else {
     r.drops_source =
         "not observable: " +
         (caps.drop_why.empty() ? std::string("kfree_skb not attached") : caps.drop_why);
-    r.drops_out_of_range = {std::nullopt, r.drops_source};
   }
   if (caps.per_listener) {
     r.listeners = raw.listeners;

@@ -7,7 +7,7 @@
 //                                     .netns_cookie = rp::probes::current_netns_cookie()});
 //   ... traffic ...
 //   rp::probes::ProbeReading r = probe.read();
-//   if (r.orphaned_children.value) ...   // nullopt: not observable on this kernel
+//   if (r.counter("kernel_orphaned_children").value) ...  // nullopt: not observable here
 #pragma once
 
 #include <cstdint>
@@ -16,7 +16,12 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include <linux/types.h>
+
+#include "bpf/reuseport_probe.h"
 
 namespace rp::probes {
 
@@ -59,15 +64,11 @@ struct ListenerStats {
 };
 
 struct ProbeReading {
-  Counter listener_closes;        // LISTEN -> CLOSE
-  Counter orphaned_children;      // never-accepted children dropped by their listener's close
-  Counter orphan_resets;          // RSTs those children sent (reason TCP_STATE)
-  Counter other_resets_sent;      // all other RSTs sent from the port
-  Counter resets_received;        // RSTs received by clients of the port
-  Counter resets_received_local;  // RSTs received by sockets bound to the port
-  Counter migrate_target_found;   // reuseport_migrate_sock() found a new listener
-  Counter migrate_no_target;      // ... and did not
-  Counter drops_out_of_range;     // kfree_skb reasons beyond RP_MAX_DROP_REASONS
+  // Every probe row of the counter table (probes/counters.h), by key
+  // ("kernel_orphan_resets"); a row whose program this kernel could not attach has no value.
+  std::map<std::string, Counter, std::less<>> counters;
+  // The row `key`; throws std::out_of_range naming a key that is not a probe row.
+  const Counter& counter(std::string_view key) const;
 
   // kfree_skb drops by reason name as the running kernel spells it ("TCP_LISTEN_OVERFLOW",
   // "QUEUE_PURGE"; "reason_<n>" when its BTF has no name). Reasons never seen are absent.
@@ -139,9 +140,7 @@ namespace detail {
 // Raw values as read from the BPF side; the reading is built from them and the
 // capabilities so that the "not observable" rules can be tested without a kernel.
 struct RawCounters {
-  std::uint64_t listener_closes = 0, orphaned_children = 0, orphan_resets = 0,
-                other_resets_sent = 0, resets_received = 0, resets_received_local = 0,
-                drops_out_of_range = 0, migrate_target_found = 0, migrate_no_target = 0;
+  struct rp_counters counters {};
   std::map<std::string, std::uint64_t> drops_by_reason;
   std::map<std::uint64_t, ListenerStats> listeners;
 };

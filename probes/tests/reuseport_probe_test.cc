@@ -263,14 +263,14 @@ Report close_listener_with_queued_children(bool migrate) {
   out["client_reset"] = outcomes(Client::Outcome::kReset);
   out["client_eof"] = outcomes(Client::Outcome::kEof);
   out["client_error"] = outcomes(Client::Outcome::kError);
-  out["listener_closes"] = show(r.listener_closes);
-  out["orphaned_children"] = show(r.orphaned_children);
-  out["orphan_resets"] = show(r.orphan_resets);
-  out["other_resets_sent"] = show(r.other_resets_sent);
-  out["resets_received"] = show(r.resets_received);
-  out["resets_received_local"] = show(r.resets_received_local);
-  out["migrate_target_found"] = show(r.migrate_target_found);
-  out["migrate_source"] = r.migrate_target_found.source;
+  out["listener_closes"] = show(r.counter("kernel_listener_closes"));
+  out["orphaned_children"] = show(r.counter("kernel_orphaned_children"));
+  out["orphan_resets"] = show(r.counter("kernel_orphan_resets"));
+  out["other_resets_sent"] = show(r.counter("kernel_other_resets_sent"));
+  out["resets_received"] = show(r.counter("kernel_resets_received"));
+  out["resets_received_local"] = show(r.counter("kernel_resets_received_local"));
+  out["migrate_target_found"] = show(r.counter("kernel_migrate_target_found"));
+  out["migrate_source"] = r.counter("kernel_migrate_target_found").source;
   out["drop_queue_purge"] = show(r.drops("QUEUE_PURGE"));
   out["drop_listen_overflow"] = show(r.drops("TCP_LISTEN_OVERFLOW"));
   if (r.drops_by_reason) {
@@ -385,13 +385,13 @@ Report refused_connect_counts_as_other_reset() {
   out["connect_errno"] = std::to_string(rc == 0 ? 0 : errno);
   const ProbeReading a = here.read();
   const ProbeReading b = elsewhere.read();
-  out["other_resets_sent"] = show(a.other_resets_sent);
-  out["orphan_resets"] = show(a.orphan_resets);
-  out["resets_received"] = show(a.resets_received);
-  out["elsewhere_other_resets_sent"] = show(b.other_resets_sent);
-  out["elsewhere_resets_received"] = show(b.resets_received);
-  out["by_ino_other_resets_sent"] = show(here_by_ino.read().other_resets_sent);
-  out["elsewhere_by_ino_other_resets_sent"] = show(elsewhere_by_ino.read().other_resets_sent);
+  out["other_resets_sent"] = show(a.counter("kernel_other_resets_sent"));
+  out["orphan_resets"] = show(a.counter("kernel_orphan_resets"));
+  out["resets_received"] = show(a.counter("kernel_resets_received"));
+  out["elsewhere_other_resets_sent"] = show(b.counter("kernel_other_resets_sent"));
+  out["elsewhere_resets_received"] = show(b.counter("kernel_resets_received"));
+  out["by_ino_other_resets_sent"] = show(here_by_ino.read().counter("kernel_other_resets_sent"));
+  out["elsewhere_by_ino_other_resets_sent"] = show(elsewhere_by_ino.read().counter("kernel_other_resets_sent"));
   return out;
 }
 
@@ -526,54 +526,54 @@ TEST(ProbeReporting, unobservable_counters_are_nullopt_not_zero) {
   caps.migrate_why = "fexit/reuseport_migrate_sock did not load (Operation not permitted)";
   caps.drop_why = "kfree_skb carries no drop reason on this kernel (< 5.17)";
   const ProbeReading r = detail::make_reading(raw, caps);
-  EXPECT_FALSE(r.migrate_target_found.value.has_value());
-  EXPECT_FALSE(r.migrate_no_target.value.has_value());
-  EXPECT_NE(r.migrate_target_found.source.find("not observable"), std::string::npos);
-  EXPECT_NE(r.migrate_target_found.source.find("Operation not permitted"), std::string::npos);
+  EXPECT_FALSE(r.counter("kernel_migrate_target_found").value.has_value());
+  EXPECT_FALSE(r.counter("kernel_migrate_no_target").value.has_value());
+  EXPECT_NE(r.counter("kernel_migrate_target_found").source.find("not observable"), std::string::npos);
+  EXPECT_NE(r.counter("kernel_migrate_target_found").source.find("Operation not permitted"), std::string::npos);
   EXPECT_FALSE(r.drops_by_reason.has_value());
   EXPECT_FALSE(r.drops("QUEUE_PURGE").has_value());
-  EXPECT_FALSE(r.drops_out_of_range.value.has_value());
+  EXPECT_FALSE(r.counter("kernel_drops_out_of_range").value.has_value());
   EXPECT_NE(r.drops_source.find("no drop reason"), std::string::npos);
   EXPECT_FALSE(r.listeners.has_value());
   EXPECT_NE(r.listeners_source.find("sk_data_ready"), std::string::npos);
   // Always observable (raw tracepoints every supported kernel has): 0 is a real 0.
-  ASSERT_TRUE(r.listener_closes.value.has_value());
-  EXPECT_EQ(*r.listener_closes.value, 0u);
-  EXPECT_NE(r.listener_closes.source.find("sock:inet_sock_set_state"), std::string::npos);
-  EXPECT_NE(r.orphan_resets.source.find("no reset reason"), std::string::npos);
+  ASSERT_TRUE(r.counter("kernel_listener_closes").value.has_value());
+  EXPECT_EQ(*r.counter("kernel_listener_closes").value, 0u);
+  EXPECT_NE(r.counter("kernel_listener_closes").source.find("sock:inet_sock_set_state"), std::string::npos);
+  EXPECT_NE(r.counter("kernel_orphan_resets").source.find("no reset reason"), std::string::npos);
 }
 
 TEST(ProbeReporting, observable_counters_carry_values_and_zero_for_unseen_reasons) {
   detail::RawCounters raw;
-  raw.orphaned_children = 9;
-  raw.migrate_target_found = 3;
+  raw.counters.orphaned_children = 9;
+  raw.counters.migrate_target_found = 3;
   raw.drops_by_reason["TCP_LISTEN_OVERFLOW"] = 2;
   raw.listeners[42] = ListenerStats{9, 9, true};
   Capabilities caps;
   caps.rst_reason = caps.drop_reason = caps.per_listener = caps.migrate_fexit = true;
   const ProbeReading r = detail::make_reading(raw, caps);
-  EXPECT_EQ(r.orphaned_children.value, 9u);
-  EXPECT_EQ(r.migrate_target_found.value, 3u);
+  EXPECT_EQ(r.counter("kernel_orphaned_children").value, 9u);
+  EXPECT_EQ(r.counter("kernel_migrate_target_found").value, 3u);
   EXPECT_EQ(r.drops("TCP_LISTEN_OVERFLOW"), 2u);
   EXPECT_EQ(r.drops("QUEUE_PURGE"), 0u);
   ASSERT_TRUE(r.listeners.has_value());
   EXPECT_EQ(r.listeners->at(42).orphans, 9u);
-  EXPECT_NE(r.orphan_resets.source.find("TCP_STATE"), std::string::npos);
+  EXPECT_NE(r.counter("kernel_orphan_resets").source.find("TCP_STATE"), std::string::npos);
 }
 
 TEST(ProbeReporting, delta_keeps_unobservable_as_nullopt) {
   detail::RawCounters a, b;
-  a.listener_closes = 1;
-  b.listener_closes = 3;
+  a.counters.listener_closes = 1;
+  b.counters.listener_closes = 3;
   b.drops_by_reason["NO_SOCKET"] = 5;
   Capabilities with, without;
   with.drop_reason = true;
   const ProbeReading d1 = delta(detail::make_reading(b, with), detail::make_reading(a, with));
-  EXPECT_EQ(d1.listener_closes.value, 2u);
+  EXPECT_EQ(d1.counter("kernel_listener_closes").value, 2u);
   EXPECT_EQ(d1.drops("NO_SOCKET"), 5u);
   const ProbeReading d2 = delta(detail::make_reading(b, with), detail::make_reading(a, without));
   EXPECT_FALSE(d2.drops_by_reason.has_value());
-  EXPECT_FALSE(d2.migrate_target_found.value.has_value());
+  EXPECT_FALSE(d2.counter("kernel_migrate_target_found").value.has_value());
 }
 
 TEST(ProbeReporting, error_names_operation_and_errno) {
@@ -587,14 +587,14 @@ TEST(ProbeReporting, live_reading_matches_capabilities) {
   ReuseportProbe probe({.port = 1, .netns_cookie = current_netns_cookie()});
   const Capabilities& caps = probe.capabilities();
   const ProbeReading r = probe.read();
-  EXPECT_EQ(r.migrate_target_found.value.has_value(), caps.migrate_fexit)
-      << r.migrate_target_found.source;
+  EXPECT_EQ(r.counter("kernel_migrate_target_found").value.has_value(), caps.migrate_fexit)
+      << r.counter("kernel_migrate_target_found").source;
   EXPECT_EQ(r.listeners.has_value(), caps.per_listener) << r.listeners_source;
   EXPECT_EQ(r.drops_by_reason.has_value(), caps.drop_reason) << r.drops_source;
   EXPECT_EQ(caps.migrate_fexit, caps.migrate_why.empty()) << caps.migrate_why;
   EXPECT_EQ(caps.per_listener, caps.per_listener_why.empty()) << caps.per_listener_why;
   EXPECT_EQ(caps.drop_reason, caps.drop_why.empty()) << caps.drop_why;
-  RecordProperty("migrate_source", r.migrate_target_found.source);
+  RecordProperty("migrate_source", r.counter("kernel_migrate_target_found").source);
   RecordProperty("listeners_source", r.listeners_source);
 }
 

@@ -23,20 +23,17 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cases/cli/commands.h"
-#include "cases/cli/options.h"
+#include "cli/commands.h"
+#include "cli/options.h"
 #include "cases/lib/kernel.h"
 #include "harness/sockdiag.h"
-#include "probes/netstat.h"
-#ifdef RP_HAVE_BPF
-#include "probes/reuseport_probe.h"
-#endif
+#include "probes/counters.h"
+#include "probes/kernel_sampler.h"
 
 namespace rp::cases {
 namespace {
 
 using nlohmann::json;
-namespace ns = rp::probes::netstat;
 
 constexpr const char* kWatchUsage = R"USAGE(Usage:
   reuseport-check watch --port P [--netns NAME | --pid PID] [--duration S] [--interval S]
@@ -153,71 +150,44 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
   return 2;
 #else
   const uint16_t port = static_cast<uint16_t>(o.port);
-  std::optional<rp::probes::ReuseportProbe> probe;
+  std::optional<rp::probes::KernelSampler> kernel;
   std::string where = o.netns.empty() ? (o.pid.empty() ? "the current network namespace" : "the network namespace of process " + o.pid)
                                       : "network namespace " + o.netns;
-  const bool netns_filter = true;
   try {
     enter_netns(o);
-    rp::probes::ProbeOptions po;
-    po.port = port;
-    try {
-      po.netns_cookie = rp::probes::current_netns_cookie();
-    } catch (const std::exception&) {
-      // Before 5.14 there is no SO_NETNS_COOKIE: the namespace's inode identifies it.
-      po.netns_ino = rp::probes::current_netns_ino();
-    }
-    probe.emplace(po);
+    kernel.emplace(rp::probes::KernelSampler::Options{.port = port, .shared_namespace = true});
   } catch (const std::exception& e) {
     std::fprintf(stderr, "reuseport-check: %s\n", e.what());
     return 2;
   }
-  ns::Counters net0;
-  std::string netstat_error;
-  try {
-    net0 = ns::read_current();
-  } catch (const std::exception& e) {
-    netstat_error = e.what();
+  if (!kernel->probe_error().empty()) {
+    std::fprintf(stderr, "reuseport-check: the reuseport probe did not attach: %s\n", kernel->probe_error().c_str());
+    return 2;
   }
+  const bool netns_filter = true;
 
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  const auto& caps = probe->capabilities();
-  std::printf("watching TCP port %u in %s on kernel %s%s\n", port, where.c_str(), kernel_release().c_str(),
-              netns_filter ? "" : " (no namespace filter)");
-  if (!caps.migrate_fexit) std::printf("  migrations by the kernel's own function: n/a (%s); TcpExt counters shown\n", caps.migrate_why.c_str());
+  std::printf("watching TCP port %u in %s on kernel %s (%s)\n", port, where.c_str(), kernel_release().c_str(),
+              kernel->namespace_filter().c_str());
+  {
+    auto first = kernel->sample();
+    if (auto it = first.not_observable.find("kernel_migrate_target_found"); it != first.not_observable.end())
+      std::printf("  migrations by the kernel's own function: n/a (%s); TcpExt counters shown\n", it->second.c_str());
+  }
   if (!o.quiet)
     std::printf("%7s %9s %6s %6s %7s %10s %9s %8s %9s %7s %9s  %s\n", "t(s)", "listeners", "queued", "closes", "orphans",
                 "orphan_rst", "other_rst", "rst_rcvd", "overflows", "migr_ok", "migr_fail", "joined/left");
   std::fflush(stdout);
 
+  rp::probes::KernelCounts last_counts;
   auto snapshot = [&](double t, const std::set<uint64_t>& prev_listeners, std::set<uint64_t>& cur_listeners) {
-    json s;
+    last_counts = kernel->sample();
+    json s = last_counts.to_json(false);
     s["t"] = t;
-    auto r = probe->read();
-    auto val = [](const rp::probes::Counter& c) { return c.value ? json(*c.value) : json(nullptr); };
-    s["listener_closes"] = val(r.listener_closes);
-    s["orphaned_children"] = val(r.orphaned_children);
-    s["orphan_resets"] = val(r.orphan_resets);
-    s["other_resets_sent"] = val(r.other_resets_sent);
-    s["resets_received"] = val(r.resets_received);
-    s["migrate_target_found"] = val(r.migrate_target_found);
-    std::optional<ns::Deltas> d;
-    if (netstat_error.empty()) {
-      try {
-        d = ns::delta(net0, ns::read_current());
-      } catch (const std::exception& e) {
-        netstat_error = e.what();
-      }
-    }
-    for (const char* name : {"ListenOverflows", "ListenDrops", "TCPReqQFullDoCookies", "TCPMigrateReqSuccess",
-                             "TCPMigrateReqFailure"}) {
-      auto v = d ? ns::get(*d, "TcpExt", name) : std::nullopt;
-      s[std::string("netstat_") + name] = v ? json(*v) : json(nullptr);
-    }
     uint64_t queued = 0;
     cur_listeners.clear();
     for (const auto& l : tcp_listeners(port)) {
@@ -231,9 +201,7 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
     s["accept_queue"] = queued;
     s["joined"] = joined;
     s["left"] = left;
-    s["_reading"] = nullptr;
-    s.erase("_reading");
-    return std::make_pair(s, r);
+    return s;
   };
 
   json samples = json::array();
@@ -243,7 +211,6 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
   int total_joined = 0, total_left = 0;
   const double t0 = now_s();
   json last;
-  rp::probes::ProbeReading last_reading;
   while (!g_stop) {
     double target = now_s() + o.interval;
     if (o.duration > 0) target = std::min(target, t0 + o.duration);
@@ -252,20 +219,19 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
       timespec ts{static_cast<time_t>(left_s), static_cast<long>((left_s - static_cast<double>(static_cast<time_t>(left_s))) * 1e9)};
       nanosleep(&ts, nullptr);
     }
-    auto [s, r] = snapshot(now_s() - t0, prev, cur);
+    json s = snapshot(now_s() - t0, prev, cur);
     total_joined += s["joined"].get<int>();
     total_left += s["left"].get<int>();
     prev = cur;
     samples.push_back(s);
     last = s;
-    last_reading = r;
     if (!o.quiet) {
       std::printf("%7.1f %9s %6s %6s %7s %10s %9s %8s %9s %7s %9s  +%d/-%d\n", s["t"].get<double>(),
-                  cell(s["listeners"]).c_str(), cell(s["accept_queue"]).c_str(), cell(s["listener_closes"]).c_str(),
-                  cell(s["orphaned_children"]).c_str(), cell(s["orphan_resets"]).c_str(),
-                  cell(s["other_resets_sent"]).c_str(), cell(s["resets_received"]).c_str(),
-                  cell(s["netstat_ListenOverflows"]).c_str(), cell(s["netstat_TCPMigrateReqSuccess"]).c_str(),
-                  cell(s["netstat_TCPMigrateReqFailure"]).c_str(), s["joined"].get<int>(), s["left"].get<int>());
+                  cell(s["listeners"]).c_str(), cell(s["accept_queue"]).c_str(), cell(s["kernel_listener_closes"]).c_str(),
+                  cell(s["kernel_orphaned_children"]).c_str(), cell(s["kernel_orphan_resets"]).c_str(),
+                  cell(s["kernel_other_resets_sent"]).c_str(), cell(s["kernel_resets_received"]).c_str(),
+                  cell(s["netstat_listen_overflows"]).c_str(), cell(s["netstat_migrate_req_success"]).c_str(),
+                  cell(s["netstat_migrate_req_failure"]).c_str(), s["joined"].get<int>(), s["left"].get<int>());
       std::fflush(stdout);
     }
     if (o.duration > 0 && now_s() - t0 >= o.duration) break;
@@ -278,29 +244,14 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
   totals["listeners_left"] = total_left;
   totals.erase("joined");
   totals.erase("left");
-  json sources = {{"listener_closes", last_reading.listener_closes.source},
-                  {"orphaned_children", last_reading.orphaned_children.source},
-                  {"orphan_resets", last_reading.orphan_resets.source},
-                  {"other_resets_sent", last_reading.other_resets_sent.source},
-                  {"resets_received", last_reading.resets_received.source},
-                  {"migrate_target_found", last_reading.migrate_target_found.source},
-                  {"netstat_*", netstat_error.empty() ? "/proc/net/netstat TcpExt, deltas since attach" : netstat_error},
-                  {"listeners, accept_queue, joined/left", "NETLINK_SOCK_DIAG, LISTEN sockets of the port"}};
+  json sources = json(last_counts.sources);
+  for (auto& [k, why] : last_counts.not_observable) sources[k] = why;
+  sources["listeners, accept_queue, joined/left"] = "NETLINK_SOCK_DIAG, LISTEN sockets of the port";
   std::printf("\nsummary over %.1f s, port %u:\n", now_s() - t0, port);
   std::printf("  listeners: %zu at start, %zu at end, %d joined, %d left\n", initial_listeners, cur.size(), total_joined,
               total_left);
-  auto line = [&](const char* label, const char* key) {
-    std::printf("  %-53s %s\n", label, cell(totals[key]).c_str());
-  };
-  line("listener closes", "listener_closes");
-  line("children orphaned in a closed listener's queue", "orphaned_children");
-  line("RSTs those orphans sent", "orphan_resets");
-  line("other RSTs sent from the port", "other_resets_sent");
-  line("RSTs received by clients of the port", "resets_received");
-  line("listen overflows (TcpExt.ListenOverflows)", "netstat_ListenOverflows");
-  line("listen drops (TcpExt.ListenDrops)", "netstat_ListenDrops");
-  line("requests migrated (TcpExt.TCPMigrateReqSuccess)", "netstat_TCPMigrateReqSuccess");
-  line("migrations that failed (TcpExt.TCPMigrateReqFailure)", "netstat_TCPMigrateReqFailure");
+  for (const auto& row : rp::probes::counter_table())
+    if (totals[row.key].is_number()) std::printf("  %-64s %s\n", row.label, cell(totals[row.key]).c_str());
   for (auto& [k, v] : totals.items())
     if (v.is_null()) std::printf("  n/a %s: %s\n", k.c_str(), sources.contains(k) ? sources[k].get<std::string>().c_str() : "this kernel lacks it");
 

@@ -26,8 +26,8 @@
 #include <thread>
 #include <vector>
 
-#include "cases/cli/commands.h"
-#include "cases/cli/options.h"
+#include "cli/commands.h"
+#include "cli/options.h"
 #include "harness/error.h"
 #include "harness/server.h"
 #include "harness/socket.h"

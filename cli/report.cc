@@ -5,7 +5,7 @@
 // 1. The machine's ceiling: a closed loop with 64 in flight against one listener for 1 s;
 //    the open-loop rates are fractions of it, so they are measured, never guessed.
 // 2. Per experiment x repeat, in a forked child with a network namespace of its own
-//    (run_isolated): the reuseport probe and TcpExt (KernelObserver) attach to the port,
+//    (run_isolated): the reuseport probe and TcpExt (probes/kernel_sampler.h) attach to the port,
 //    the scenario runs, kernel counters are read after every deploy.
 // 3. One aggregated record per run (never per attempt): parameters, ledger counts and
 //    their reconciliation, kernel counts, latency percentiles (all, during deploys,
@@ -31,11 +31,11 @@
 #include <thread>
 #include <vector>
 
-#include "cases/cli/commands.h"
-#include "cases/cli/options.h"
+#include "cli/commands.h"
+#include "cli/options.h"
 #include "cases/lib/case.h"
 #include "cases/lib/kernel.h"
-#include "cases/lib/kernel_observer.h"
+#include "probes/kernel_sampler.h"
 #include "harness/error.h"
 #include "harness/isolate.h"
 #include "harness/strategies.h"
@@ -309,8 +309,8 @@ LoadOptions load_options(const Experiment& e, double rate) {
 
 // The body of one isolated run: returns the record's measured part as JSON text.
 std::string deploy_run(const Experiment& e, double rate) {
-  KernelObserver obs(kPort);
-  std::vector<json> snapshots{obs.counts()};
+  rp::probes::KernelSampler obs({.port = kPort});
+  std::vector<json> snapshots{obs.sample().to_json()};
   DeployPlan plan;
   plan.strategy = *e.strategy;
   plan.port = kPort;
@@ -323,9 +323,9 @@ std::string deploy_run(const Experiment& e, double rate) {
   plan.interval = kInterval;
   plan.overlap = kOverlap;
   plan.settle = kSettle;
-  plan.after_deploy = [&](unsigned) { snapshots.push_back(obs.counts()); };
+  plan.after_deploy = [&](unsigned) { snapshots.push_back(obs.sample().to_json()); };
   DeployRun r = run_deploys(plan);
-  const json final_counts = obs.counts();
+  const json final_counts = obs.sample().to_json();
 
   json j = ledger_json(r.ledger, r.mismatches, r.load_start_ns, r.load_end_ns);
   j["kernel_counts"] = final_counts;
@@ -362,7 +362,7 @@ std::string deploy_run(const Experiment& e, double rate) {
 }
 
 std::string worker_run(const Experiment& e, double rate) {
-  KernelObserver obs(kPort);
+  rp::probes::KernelSampler obs({.port = kPort});
   WorkerPlan plan;
   plan.sharing = *e.sharing;
   plan.port = kPort;
@@ -375,7 +375,7 @@ std::string worker_run(const Experiment& e, double rate) {
   plan.stall_every = milliseconds(e.stall_every_ms);
   WorkerRun r = run_workers(plan);
   json j = ledger_json(r.ledger, r.mismatches, r.load_start_ns, r.load_end_ns);
-  j["kernel_counts"] = obs.counts();
+  j["kernel_counts"] = obs.sample().to_json();
   j["stalls"] = r.stalls;
   json per = json::object();
   for (auto& [id, n] : r.served_by_servers) per[std::to_string(id)] = n;

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "cases/cli/commands.h"
+#include "cli/commands.h"
 
 namespace {
 

@@ -26,7 +26,7 @@
 #include <thread>
 #include <vector>
 
-#include "cases/cli/commands.h"
+#include "cli/commands.h"
 
 #ifndef RP_SOURCE_DIR
 #define RP_SOURCE_DIR "."

@@ -52,8 +52,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cases/cli/commands.h"
-#include "cases/cli/options.h"
+#include "cli/commands.h"
+#include "cli/options.h"
 #include "cases/lib/kernel.h"
 #include "harness/clock.h"
 #include "harness/error.h"
@@ -61,10 +61,8 @@
 #include "harness/loadgen.h"
 #include "harness/scope.h"
 #include "harness/sockdiag.h"
-#include "probes/netstat.h"
-#ifdef RP_HAVE_BPF
-#include "probes/reuseport_probe.h"
-#endif
+#include "probes/counters.h"
+#include "probes/kernel_sampler.h"
 
 extern char** environ;
 
@@ -72,7 +70,6 @@ namespace rp::cases {
 namespace {
 
 using nlohmann::json;
-namespace ns = rp::probes::netstat;
 
 constexpr const char* kDeployUsage = R"USAGE(Usage:
   reuseport-check deploy --start CMD --deploy CMD --port P
@@ -415,27 +412,10 @@ std::set<unsigned> listening_ports() {
 
 // --- what the kernel saw ----------------------------------------------------------------
 
-// The kernel counters sampled, in report order: key, what it means.
-const std::vector<std::pair<std::string, std::string>> kKernelCounters = {
-    {"listener_closes", "listener closes (LISTEN -> CLOSE)"},
-    {"orphaned_children", "children orphaned in a closed listener's accept queue"},
-    {"orphan_resets", "RSTs those orphans sent"},
-    {"resets_received", "RSTs received by clients of the port"},
-    {"other_resets_sent", "other RSTs sent from the port"},
-    {"no_socket_drops", "segments to the port that found no socket (drop NO_SOCKET)"},
-    {"listen_overflow_drops", "ACKs dropped on a full accept queue (drop TCP_LISTEN_OVERFLOW)"},
-    {"ListenOverflows", "listen overflows (TcpExt.ListenOverflows)"},
-    {"ListenDrops", "listen drops (TcpExt.ListenDrops)"},
-    {"TCPReqQFullDrop", "SYNs dropped on a full request queue (TcpExt.TCPReqQFullDrop)"},
-    {"TCPMigrateReqSuccess", "requests migrated (TcpExt.TCPMigrateReqSuccess)"},
-    {"TCPMigrateReqFailure", "migrations that failed (TcpExt.TCPMigrateReqFailure)"},
-    {"TCPAbortOnClose", "connections closed with unread data (TcpExt.TCPAbortOnClose)"},
-};
-const char* const kNetstatNames[] = {"ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPMigrateReqSuccess",
-                                     "TCPMigrateReqFailure", "TCPAbortOnClose"};
+using Counts = std::map<std::string, std::optional<uint64_t>, std::less<>>;
 
-using Counts = std::map<std::string, std::optional<uint64_t>>;
-
+// The kernel's counts at one moment (probes/kernel_sampler.h: every row of the counter
+// table), and the port's listeners from sock_diag.
 struct Sample {
   uint64_t ns = 0;
   Counts k;  // since the baseline
@@ -445,79 +425,16 @@ struct Sample {
 
 class Kernel {
  public:
-  Kernel(uint16_t port, bool host_net) : port_(port) {
-#ifdef RP_HAVE_BPF
-    try {
-      rp::probes::ProbeOptions po;
-      po.port = port;
-      po.netns_cookie = rp::probes::current_netns_cookie();
-      probe_.emplace(po);
-    } catch (const std::exception& e) {
-      probe_error_ = e.what();
-    }
-#else
-    probe_error_ = "built without BPF (RP_ENABLE_BPF=OFF)";
-#endif
-    if (host_net) netstat_note_ = " (host namespace: includes every other connection of this machine)";
-  }
+  Kernel(uint16_t port, bool host_net) : port_(port), sampler_({.port = port, .shared_namespace = host_net}) {}
 
-  const std::string& probe_error() const { return probe_error_; }
-
-  void baseline() {
-#ifdef RP_HAVE_BPF
-    if (probe_) base_ = probe_->read();
-#endif
-    try {
-      net_base_ = ns::read_current();
-    } catch (const std::exception& e) {
-      netstat_error_ = e.what();
-    }
-  }
+  const std::string& probe_error() const { return sampler_.probe_error(); }
+  void baseline() { sampler_.baseline(); }
 
   Sample sample() {
     Sample s;
     s.ns = monotonic_ns();
-    for (const auto& [k, _] : kKernelCounters) s.k[k] = std::nullopt;
-#ifdef RP_HAVE_BPF
-    if (probe_) {
-      auto r = rp::probes::delta(probe_->read(), base_);
-      auto put = [&](const char* key, const rp::probes::Counter& c) {
-        s.k[key] = c.value;
-        (c.value ? sources_ : why_)[key] = c.source;
-      };
-      put("listener_closes", r.listener_closes);
-      put("orphaned_children", r.orphaned_children);
-      put("orphan_resets", r.orphan_resets);
-      put("resets_received", r.resets_received);
-      put("other_resets_sent", r.other_resets_sent);
-      for (auto [key, reason] : {std::pair{"no_socket_drops", "NO_SOCKET"}, std::pair{"listen_overflow_drops", "TCP_LISTEN_OVERFLOW"}}) {
-        s.k[key] = r.drops(reason);
-        (s.k[key] ? sources_ : why_)[key] = r.drops_source;
-      }
-    }
-#endif
-    if (!probe_error_.empty())
-      for (const char* key : {"listener_closes", "orphaned_children", "orphan_resets", "resets_received",
-                              "other_resets_sent", "no_socket_drops", "listen_overflow_drops"})
-        why_[key] = probe_error_;
-    if (net_base_) {
-      try {
-        auto d = ns::delta(*net_base_, ns::read_current());
-        for (const char* name : kNetstatNames) {
-          auto v = ns::get(d, "TcpExt", name);
-          if (v) {
-            s.k[name] = static_cast<uint64_t>(std::max<int64_t>(*v, 0));
-            sources_[name] = std::string("/proc/net/netstat TcpExt.") + name + netstat_note_;
-          } else {
-            why_[name] = std::string("TcpExt.") + name + " absent on this kernel";
-          }
-        }
-      } catch (const std::exception& e) {
-        netstat_error_ = e.what();
-      }
-    }
-    if (!netstat_error_.empty())
-      for (const char* name : kNetstatNames) why_[name] = netstat_error_;
+    last_ = sampler_.sample();
+    s.k = last_.values;
     try {
       for (const auto& l : tcp_listeners(port_)) {
         ++s.listeners;
@@ -528,18 +445,13 @@ class Kernel {
     return s;
   }
 
-  const json& sources() const { return sources_; }
-  const json& not_observable() const { return why_; }
+  json sources() const { return json(last_.sources); }
+  json not_observable() const { return json(last_.not_observable); }
 
  private:
   uint16_t port_;
-#ifdef RP_HAVE_BPF
-  std::optional<rp::probes::ReuseportProbe> probe_;
-  rp::probes::ProbeReading base_;
-#endif
-  std::string probe_error_, netstat_error_, netstat_note_;
-  std::optional<ns::Counters> net_base_;
-  json sources_ = json::object(), why_ = json::object();
+  rp::probes::KernelSampler sampler_;
+  rp::probes::KernelCounts last_;
 };
 
 json opt(const std::optional<uint64_t>& v) { return v ? json(*v) : json(nullptr); }
@@ -847,9 +759,10 @@ int Run::report(const Ledger& ledger, const std::vector<Sample>& samples) {
   std::vector<std::string> lines;
   for (size_t i = 1; i < samples.size(); ++i) {
     json k = json::object();
-    for (const auto& [key, _] : kKernelCounters) {
+    for (const auto& row : rp::probes::counter_table()) {
+      const std::string key = row.key;
       uint64_t d = val(samples[i].k, key) - std::min(val(samples[i].k, key), val(samples[i - 1].k, key));
-      if (d && key != "TCPAbortOnClose") k[key] = d;
+      if (d && key != "netstat_abort_on_close") k[key] = d;
     }
     bool changed = samples[i].listeners != samples[i - 1].listeners;
     if (client[i].empty() && k.empty() && !changed) continue;
@@ -885,9 +798,9 @@ int Run::report(const Ledger& ledger, const std::vector<Sample>& samples) {
   std::vector<std::string> why;
   if (resets)
     why.push_back(std::to_string(resets) + " reset by the server" + when({"reset_before_connect", "reset_after_connect"}) +
-                  ": the kernel orphaned " + kv("orphaned_children") + " children in a closed listener's accept queue and sent " +
-                  kv("orphan_resets") + " RSTs for them; clients received " + kv("resets_received") + " RSTs; " +
-                  kv("other_resets_sent") + " other RSTs left the port");
+                  ": the kernel orphaned " + kv("kernel_orphaned_children") + " children in a closed listener's accept queue and sent " +
+                  kv("kernel_orphan_resets") + " RSTs for them; clients received " + kv("kernel_resets_received") + " RSTs; " +
+                  kv("kernel_other_resets_sent") + " other RSTs left the port");
   if (refused) {
     double first = NAN, last = NAN;
     for (const auto& s : samples)
@@ -895,18 +808,18 @@ int Run::report(const Ledger& ledger, const std::vector<Sample>& samples) {
         if (std::isnan(first)) first = rel(s.ns);
         last = rel(s.ns);
       }
-    why.push_back(std::to_string(refused) + " refused" + when({"refused"}) + ": " + kv("no_socket_drops") +
+    why.push_back(std::to_string(refused) + " refused" + when({"refused"}) + ": " + kv("kernel_no_socket_drops") +
                   " segments to the port found no socket and were answered with an RST" +
                   (std::isnan(first) ? std::string("; every sample saw a listener on the port (the gap was shorter than 50 ms)")
                                      : "; no listener held the port at " + fmt("%+.2f", first) + ".." + fmt("%+.2f", last) + " s"));
   }
   if (ctimeouts)
     why.push_back(std::to_string(ctimeouts) + " connect timeouts" + when({"connect_timeout"}) +
-                  ": SYNs dropped, listen overflows " + kv("ListenOverflows") + ", request queue full " + kv("TCPReqQFullDrop"));
+                  ": SYNs dropped, listen overflows " + kv("netstat_listen_overflows") + ", request queue full " + kv("netstat_req_q_full_drop"));
   if (unanswered)
     why.push_back(std::to_string(unanswered) + " accepted but never answered" + when({"response_timeout", "closed_without_response"}) +
                   ": the server closed or dropped connections it had accepted (its own doing, not the kernel's); "
-                  "closed with unread data: " + kv("TCPAbortOnClose"));
+                  "closed with unread data: " + kv("netstat_abort_on_close"));
   if (ledger.count(Outcome::OtherError)) {
     std::string errs;
     for (auto [e, c] : ledger.errnos()) errs += (errs.empty() ? "" : ", ") + errno_name(e) + " " + std::to_string(c);
@@ -927,7 +840,7 @@ int Run::report(const Ledger& ledger, const std::vector<Sample>& samples) {
   if (http)
     for (auto [st, c] : statuses) std::printf("    %-44s %10" PRIu64 "\n", ("HTTP " + std::to_string(st)).c_str(), c);
   std::printf("  kernel side (%s):\n", o_.host_net ? "this network namespace" : "the deploy's network namespace");
-  for (const auto& [key, label] : kKernelCounters) std::printf("    %-64s %7s\n", label.c_str(), kv(key).c_str());
+  for (const auto& row : rp::probes::counter_table()) std::printf("    %-64s %7s\n", row.label, kv(row.key).c_str());
   for (auto& [k, v] : kernel_->not_observable().items())
     std::printf("    n/a %s: %s\n", k.c_str(), v.get<std::string>().c_str());
   if (!why.empty()) {
@@ -943,7 +856,7 @@ int Run::report(const Ledger& ledger, const std::vector<Sample>& samples) {
   json outcomes = json::object();
   for (size_t i = 0; i < kOutcomeCount; ++i) outcomes[outcome_name(static_cast<Outcome>(i))] = ledger.count(static_cast<Outcome>(i));
   json kernel_totals = json::object();
-  for (const auto& [key, _] : kKernelCounters) kernel_totals[key] = opt(kt.at(key));
+  for (const auto& row : rp::probes::counter_table()) kernel_totals[row.key] = opt(kt.at(row.key));
   json errnos = json::object();
   for (auto [e, c] : ledger.errnos()) errnos[errno_name(e)] = c;
   json status_counts = json::object();

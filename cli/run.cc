@@ -22,7 +22,7 @@
 #include "cases/lib/expectations.h"
 #include "cases/lib/kernel.h"
 #include "cases/lib/record.h"
-#include "cases/cli/commands.h"
+#include "cli/commands.h"
 
 namespace rp::cases {
 namespace {

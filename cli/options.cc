@@ -1,4 +1,4 @@
-#include "cases/cli/options.h"
+#include "cli/options.h"
 
 #include <cmath>
 #include <stdexcept>

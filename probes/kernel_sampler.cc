@@ -1,0 +1,159 @@
+#include "probes/kernel_sampler.h"
+
+#include <cerrno>
+#include <stdexcept>
+
+#include "probes/counters.h"
+#include "probes/netstat.h"
+#ifdef RP_HAVE_BPF
+#include "probes/reuseport_probe.h"
+#endif
+
+namespace rp::probes {
+
+namespace ns = rp::probes::netstat;
+using nlohmann::json;
+
+struct KernelSampler::Impl {
+  Options options;
+  std::string probe_error, filter, netstat_error;
+  std::optional<ns::Counters> netstat_base;
+#ifdef RP_HAVE_BPF
+  std::optional<ReuseportProbe> probe;
+  ProbeReading probe_base;
+#endif
+};
+
+std::optional<std::uint64_t> KernelCounts::value(std::string_view key) const {
+  auto it = values.find(key);
+  if (it == values.end()) throw std::out_of_range("no kernel counter '" + std::string(key) + "' (probes/counters.cc)");
+  return it->second;
+}
+
+json KernelCounts::to_json(bool with_provenance) const {
+  json j = json::object();
+  for (const auto& [k, v] : values) j[k] = v ? json(*v) : json(nullptr);
+  if (with_provenance) {
+    j["kernel_sources"] = json(sources);
+    j["kernel_not_observable"] = json(not_observable);
+  }
+  return j;
+}
+
+KernelSampler::KernelSampler(const Options& options) : impl_(std::make_unique<Impl>()) {
+  impl_->options = options;
+#ifdef RP_HAVE_BPF
+  if (options.probe) {
+    try {
+      ProbeOptions po;
+      po.port = options.port;
+      try {
+        if (options.filter_by_inode) throw ProbeError("SO_NETNS_COOKIE not used (filter_by_inode)", ENOPROTOOPT);
+        po.netns_cookie = current_netns_cookie();
+        impl_->filter = "netns cookie " + std::to_string(po.netns_cookie);
+      } catch (const ProbeError&) {
+        // Before 5.14 there is no SO_NETNS_COOKIE: the namespace's inode identifies it.
+        po.netns_ino = current_netns_ino();
+        impl_->filter = "netns inode " + std::to_string(po.netns_ino) + " (no SO_NETNS_COOKIE before 5.14)";
+      }
+      impl_->probe.emplace(po);
+    } catch (const std::exception& e) {
+      impl_->probe_error = e.what();
+      impl_->filter.clear();
+    }
+  } else {
+    impl_->probe_error = "the probe was not attached by this sampler";
+  }
+#else
+  impl_->probe_error = "built without BPF (RP_ENABLE_BPF=OFF)";
+#endif
+  baseline();
+}
+
+KernelSampler::~KernelSampler() = default;
+
+const std::string& KernelSampler::probe_error() const { return impl_->probe_error; }
+const std::string& KernelSampler::namespace_filter() const { return impl_->filter; }
+
+void KernelSampler::baseline() {
+#ifdef RP_HAVE_BPF
+  if (impl_->probe) impl_->probe_base = impl_->probe->read();
+#endif
+  try {
+    impl_->netstat_base = ns::read_current();
+    impl_->netstat_error.clear();
+  } catch (const std::exception& e) {
+    impl_->netstat_base.reset();
+    impl_->netstat_error = e.what();
+  }
+}
+
+KernelCounts KernelSampler::sample() const {
+  const Impl& im = *impl_;
+  KernelCounts out;
+  auto put = [&](const CounterDef& row, std::optional<std::uint64_t> v, const std::string& where) {
+    out.values[row.key] = v;
+    (v ? out.sources : out.not_observable)[row.key] = where;
+  };
+#ifdef RP_HAVE_BPF
+  std::optional<ProbeReading> r;
+  if (im.probe) r = delta(im.probe->read(), im.probe_base);
+#endif
+  std::optional<ns::Deltas> d;
+  std::string netstat_error = im.netstat_error;
+  if (im.netstat_base) {
+    try {
+      d = ns::delta(*im.netstat_base, ns::read_current());
+    } catch (const std::exception& e) {
+      netstat_error = e.what();
+    }
+  }
+  const std::string shared =
+      im.options.shared_namespace ? " (a shared namespace: includes every other connection in it)" : "";
+  for (const auto& row : counter_table()) {
+    switch (row.from) {
+      case CounterDef::From::Probe:
+      case CounterDef::From::Drop: {
+#ifdef RP_HAVE_BPF
+        if (r && row.from == CounterDef::From::Probe) {
+          const Counter& c = r->counter(row.key);
+          put(row, c.value, c.source);
+          break;
+        }
+        if (r) {
+          auto v = r->drops(row.name);
+          put(row, v, r->drops_source + row.source);
+          break;
+        }
+#endif
+        put(row, std::nullopt, im.probe_error);
+        break;
+      }
+      case CounterDef::From::TcpExt: {
+        if (!d) {
+          put(row, std::nullopt, netstat_error);
+          break;
+        }
+        auto v = ns::get(*d, "TcpExt", row.name);
+        if (v)
+          put(row, static_cast<std::uint64_t>(*v < 0 ? 0 : *v), std::string("/proc/net/netstat TcpExt.") + row.name + shared);
+        else
+          put(row, std::nullopt, std::string("TcpExt.") + row.name + " absent on this kernel");
+        break;
+      }
+      case CounterDef::From::Sum:
+        break;  // below, once its parts are known
+    }
+  }
+  for (const auto& row : counter_table()) {
+    if (row.from != CounterDef::From::Sum) continue;
+    auto a = out.values.at(row.name), b = out.values.at(row.name2);
+    if (a && b)
+      put(row, *a + *b, std::string(row.name) + " + " + row.name2);
+    else
+      put(row, std::nullopt, std::string("needs ") + row.name + " and " + row.name2);
+  }
+  return out;
+}
+
+}  // namespace rp::probes
