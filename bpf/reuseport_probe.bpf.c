@@ -344,6 +344,9 @@ int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	if (!skb_netns_ok(skb, sk))
 		return 0;
 	count(&counters.other_resets_sent);
+	/* skc_state is in sock_common, which request and timewait sockets start with too. */
+	if (sk && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
+		count(&counters.listener_resets);
 	return 0;
 }
 

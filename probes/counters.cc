@@ -33,6 +33,8 @@ const std::vector<CounterDef> kTable = {
                         "kernel gives one, 6.10+)"),
     PROBE("kernel_other_resets_sent", other_resets_sent, Nothing, "other RSTs sent from the port",
           RP_SEND_RESET ": every other RST whose local port is the port"),
+    PROBE("kernel_listener_resets", listener_resets, Nothing, "... of those, a listener's replies (no client sees them)",
+          RP_SEND_RESET ": reply from a LISTEN socket of the port, e.g. to a late FIN"),
     SUM("kernel_resets_sent", "kernel_orphan_resets", "kernel_other_resets_sent", "every RST sent from the port"),
     PROBE("kernel_resets_received", resets_received, Nothing, "RSTs received by clients of the port",
           RP_RECV_RESET ": remote port is the port"),

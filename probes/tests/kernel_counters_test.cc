@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,8 +29,11 @@ TEST(CounterTable, keys_are_unique_and_name_their_source) {
     const bool tcpext = row.from == CounterDef::From::TcpExt;
     EXPECT_EQ(key.rfind(tcpext ? "netstat_" : "kernel_", 0), 0u) << key;
     EXPECT_NE(std::string(row.label), "") << key;
-    if (row.from != CounterDef::From::Probe) EXPECT_NE(row.name, nullptr) << key;
-    if (row.from == CounterDef::From::Probe) EXPECT_NE(std::string(row.source), "") << key;
+    if (row.from != CounterDef::From::Probe) {
+      EXPECT_NE(row.name, nullptr) << key;
+    } else {
+      EXPECT_NE(std::string(row.source), "") << key;
+    }
   }
   for (const auto& row : rp::probes::counter_table())
     if (row.from == CounterDef::From::Sum) {
@@ -70,6 +74,57 @@ std::string close_with_queue(bool by_inode) {
                     (c.value("netstat_listen_overflows") ? "netstat" : "no-netstat") + " " + k.namespace_filter();
   for (int cl : clients) close(cl);
   return out;
+}
+
+// A bare ACK for no connection, sent with a raw socket to a listener: the listener itself
+// answers with an RST (tcp_rcv_state_process, LISTEN, ACK set). Returns
+// "<listener_resets> <other_resets_sent>".
+std::string ack_to_listener() {
+  constexpr uint16_t kPort = 7312;
+  rp::probes::KernelSampler k({.port = kPort});
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(kPort);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(l, 8) != 0) return "bind/listen failed";
+  int raw = socket(AF_INET, SOCK_RAW, IPPROTO_TCP);
+  if (raw < 0) return "raw socket failed";
+  tcphdr th{};
+  th.source = htons(40000);
+  th.dest = htons(kPort);
+  th.seq = htonl(1);
+  th.ack_seq = htonl(12345);
+  th.doff = sizeof th / 4;
+  th.ack = 1;
+  th.window = htons(1024);
+  // The checksum over the pseudo-header (127.0.0.1 -> 127.0.0.1, TCP, length) and header.
+  uint32_t sum = 0x7f00 + 0x0001 + 0x7f00 + 0x0001 + IPPROTO_TCP + sizeof th;
+  const auto* w = reinterpret_cast<const uint16_t*>(&th);
+  for (size_t i = 0; i < sizeof th / 2; ++i) sum += ntohs(w[i]);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  th.check = htons(static_cast<uint16_t>(~sum));
+  if (sendto(raw, &th, sizeof th, 0, reinterpret_cast<sockaddr*>(&a), sizeof a) != sizeof th) return "sendto failed";
+  usleep(100000);
+  const auto c = k.sample();
+  auto show = [&](const char* key) {
+    auto v = c.value(key);
+    return v ? std::to_string(*v) : "null(" + c.not_observable.at(key) + ")";
+  };
+  close(raw);
+  close(l);
+  return show("kernel_listener_resets") + " " + show("kernel_other_resets_sent");
+}
+
+TEST(Sampler, a_listeners_reply_is_counted_apart) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: network namespace, raw socket, BPF";
+  auto r = rp::run_isolated([] { return ack_to_listener(); });
+  ASSERT_TRUE(r.ok()) << r.describe();
+#ifdef RP_HAVE_BPF
+  EXPECT_EQ(r.payload, "1 1");
+#else
+  EXPECT_NE(r.payload.find("null(built without BPF"), std::string::npos) << r.payload;
+#endif
 }
 
 class SamplerFilter : public ::testing::TestWithParam<bool> {};
