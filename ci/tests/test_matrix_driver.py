@@ -12,9 +12,9 @@ from xml.etree import ElementTree
 
 import pytest
 
-from matrix import driver
-from matrix.driver import DriverError, parse_kernels, parse_progress, parse_results
-from vm.kernels import load_matrix
+from ci.matrix import driver
+from ci.matrix.driver import DriverError, parse_kernels, parse_progress, parse_results
+from ci.vm.kernels import load_matrix
 
 REPO = Path(__file__).resolve().parents[2]
 CASE = "close_listener_with_queued_children"

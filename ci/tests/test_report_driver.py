@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from matrix import driver
-from matrix import report
+from ci.matrix import driver
+from ci.matrix import report
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
