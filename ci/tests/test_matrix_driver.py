@@ -18,7 +18,7 @@ from ci.matrix import driver
 from ci.matrix.driver import DriverError, parse_kernels, parse_progress, parse_results
 from ci.vm.kernels import load_matrix
 from results.junit import read_junit
-from results.schemas import errors
+from results import schemas
 
 REPO = Path(__file__).resolve().parents[2]
 CASE = "close_listener_with_queued_children"
@@ -146,13 +146,13 @@ def test_matrix_command_on_the_running_kernel_writes_json_results_and_junit(tmp_
     release = os.uname().release
 
     doc = json.loads(out.read_text())
-    assert errors(doc, "matrix") == []
+    assert schemas.errors(doc, "matrix") == []
     assert doc["kernels"] == [{"name": "running", "release": release, "error": ""}]
     assert [(x["case"] + "/" + x["variant"], x["kernel"], x["verdict"]) for x in doc["records"]] == \
         [(VARIANTS[0], release, "PASS")]
 
     written = json.loads((results / release / "results.json").read_text())
-    assert errors(written, "results") == []
+    assert schemas.errors(written, "results") == []
     assert written["matrix"] == {"kernel": "running", "package": None, "version": None}
     assert written["records"] == doc["records"]
 
@@ -218,7 +218,7 @@ def test_guests_pass_and_a_broken_kernel_errors_without_stopping_the_others(
         files = list(results.glob(f"{series}*/results.json"))
         assert len(files) == 1, list(results.iterdir())
         written = json.loads(files[0].read_text())
-        assert errors(written, "results") == []
+        assert schemas.errors(written, "results") == []
         assert written["matrix"]["kernel"] == k
         assert sorted(f"{x['case']}/{x['variant']}" for x in written["records"]) == sorted(VARIANTS)
         assert all(x["kernel"] == files[0].parent.name for x in written["records"])
