@@ -11,6 +11,7 @@ Two VMs at a time fit 2 cores; more gives nothing on this machine.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -18,9 +19,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vm.kernels import VmError, fetch_kernel, load_matrix  # noqa: E402
-from vm.qemu import run_in_vm  # noqa: E402
+if __name__ == "__main__" and not __package__:
+    # Run by path (`python3 ci/bench_boot.py`): run again as the module ci.bench_boot, the
+    # source root on PYTHONPATH (-P: not this file's directory).
+    _root = str(Path(__file__).resolve().parents[1])
+    os.execve(sys.executable, [sys.executable, "-P", "-m", "ci.bench_boot", *sys.argv[1:]],
+              {**os.environ, "PYTHONPATH": os.pathsep.join(
+                  p for p in (_root, os.environ.get("PYTHONPATH")) if p)})
+
+from ci.vm.kernels import VmError, fetch_kernel, load_matrix  # noqa: E402
+from ci.vm.qemu import run_in_vm  # noqa: E402
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import statistics
 import sys
 import tempfile
@@ -23,9 +24,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from matrix import driver  # noqa: E402
-from vm.kernels import VmError  # noqa: E402
+if __name__ == "__main__" and not __package__:
+    # Run by path (`python3 ci/bench_matrix.py`): run again as the module ci.bench_matrix,
+    # the source root on PYTHONPATH (-P: not this file's directory).
+    _root = str(Path(__file__).resolve().parents[1])
+    os.execve(sys.executable, [sys.executable, "-P", "-m", "ci.bench_matrix", *sys.argv[1:]],
+              {**os.environ, "PYTHONPATH": os.pathsep.join(
+                  p for p in (_root, os.environ.get("PYTHONPATH")) if p)})
+
+from ci.matrix import driver  # noqa: E402
+from ci.vm.kernels import VmError  # noqa: E402
 
 PROBE_CASE = "close_listener_with_queued_children/tcp4_close_k2_b8_migrate0"
 

@@ -17,6 +17,8 @@ PACKAGES=(
   iproute2 procps
   # the pytest driver and the kernel matrix (qemu guests with a busybox initramfs)
   python3 python3-pytest python3-pytest-xdist python3-matplotlib
+  # the schema and JUnit checks of the output (results/schemas, the tests)
+  python3-jsonschema python3-junitparser
   qemu-system-x86 busybox-static cpio debian-archive-keyring
   # the deploy examples (docs/deploy.md): nginx with `listen ... reuseport`
   nginx-light

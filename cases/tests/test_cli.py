@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-SCHEMA = json.loads((pathlib.Path(__file__).resolve().parents[2] / "results" / "schema.json").read_text())
+from results.schemas import errors, schema
+
 VERDICTS = {"PASS", "FAIL", "XFAIL", "XPASS", "SKIP", "ERROR"}
 ONE_VARIANT = "close_listener_with_queued_children/tcp4_close_k2_b8_migrate0"
 
@@ -56,7 +57,9 @@ def test_unprivileged_run_says_root_is_needed(cli, require_root):
 
 
 def check_record(rec):
-    assert set(SCHEMA["record"]) <= set(rec), set(SCHEMA["record"]) - set(rec)
+    required = set(schema("run-record")["required"])
+    assert required <= set(rec), required - set(rec)
+    assert errors(rec, "run-record") == []
     assert rec["verdict"] in VERDICTS
     assert isinstance(rec["observed"], dict) and isinstance(rec["expected"], dict)
     assert isinstance(rec["repeat"], int) and rec["repeat"] >= 0
@@ -67,8 +70,9 @@ def test_run_writes_records_that_follow_the_schema(cli, require_root, tmp_path):
     r = run(cli, "run", "--case", ONE_VARIANT, "--repeat", "2", "--json", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(out.read_text())
-    assert set(SCHEMA["top_level"]) <= set(doc)
-    assert doc["schema"] == SCHEMA["schema"]
+    assert set(schema("run")["required"]) <= set(doc)
+    assert doc["schema"] == schema("run")["properties"]["schema"]["const"]
+    assert errors(doc, "run") == []
     assert [x["repeat"] for x in doc["records"]] == [0, 1]
     for rec in doc["records"]:
         check_record(rec)
@@ -79,6 +83,21 @@ def test_run_writes_records_that_follow_the_schema(cli, require_root, tmp_path):
                                                         "closed_without_response", "other_error"))
         assert obs["client_resets"] == obs["queued_at_close"] == 9
     assert "summary: 2 passed, 0 failed" in r.stdout
+
+
+def test_run_json_follows_the_schema_record_by_record(cli, require_root, tmp_path):
+    """The whole document against run.schema.json, and each record on its own against
+    run-record.schema.json, as a line of run's JSON Lines stream will be."""
+    out = tmp_path / "r.json"
+    r = run(cli, "run", "--case", "unix_reuseport_rejected", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert errors(doc, "run") == []
+    assert doc["records"] and {x["case"] for x in doc["records"]} == {"unix_reuseport_rejected"}
+    for rec in doc["records"]:
+        line = json.dumps(rec, separators=(",", ":"))
+        assert "\n" not in line
+        assert errors(json.loads(line), "run-record") == []
 
 
 def test_a_wrong_expectation_fails_the_run(cli, require_root, tmp_path):

@@ -1,7 +1,9 @@
 """reuseport-check deploy (and serve): bad input is a clear error with exit 2 and leaves no
 process; the project's own server loses connections on a naive swap (exit 1, client resets
 = the kernel's orphans) and none with tcp_migrate_req=1 (exit 0); the nginx examples of
-docs/deploy.md run and reconcile."""
+docs/deploy.md run and reconcile. Every --json follows results/schemas/deploy.schema.json,
+and every --junit is one testsuite with one testcase whose outcome is the run's (passed,
+failure for lost connections, error when the deploy could not be run)."""
 import json
 import os
 import pathlib
@@ -12,6 +14,9 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
+
+from results.junit import Suite, read_junit
+from results.schemas import errors
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SERVE = REPO / "docs" / "examples" / "serve"
@@ -31,6 +36,21 @@ def leftovers(pattern):
 
 def deploy(cli, port, start, dep, *extra, timeout=60):
     return run(cli, "deploy", "--port", str(port), "--start", start, "--deploy", dep, *extra, timeout=timeout)
+
+
+def report(path):
+    """The --json document, held to its schema."""
+    rep = json.loads(path.read_text())
+    assert errors(rep, "deploy") == []
+    return rep
+
+
+def junit_outcome(path, tests=1):
+    """deploy's --junit: one testsuite 'reuseport-check deploy' with one testcase 'deploy'."""
+    suites, cases = read_junit(path)
+    assert [s.name for s in suites] == ["reuseport-check deploy"] and suites[0].tests == tests, suites
+    assert list(cases) == ["reuseport-check::deploy"], cases
+    return suites[0], cases["reuseport-check::deploy"]
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -96,6 +116,9 @@ def test_deploy_command_that_fails(cli, require_root, tmp_path):
     assert "the deploy command exited with status 4" in r.stderr and "| no such unit" in r.stderr, r.stderr
     case = ET.parse(junit).getroot().find("testcase")
     assert case.find("error") is not None and "exited with status 4" in case.find("error").get("message")
+    suite, outcome = junit_outcome(junit)
+    assert suite == Suite("reuseport-check deploy", tests=1, failures=0, errors=1, skipped=0)
+    assert outcome.outcome == "error" and "exited with status 4" in outcome.message
     assert not leftovers("serve --port 47604")
 
 
@@ -172,7 +195,7 @@ def test_naive_swap_loses_and_the_kernel_says_why(cli, require_root, tmp_path):
     r = deploy(cli, 47607, f"{SERVE}/start.sh --accept-delay-ms 1", f"{SERVE}/swap.sh --accept-delay-ms 1",
                *FAST, "--json", str(out), "--junit", str(junit))
     assert r.returncode == 1, r.stdout + r.stderr
-    rep = json.loads(out.read_text())
+    rep = report(out)
     t, k = rep["totals"], rep["kernel_totals"]
     assert t["lost"] > 0 and t["lost"] == t["attempts"] - t["served"], t
     assert t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"] == t["lost"], t
@@ -182,16 +205,23 @@ def test_naive_swap_loses_and_the_kernel_says_why(cli, require_root, tmp_path):
     assert rep["verdict"] == "fail"
     failure = ET.parse(junit).getroot().find("testcase").find("failure")
     assert failure is not None and f"{t['lost']} of {t['attempts']} connections lost" in failure.get("message")
+    suite, outcome = junit_outcome(junit)
+    assert suite == Suite("reuseport-check deploy", tests=1, failures=1, errors=0, skipped=0)
+    assert outcome.outcome == "failure" and outcome.message.startswith(f"{t['lost']} of {t['attempts']} connections lost")
     assert "children orphaned" in r.stdout
     assert not leftovers(f"serve --port {47607}")
 
 
 def test_swap_with_migration_loses_nothing(cli, require_root, tmp_path):
-    out = tmp_path / "deploy.json"
+    out, junit = tmp_path / "deploy.json", tmp_path / "deploy.xml"
     r = deploy(cli, 47608, f"{SERVE}/start.sh --accept-delay-ms 1", f"{SERVE}/swap-migrate.sh --accept-delay-ms 1",
-               *FAST, "--json", str(out))
+               *FAST, "--json", str(out), "--junit", str(junit))
     assert r.returncode == 0, r.stdout + r.stderr
-    rep = json.loads(out.read_text())
+    rep = report(out)
+    assert rep["verdict"] == "pass"
+    suite, outcome = junit_outcome(junit)
+    assert suite == Suite("reuseport-check deploy", tests=1, failures=0, errors=0, skipped=0)
+    assert outcome.outcome == "passed"
     assert rep["totals"]["lost"] == 0 and rep["totals"]["served"] > 0, rep["totals"]
     assert rep["kernel_totals"]["listener_closes"] == 2
     assert rep["kernel_totals"]["orphaned_children"] == 0
@@ -204,6 +234,7 @@ def test_max_lost_allows_a_budget(cli, require_root, tmp_path):
                *FAST, "--max-lost", "100000", "--json", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(out.read_text())["verdict"] == "pass"
+    assert report(out)["totals"]["lost"] > 0  # lost, and within the budget
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"),
@@ -214,7 +245,7 @@ def test_nginx_examples(cli, require_root, tmp_path, script):
     port = {"reload.sh": 47610, "upgrade.sh": 47611, "swap.sh": 47612}[script]
     r = deploy(cli, port, f"{NGINX}/start.sh", f"{NGINX}/{script}", "--http", "/", *FAST, "--json", str(out))
     assert r.returncode in (0, 1), r.stdout + r.stderr
-    rep = json.loads(out.read_text())
+    rep = report(out)
     t, k = rep["totals"], rep["kernel_totals"]
     assert t["served"] > 0 and set(t["http_status"]) == {"200"}, t
     resets = t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"]

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from results.schemas import errors
+
 
 def run(*args, timeout=30):
     return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
@@ -54,7 +56,10 @@ def test_counts_a_foreign_servers_orphans(cli, require_root, tmp_path):
         resets = json.loads(srv.stdout.readline())["client_resets"]
         text, _ = watch.communicate(timeout=20)
         assert watch.returncode == 0, text
-        totals = json.loads(out.read_text())["totals"]
+        doc = json.loads(out.read_text())
+        assert errors(doc, "watch") == []
+        assert doc["port"] == 47500 and len(doc["samples"]) >= 2, doc["samples"]
+        totals = doc["totals"]
         assert resets == 5
         assert totals["orphaned_children"] == resets, text
         assert totals["orphan_resets"] == resets, text

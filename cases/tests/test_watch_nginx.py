@@ -16,6 +16,8 @@ import time
 import pytest
 from netns_util import kill_netns_processes
 
+from results.schemas import errors
+
 HERE = pathlib.Path(__file__).parent
 PORT = 47600
 
@@ -86,7 +88,9 @@ def test_watch_counts_nginx_handover_resets(cli, require_root, tmp_path):
         os.kill(worker_a, signal.SIGCONT)
         clients = json.loads(load.communicate(timeout=30)[0])
         text, _ = watch.communicate(timeout=30)
-        totals = json.loads(out.read_text())["totals"]
+        doc = json.loads(out.read_text())
+        assert errors(doc, "watch") == []
+        totals = doc["totals"]
         print(clients, totals)
         assert watch.returncode == 0, text
         assert clients["served"] > 0

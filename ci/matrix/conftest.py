@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from matrix import driver
-from vm.kernels import VmError
-from vm.qemu import Timeouts
+from ci.matrix import driver
+from ci.vm.kernels import VmError
+from ci.vm.qemu import Timeouts
 
 
 def pytest_addoption(parser):

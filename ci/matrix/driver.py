@@ -29,14 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from ci.vm.kernels import (FetchedKernel, Kernel, PrivateApt, VmError, archive_uris, cache_dir,
+                           fetch_kernel, load_matrix)
+from ci.vm.qemu import Timeouts, VmResult, run_in_vm
+
 CI_DIR = Path(__file__).resolve().parent.parent
 REPO = CI_DIR.parent
-if str(CI_DIR) not in sys.path:
-    sys.path.insert(0, str(CI_DIR))
-
-from vm.kernels import (FetchedKernel, Kernel, PrivateApt, VmError,  # noqa: E402
-                        archive_uris, cache_dir, fetch_kernel, load_matrix)
-from vm.qemu import Timeouts, VmResult, run_in_vm  # noqa: E402
 
 GUEST_BIN = "/rp/bin/reuseport-check"
 GUEST_JSON = "/tmp/results.json"

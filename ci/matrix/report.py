@@ -29,13 +29,17 @@ import threading
 import time
 from pathlib import Path
 
-CI_DIR = Path(__file__).resolve().parent.parent
-if str(CI_DIR) not in sys.path:
-    sys.path.insert(0, str(CI_DIR))
+if __name__ == "__main__" and not __package__:
+    # Run by path, as `reuseport-check report --kernels` runs it: run again as the module
+    # ci.matrix.report, the source root on PYTHONPATH (-P: not this file's directory).
+    _root = str(Path(__file__).resolve().parents[2])
+    os.execve(sys.executable, [sys.executable, "-P", "-m", "ci.matrix.report", *sys.argv[1:]],
+              {**os.environ, "PYTHONPATH": os.pathsep.join(
+                  p for p in (_root, os.environ.get("PYTHONPATH")) if p)})
 
-from matrix import driver  # noqa: E402
-from vm.kernels import VmError  # noqa: E402
-from vm.qemu import Timeouts  # noqa: E402
+from ci.matrix import driver  # noqa: E402
+from ci.vm.kernels import VmError  # noqa: E402
+from ci.vm.qemu import Timeouts  # noqa: E402
 
 BEGIN = "RP-REPORT-DATA-BEGIN"
 END = "RP-REPORT-DATA-END"

@@ -3,7 +3,7 @@
 The parametrization and the fixtures are in conftest.py; booting and parsing in driver.py.
 """
 
-from matrix.driver import GOOD_VERDICTS
+from ci.matrix.driver import GOOD_VERDICTS
 
 
 def test_variant(record):

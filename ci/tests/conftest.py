@@ -5,20 +5,12 @@ from pathlib import Path
 
 import pytest
 
-CI_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(CI_DIR))
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "vm: boots real kernels in qemu (fetches them on first use); "
-                   "deselect with -m 'not vm'")
 
 
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
     """A cache dir of the test's own, and no KVM verdict carried over."""
-    from vm import qemu
+    from ci.vm import qemu
     monkeypatch.setenv("RP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("RP_ACCEL", raising=False)
     qemu._verdict.clear()
@@ -50,7 +42,7 @@ def _processes_mentioning(text: str) -> list[int]:
 @pytest.fixture(scope="session")
 def static_binary():
     """The static guest binary, built (or brought up to date) once per session."""
-    from matrix import driver
+    from ci.matrix import driver
     try:
         return driver.ensure_static_binary(log=lambda m: print(f"# {m}", file=sys.stderr))
     except driver.DriverError as e:
@@ -61,8 +53,8 @@ def static_binary():
 def matrix_with_a_broken_kernel(tmp_path, static_binary):
     """A cache and matrix of their own: 5.10 and 6.12 as they are, plus "broken", whose
     vmlinuz is not a kernel. The real kernels are fetched (once) into the real cache."""
-    from matrix import driver
-    from vm.kernels import cache_dir, fetch_kernel, load_matrix
+    from ci.matrix import driver
+    from ci.vm.kernels import cache_dir, fetch_kernel, load_matrix
     real = load_matrix()
     cache = tmp_path / "cache"
     text = ""

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from vm.initramfs import InitramfsError, Newc, build_initramfs
+from ci.vm.initramfs import InitramfsError, Newc, build_initramfs
 
 needs_cpio = pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio not installed")
 

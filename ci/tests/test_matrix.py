@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vm import kernels
-from vm.kernels import FetchError, MatrixError, fetch_kernel, load_matrix
+from ci.vm import kernels
+from ci.vm.kernels import FetchError, MatrixError, fetch_kernel, load_matrix
 
 GOOD_ENTRY = '''
 [[kernel]]

@@ -1,6 +1,8 @@
 """The kernel matrix driver (ci/matrix): records back from serial output, kernel names,
 and real guests: 5.10 and 6.12 pass a case while a kernel whose boot is broken on purpose
-shows ERROR with its console log, and the run goes on with the others."""
+shows ERROR with its console log, and the run goes on with the others. What it writes
+(results/<release>/results.json, `matrix --json`, junit.xml) is held to results/schemas and
+read back with junitparser."""
 
 import json
 import os
@@ -12,9 +14,11 @@ from xml.etree import ElementTree
 
 import pytest
 
-from matrix import driver
-from matrix.driver import DriverError, parse_kernels, parse_progress, parse_results
-from vm.kernels import load_matrix
+from ci.matrix import driver
+from ci.matrix.driver import DriverError, parse_kernels, parse_progress, parse_results
+from ci.vm.kernels import load_matrix
+from results.junit import read_junit
+from results import schemas
 
 REPO = Path(__file__).resolve().parents[2]
 CASE = "close_listener_with_queued_children"
@@ -125,6 +129,40 @@ def test_matrix_command_rejects_unknown_kernels_with_exit_2(tmp_path):
         in r.stderr
 
 
+def test_matrix_command_on_the_running_kernel_writes_json_results_and_junit(tmp_path, static_binary):
+    """No guest: `matrix --kernels running` runs the static binary on the host, through the
+    same pytest plugin, and writes the three documents a CI job reads."""
+    cli = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
+    if not cli.exists():
+        pytest.skip(f"{cli} is missing: build first (ci/setup.sh)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    results, out = tmp_path / "results", tmp_path / "matrix.json"
+    r = subprocess.run([cli, "matrix", "--kernels", "running", "--case", VARIANTS[0],
+                        "--results-dir", str(results), "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "RP_SOURCE_DIR": str(REPO), "RP_STATIC_BIN": str(static_binary)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    release = os.uname().release
+
+    doc = json.loads(out.read_text())
+    assert schemas.errors(doc, "matrix") == []
+    assert doc["kernels"] == [{"name": "running", "release": release, "error": ""}]
+    assert [(x["case"] + "/" + x["variant"], x["kernel"], x["verdict"]) for x in doc["records"]] == \
+        [(VARIANTS[0], release, "PASS")]
+
+    written = json.loads((results / release / "results.json").read_text())
+    assert schemas.errors(written, "results") == []
+    assert written["matrix"] == {"kernel": "running", "package": None, "version": None}
+    assert written["records"] == doc["records"]
+
+    suites, cases = read_junit(results / "junit.xml")
+    assert [(s.tests, s.failures, s.errors, s.skipped) for s in suites] == [(1, 0, 0, 0)], suites
+    # "@kernel-running": the xdist_group that keeps a kernel's items on one worker.
+    assert [(name.split("::")[1].split("@")[0], c.outcome) for name, c in cases.items()] == \
+        [(f"test_variant[running-{VARIANTS[0]}]", "passed")]
+
+
 # ---------------------------------------------------------------------------------------
 # Real guests.
 
@@ -164,10 +202,23 @@ def test_guests_pass_and_a_broken_kernel_errors_without_stopping_the_others(
         assert "kernel broken: phase boot" in message
         assert "console log: " in message and str(results / "runs" / "broken") in message
 
+    # The same file through junitparser: one suite whose counts are its testcases', the
+    # broken kernel's items errors (never failures), the others passed.
+    suites, cases = read_junit(tmp / "junit.xml")
+    assert [(s.tests, s.failures, s.errors, s.skipped) for s in suites] == \
+        [(3 * len(VARIANTS), 0, len(VARIANTS), 0)], suites
+    by_item = {name.split("::")[1].split("@")[0]: c for name, c in cases.items()}
+    for v in VARIANTS:
+        for k in ("5.10", "6.12"):
+            assert by_item[f"test_variant[{k}-{v}]"].outcome == "passed"
+        assert by_item[f"test_variant[broken-{v}]"].outcome == "error"
+        assert "kernel broken: phase boot" in by_item[f"test_variant[broken-{v}]"].message
+
     for k, series in (("5.10", "5.10."), ("6.12", "6.12.")):
         files = list(results.glob(f"{series}*/results.json"))
         assert len(files) == 1, list(results.iterdir())
         written = json.loads(files[0].read_text())
+        assert schemas.errors(written, "results") == []
         assert written["matrix"]["kernel"] == k
         assert sorted(f"{x['case']}/{x['variant']}" for x in written["records"]) == sorted(VARIANTS)
         assert all(x["kernel"] == files[0].parent.name for x in written["records"])

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from vm import qemu
-from vm.kernels import FetchedKernel, Kernel
-from vm.qemu import KVM, TCG, Timeouts, _Stream, build_command, run_in_vm
+from ci.vm import qemu
+from ci.vm.kernels import FetchedKernel, Kernel
+from ci.vm.qemu import KVM, TCG, Timeouts, _Stream, build_command, run_in_vm
 
 # Behaves like qemu as far as vm.qemu can tell: reads -accel, the second -serial file
 # and -append, writes the guest's markers. FAKE_MODE picks the misbehaviour:

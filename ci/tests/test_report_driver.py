@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from matrix import driver
-from matrix import report
+from ci.matrix import driver
+from ci.matrix import report
+from results.schemas import errors
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
@@ -98,6 +99,7 @@ def test_a_guest_reports_and_renders_while_a_broken_kernel_fails_alone(
     assert len(files) == 1 and files[0].name.startswith("6.12."), files
     data = json.loads(files[0].read_text())
     assert data["schema"] == "reuseport-check/report-runs/1"
+    assert errors(data, "report-data") == []
     assert data["profile"] == "guest"
     assert data["environment"]["where"] == "guest"
     assert data["environment"]["matrix_kernel"] == "6.12"

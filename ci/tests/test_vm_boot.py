@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from vm.initramfs import Newc, build_initramfs
-from vm.kernels import fetch_kernel, load_matrix
-from vm.qemu import Timeouts, run_in_vm
+from ci.vm.initramfs import Newc, build_initramfs
+from ci.vm.kernels import fetch_kernel, load_matrix
+from ci.vm.qemu import Timeouts, run_in_vm
 
 pytestmark = [
     pytest.mark.vm,

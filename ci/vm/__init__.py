@@ -1,6 +1,6 @@
 """The VM layer of the kernel matrix: fetch a kernel, build an initramfs, boot it in qemu.
 
-    from vm import load_matrix, fetch_kernel, run_in_vm
+    from ci.vm import load_matrix, fetch_kernel, run_in_vm
     result = run_in_vm("6.12", ["uname", "-r"])
     if result.ok: print(result.exit_code, result.output)
 """

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from vm.kernels import VmError, fetch_kernel, load_matrix
-    from vm.qemu import Timeouts, run_in_vm
-else:
-    from .kernels import VmError, fetch_kernel, load_matrix
-    from .qemu import Timeouts, run_in_vm
+if __name__ == "__main__" and not __package__:
+    # Run by path (`python3 ci/vm/boot.py`): run again as the module ci.vm.boot, the source
+    # root on PYTHONPATH (-P: not this file's directory).
+    _root = str(Path(__file__).resolve().parents[2])
+    os.execve(sys.executable, [sys.executable, "-P", "-m", "ci.vm.boot", *sys.argv[1:]],
+              {**os.environ, "PYTHONPATH": os.pathsep.join(
+                  p for p in (_root, os.environ.get("PYTHONPATH")) if p)})
+
+from ci.vm.kernels import VmError, fetch_kernel, load_matrix  # noqa: E402
+from ci.vm.qemu import Timeouts, run_in_vm  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,6 @@ strategies at one grid point with two repeats each, one unreconciled run of the 
 (which must be left out), the seed swaps and the worker shapes. The expected numbers are
 computed here from the JSON, independently of the script's own code.
 """
-import importlib.util
 import json
 import math
 import re
@@ -16,17 +15,14 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-SCRIPT = HERE.parent / "report" / "make_report.py"
 FIXTURE = HERE / "data" / "report_small.json"
 
 pytest.importorskip("matplotlib")
 
 
 def load_module():
-    spec = importlib.util.spec_from_file_location("make_report_under_test", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from results.report import make_report
+    return make_report
 
 
 @pytest.fixture(scope="module")

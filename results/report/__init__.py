@@ -1,0 +1,1 @@
+"""The listen-queue loss report: make_report.py renders data/<release>.json."""

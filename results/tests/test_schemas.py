@@ -1,0 +1,177 @@
+"""The schemas of results/schemas: every committed document follows its schema, and each
+schema rejects a document that breaks it (a count as a string, a missing key, a verdict
+that is none of the six), so a passing validation means something.
+
+The program's real output is checked where the tests already produce it:
+cases/tests/test_cli.py (run), test_deploy.py (deploy), test_watch.py (watch),
+ci/tests/test_matrix_driver.py (matrix, results.json) and test_report_driver.py (report).
+"""
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from results.schemas import NAMES, errors, schema, validate
+
+RESULTS = Path(__file__).resolve().parents[1]
+
+
+def committed(pattern: str) -> list[Path]:
+    files = sorted(RESULTS.glob(pattern))
+    assert files, f"no committed document matches results/{pattern}"
+    return files
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_every_schema_is_draft_2020_12(name):
+    jsonschema.Draft202012Validator.check_schema(schema(name))
+    assert schema(name)["$id"].endswith(f"/{name}.schema.json")
+
+
+@pytest.mark.parametrize("path", committed("*/results.json"), ids=lambda p: p.parent.name)
+def test_committed_results_follow_the_schema(path):
+    doc = json.loads(path.read_text())
+    assert errors(doc, "results") == []
+    assert doc["kernel"] == path.parent.name
+    for rec in doc["records"]:
+        assert errors(rec, "run-record") == []
+
+
+@pytest.mark.parametrize("path", committed("report/data/*.json") + committed("tests/data/report_*.json"),
+                         ids=lambda p: p.name)
+def test_committed_report_data_follows_the_schema(path):
+    assert errors(json.loads(path.read_text()), "report-data") == []
+
+
+# ---------------------------------------------------------------------------------------
+# Each schema can fail. Minimal documents of each kind, valid as they are, then broken.
+
+RECORD = {"case": "close_listener_with_queued_children", "variant": "tcp4_close_k2_b8_migrate0",
+          "kernel": "6.1.0-50-cloud-amd64", "repeat": 0,
+          "expected": {"client_resets": 9, "served": {"min": 1}, "kernel_orphan_resets": None},
+          "observed": {"client_resets": 9, "served": 3, "kernel_orphan_resets": None,
+                       "kernel_not_observable": {"kernel_orphan_resets": "no BTF"},
+                       "ledger_mismatches": []},
+          "verdict": "PASS", "reason": "not observable on this kernel: kernel_orphan_resets",
+          "source": "net/ipv4/inet_connection_sock.c", "duration_s": 0.5}
+
+RUN = {"schema": "reuseport-check/results/1", "tool": "reuseport-check", "kernel": "6.1.0-50-cloud-amd64",
+       "machine": "x86_64", "finished_at": "2026-11-23T19:33:33Z", "command": ["reuseport-check", "run"],
+       "expectations": "built in", "records": [RECORD]}
+
+WATCH_COUNTS = {"listener_closes": 1, "orphaned_children": 5, "orphan_resets": 5, "other_resets_sent": 0,
+                "resets_received": 5, "migrate_target_found": None, "netstat_ListenOverflows": 0,
+                "netstat_ListenDrops": 0, "netstat_TCPReqQFullDoCookies": 0, "netstat_TCPMigrateReqSuccess": None,
+                "netstat_TCPMigrateReqFailure": None, "listeners": 1, "accept_queue": 0}
+WATCH = {"schema": "reuseport-check/watch/1", "port": 8080, "namespace": "the current network namespace",
+         "netns_filter": True, "kernel": "6.1.0", "interval_s": 0.5,
+         "samples": [dict(WATCH_COUNTS, t=0.5, joined=0, left=1)],
+         "totals": dict(WATCH_COUNTS, listeners_at_start=2, listeners_joined=0, listeners_left=1),
+         "sources": {"listener_closes": "x", "orphaned_children": "x", "orphan_resets": "x", "other_resets_sent": "x",
+                     "resets_received": "x", "migrate_target_found": "x", "netstat_*": "x",
+                     "listeners, accept_queue, joined/left": "x"}}
+
+OUTCOMES = {"served": 10, "reset_before_connect": 0, "reset_after_connect": 2, "refused": 0, "connect_timeout": 0,
+            "response_timeout": 0, "closed_without_response": 0, "other_error": 0}
+KERNEL_COUNTERS = ["listener_closes", "orphaned_children", "orphan_resets", "resets_received", "other_resets_sent",
+                   "no_socket_drops", "listen_overflow_drops", "ListenOverflows", "ListenDrops", "TCPReqQFullDrop",
+                   "TCPMigrateReqSuccess", "TCPMigrateReqFailure", "TCPAbortOnClose"]
+DEPLOY = {"schema": "reuseport-check/deploy/1", "kernel": "6.1.0", "port": 8080, "namespace": "private",
+          "start": {"command": "./start.sh"},
+          "deploy": {"command": "./swap.sh", "status": "exited with status 0", "duration_s": 0.2, "output_tail": []},
+          "load": {"protocol": "wire", "mode": "closed", "concurrency": 8, "rate": 0, "threads": 1, "warmup_s": 0.5,
+                   "settle_s": 0.5, "target": "127.0.0.1:8080"},
+          "totals": {"attempts": 12, "served": 10, "lost": 2, "http_bad_status": 0, "outcomes": OUTCOMES,
+                     "errnos": {}, "http_status": {}},
+          "kernel_totals": {k: 0 for k in KERNEL_COUNTERS} | {"listen_overflow_drops": None},
+          "kernel_sources": {"listener_closes": "tracepoint"},
+          "kernel_not_observable": {"listen_overflow_drops": "no BTF"},
+          "causes": ["2 reset by the server"],
+          "timeline": [{"from_s": 0.0, "to_s": 0.05, "listeners": 1, "accept_queue": 0,
+                        "client_lost": {"reset_after_connect": 2}, "kernel": {"orphaned_children": 2}}],
+          "listeners": [[-0.5, 1, 0], [0.0, 2, 0]], "max_lost": 0, "verdict": "fail"}
+
+MATRIX = {"schema": "reuseport-check/matrix/1",
+          "kernels": [{"name": "running", "release": "6.1.0", "error": ""}, {"name": "6.12"}],
+          "records": [RECORD]}
+
+REPORT = json.loads((RESULTS / "tests" / "data" / "report_small.json").read_text())
+
+VALID = {"run-record": RECORD, "run": RUN, "results": dict(RUN, matrix={"kernel": "6.1", "package": "p", "version": "1"}),
+         "watch": WATCH, "deploy": DEPLOY, "matrix": MATRIX, "report-data": REPORT}
+
+
+def broken(doc, path, value=KeyError):
+    """A copy of doc with the item at path (keys and indexes) set to value, or removed."""
+    doc = copy.deepcopy(doc)
+    *parents, last = path
+    at = doc
+    for p in parents:
+        at = at[p]
+    if value is KeyError:
+        del at[last]
+    else:
+        at[last] = value
+    return doc
+
+
+def test_every_schema_has_a_valid_example_here():
+    assert set(VALID) == set(NAMES)
+    for name, doc in VALID.items():
+        assert errors(doc, name) == [], name
+
+
+def first_ok_deploy_run(doc):
+    return next(i for i, r in enumerate(doc["runs"]) if r["status"] == "ok" and r["strategy"])
+
+
+BROKEN = [
+    # (schema, path, value): a count as a string, a required key missing, a value outside its set.
+    ("run-record", ["observed", "client_resets"], "9"),
+    ("run-record", ["observed", "kernel_orphan_resets"], -1),
+    ("run-record", ["verdict"], "OK"),
+    ("run-record", ["source"], KeyError),
+    ("run-record", ["observed", "Served"], 1),
+    ("run", ["records", 0, "repeat"], "0"),
+    ("run", ["finished_at"], KeyError),
+    ("run", ["schema"], "reuseport-check/results/2"),
+    ("run", ["extra"], 1),
+    ("results", ["matrix"], KeyError),
+    ("results", ["records", 0, "duration_s"], None),
+    ("watch", ["samples", 0, "orphan_resets"], "5"),
+    ("watch", ["totals", "listeners_left"], KeyError),
+    ("watch", ["samples", 0, "listeners"], None),
+    ("watch", ["samples", 0, "netstat_Bogus"], 0),
+    ("deploy", ["totals", "lost"], "2"),
+    ("deploy", ["kernel_totals", "orphan_resets"], KeyError),
+    ("deploy", ["totals", "outcomes", "served"], None),
+    ("deploy", ["verdict"], "PASS"),
+    ("deploy", ["listeners", 0], [0.0, 1]),
+    ("matrix", ["records", 0, "observed", "served"], "3"),
+    ("matrix", ["kernels", 0, "name"], KeyError),
+    ("matrix", ["kernels", 1, "release"], "6.12.0"),
+    ("report-data", ["ceiling", "served_per_second"], "12995"),
+    ("report-data", ["runs", 0, "status"], KeyError),
+    ("report-data", ["runs", 0, "kernel_counts", "kernel_orphan_resets"], "0"),
+    ("report-data", ["profile"], "medium"),
+]
+
+
+@pytest.mark.parametrize("name, path, value", BROKEN,
+                         ids=[f"{n}:{'/'.join(map(str, p))}={'missing' if v is KeyError else json.dumps(v)}"
+                              for n, p, v in BROKEN])
+def test_a_broken_document_is_rejected(name, path, value):
+    doc = VALID[name]
+    if name == "report-data" and path[0] == "runs":
+        path = ["runs", first_ok_deploy_run(doc), *path[2:]]
+    bad = broken(doc, path, value)
+    assert errors(bad, name), f"{name} accepted {path} = {value!r}"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(bad, name)
+
+
+def test_an_unknown_schema_name_is_an_error():
+    with pytest.raises(KeyError, match="no schema 'results/1'"):
+        validate({}, "results/1")
