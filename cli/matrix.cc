@@ -27,6 +27,9 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/common/options.h"
+#include "cli/common/output.h"
+#include "cli/common/progress.h"
 
 #ifndef RP_SOURCE_DIR
 #define RP_SOURCE_DIR "."
@@ -35,25 +38,20 @@
 namespace rp::cases {
 namespace {
 
-constexpr const char* kMatrixUsage = R"(Usage:
-  reuseport-check matrix [--kernels LIST] [--case GLOB]... [--json PATH] [-j N]
-                         [--results-dir DIR] [--python PATH]
+constexpr const char* kMatrixDescription =
+    "Run the cases on every kernel of ci/kernels.toml: each Debian kernel is booted once in\n"
+    "qemu (TCG when KVM does not work) with a statically linked reuseport-check in a busybox\n"
+    "initramfs; \"running\" is the machine's own kernel, run directly. Shows its progress (on a\n"
+    "terminal one updating line; in a log a status line at most every 10 s) and a line per\n"
+    "kernel booted, finished or failed, then a table (rows: case/variant, columns: kernels,\n"
+    "cells: verdicts); rows whose verdicts differ between kernels are marked '*'. A kernel that\n"
+    "does not boot, panics or hangs shows ERROR in its column (with its console log), the\n"
+    "other kernels go on.";
 
-  Run the cases on every kernel of ci/kernels.toml: each Debian kernel is booted once in
-  qemu (TCG when KVM does not work) with a statically linked reuseport-check in a busybox
-  initramfs; "running" is the machine's own kernel, run directly. Prints a progress line,
-  then a table (rows: case/variant, columns: kernels, cells: verdicts); rows whose
-  verdicts differ between kernels are marked '*'. A kernel that does not boot, panics or
-  hangs shows ERROR in its column (with its console log), the other kernels go on.
-
-Options:
-  --kernels LIST     Comma-separated names from ci/kernels.toml (default: all).
-  --case GLOB        Cases or CASE/VARIANT globs, as `run --case` (repeatable).
-  --json PATH        Write every record (each with its kernel release) to PATH.
-  -j N               Kernels at a time (pytest-xdist workers; default 2).
-  --results-dir DIR  results/<release>/results.json, junit.xml and the VM logs (runs/)
-                     go here (default: results/ of the source tree).
-  --python PATH      The Python that runs pytest (default /usr/bin/python3).
+constexpr const char* kMatrixFooter = R"FOOTER(Outputs: --json and --results-dir are checked before anything starts. Each kernel's
+<results-dir>/<release>/results.json is written as soon as that kernel finishes, and the
+--json document is rewritten atomically each time a kernel finishes ("complete": false
+until the end), so a killed matrix keeps every kernel it finished.
 
 The guest binary: build-static/bin/reuseport-check, configured with -DRP_STATIC=ON and
 built by the driver on first use (ninja -j2), or $RP_STATIC_BIN / $RP_STATIC_BUILD_DIR.
@@ -61,12 +59,13 @@ The source tree: $RP_SOURCE_DIR, else the one this binary was built from.
 Kernels are downloaded once into ~/.cache/reuseport-check ($RP_CACHE_DIR).
 
 Exit status: 0 when every cell is PASS, XFAIL or SKIP; 1 on any FAIL, XPASS or ERROR;
-2 on bad usage (unknown kernel, no matching case) or when the driver cannot start.
+2 on bad usage (unknown kernel, no matching case, an output that cannot be written) or
+when the driver cannot start.
 
 Examples:
   sudo reuseport-check matrix
   sudo reuseport-check matrix --kernels 5.10,6.12 --case 'close_*' --json matrix.json
-)";
+)FOOTER";
 
 struct Options {
   std::string kernels = "all";
@@ -78,6 +77,8 @@ struct Options {
 struct KernelState {
   std::string state = "waiting", release, error, console_log;
   int done = 0, total = 0;
+  double duration_s = -1;
+  std::string shown;  // the last state a line that stays was printed for
 };
 
 struct State {
@@ -85,26 +86,50 @@ struct State {
   std::map<std::string, KernelState> by_kernel;
   std::map<std::pair<std::string, std::string>, nlohmann::json> records;  // (kernel, c/v)
 
+  // (kernel, state) in the order the states came: one poll may read a kernel's booting,
+  // its first progress and more at once, and each deserves its line.
+  std::vector<std::pair<std::string, std::string>> transitions;
+
   void apply(const nlohmann::json& ev) {
     const std::string type = ev.value("ev", "");
     if (type == "plan") {
       kernels = ev.value("kernels", std::vector<std::string>{});
       variants = ev.value("variants", std::vector<std::string>{});
     } else if (type == "kernel") {
-      auto& k = by_kernel[ev.value("kernel", "?")];
+      const std::string name = ev.value("kernel", "?");
+      auto& k = by_kernel[name];
       k.state = ev.value("state", k.state);
       if (ev.contains("release") && ev["release"].is_string()) k.release = ev["release"];
       if (ev.contains("error") && ev["error"].is_string()) k.error = ev["error"];
       if (ev.contains("console_log") && ev["console_log"].is_string()) k.console_log = ev["console_log"];
+      if (ev.contains("duration_s") && ev["duration_s"].is_number()) k.duration_s = ev["duration_s"];
+      transitions.emplace_back(name, k.state);
     } else if (type == "progress") {
-      auto& k = by_kernel[ev.value("kernel", "?")];
+      const std::string name = ev.value("kernel", "?");
+      auto& k = by_kernel[name];
       k.done = ev.value("done", 0);
       k.total = ev.value("total", 0);
-      if (k.state == "booting") k.state = "running";
+      if (k.state == "booting") {
+        k.state = "running";
+        transitions.emplace_back(name, k.state);
+      }
     } else if (type == "record" && ev.contains("record")) {
       const auto& r = ev["record"];
       records[{ev.value("kernel", "?"), r.value("case", "") + "/" + r.value("variant", "")}] = r;
     }
+  }
+
+  // Verdict -> count over the records of `kernel` so far; `n` their number.
+  std::map<std::string, int> verdicts(const std::string& kernel, size_t* n = nullptr) const {
+    std::map<std::string, int> out;
+    size_t total = 0;
+    for (const auto& [key, r] : records)
+      if (key.first == kernel) {
+        ++out[r.value("verdict", "?")];
+        ++total;
+      }
+    if (n) *n = total;
+    return out;
   }
 };
 
@@ -228,6 +253,74 @@ std::string usage_message(const std::string& log) {
   return msg;
 }
 
+// The lines that stay, one per kernel event worth keeping in a log: booting, booted (or
+// running, on the host), and finished (with its verdict counts) or ERROR. A kernel's
+// records arrive after its "done" event (one per pytest item), so "finished" waits for all
+// of them, or for the end. Returns whether a kernel finished since the last call.
+bool kernel_lines(State& s, rp::cli::Progress& progress, bool at_end) {
+  auto who = [&](const std::string& name) {
+    const KernelState& k = s.by_kernel[name];
+    return name + (k.release.empty() || k.release == name ? "" : " (" + k.release + ")");
+  };
+  for (const auto& [name, state] : s.transitions) {
+    KernelState& k = s.by_kernel[name];
+    if (state == "booting" && k.shown.empty()) {
+      progress.line(who(name) + ": booting");
+      k.shown = state;
+    } else if (state == "running" && (k.shown.empty() || k.shown == "booting")) {
+      progress.line(who(name) + (k.shown == "booting" ? ": booted, running " : ": running ") +
+                    std::to_string(s.variants.size()) + " variant(s)");
+      k.shown = state;
+    }
+  }
+  s.transitions.clear();
+  bool finished = false;
+  for (const auto& name : s.kernels) {
+    auto it = s.by_kernel.find(name);
+    if (it == s.by_kernel.end()) continue;
+    KernelState& k = it->second;
+    if ((k.state != "done" && k.state != "error") || k.shown == "done" || k.shown == "error") continue;
+    size_t n = 0;
+    const auto counts = s.verdicts(name, &n);
+    if (n < s.variants.size() && !at_end) continue;
+    if (k.state == "error") {
+      progress.line(who(name) + ": ERROR: " + k.error + (k.console_log.empty() ? "" : " (log: " + k.console_log + ")"));
+    } else {
+      std::string line = who(name) + ": finished";
+      if (k.duration_s >= 0) {
+        char b[32];
+        std::snprintf(b, sizeof b, " in %.0f s", k.duration_s);
+        line += b;
+      }
+      line += ":";
+      for (const auto& [verdict, c] : counts) line += " " + std::to_string(c) + " " + verdict;
+      progress.line(line);
+    }
+    k.shown = k.state;
+    finished = true;
+  }
+  return finished;
+}
+
+nlohmann::json matrix_document(const State& state, bool complete) {
+  nlohmann::json out = {{"schema", "reuseport-check/matrix/1"}, {"complete", complete},
+                        {"kernels", nlohmann::json::array()},     {"records", nlohmann::json::array()}};
+  for (const auto& k : state.kernels) {
+    auto it = state.by_kernel.find(k);
+    nlohmann::json kj = {{"name", k}};
+    if (it != state.by_kernel.end()) {
+      kj["release"] = it->second.release;
+      kj["error"] = it->second.error;
+    }
+    out["kernels"].push_back(kj);
+    for (const auto& v : state.variants) {
+      auto r = state.records.find({k, v});
+      if (r != state.records.end()) out["records"].push_back(r->second);
+    }
+  }
+  return out;
+}
+
 volatile sig_atomic_t g_child = 0;
 void forward(int sig) {
   if (g_child > 0) kill(g_child, sig);
@@ -237,41 +330,21 @@ void forward(int sig) {
 
 int matrix_command(const std::vector<std::string>& args, const std::vector<std::string>&) {
   Options o;
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&](const std::string& name) -> std::optional<std::string> {
-      if (a.rfind(name + "=", 0) == 0) return a.substr(name.size() + 1);
-      if (a != name) return std::nullopt;
-      if (i + 1 >= args.size()) throw std::invalid_argument(name + " needs a value");
-      return args[++i];
-    };
-    try {
-      if (a == "--help" || a == "-h") {
-        std::fputs(kMatrixUsage, stdout);
-        return 0;
-      } else if (auto v = value("--kernels")) {
-        o.kernels = *v;
-      } else if (auto v = value("--case")) {
-        o.globs.push_back(*v);
-      } else if (auto v = value("--json")) {
-        o.json_path = *v;
-      } else if (auto v = value("--results-dir")) {
-        o.results_dir = *v;
-      } else if (auto v = value("--python")) {
-        o.python = *v;
-      } else if (auto v = value("-j")) {
-        size_t pos = 0;
-        o.jobs = std::stoi(*v, &pos);
-        if (pos != v->size() || o.jobs < 1 || o.jobs > 16) throw std::invalid_argument("-j needs an integer 1..16, got '" + *v + "'");
-      } else {
-        return usage_error("unknown option '" + a + "' for 'matrix'");
-      }
-    } catch (const std::invalid_argument& e) {
-      return usage_error(std::string(e.what()).rfind("stoi", 0) == 0 ? "-j needs an integer" : e.what());
-    } catch (const std::out_of_range&) {
-      return usage_error("-j is out of range");
-    }
-  }
+  auto app = rp::cli::make_app("matrix", kMatrixDescription, kMatrixFooter);
+  app->add_option("--kernels", o.kernels, "Comma-separated names from ci/kernels.toml (default: all)")
+      ->type_name("LIST");
+  app->add_option("--case", o.globs, "Cases or CASE/VARIANT globs, as `run --case` (repeatable)")
+      ->type_name("GLOB")
+      ->allow_extra_args(false);
+  app->add_option("--json", o.json_path, "Write every record (each with its kernel release) to PATH")
+      ->type_name("PATH");
+  app->add_option("-j,--jobs", o.jobs, "Kernels at a time (pytest-xdist workers; default 2)")->check(CLI::Range(1, 16));
+  app->add_option("--results-dir", o.results_dir,
+                  "results/<release>/results.json, junit.xml and the VM logs (runs/) go here (default: results/ of "
+                  "the source tree)")
+      ->type_name("DIR");
+  app->add_option("--python", o.python, "The Python that runs pytest (default /usr/bin/python3)")->type_name("PATH");
+  if (auto rc = rp::cli::parse(*app, args)) return *rc;
 
   const char* env_src = std::getenv("RP_SOURCE_DIR");
   const std::string src = env_src && *env_src ? env_src : RP_SOURCE_DIR;
@@ -287,10 +360,13 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
     return 2;
   }
   const std::string results = o.results_dir.empty() ? src + "/results" : o.results_dir;
-  std::error_code ec;
-  std::filesystem::create_directories(results + "/runs", ec);
-  if (ec) {
-    std::fprintf(stderr, "reuseport-check: cannot create %s/runs: %s\n", results.c_str(), ec.message().c_str());
+  // Every output, before pytest starts (it builds the static binary and boots guests).
+  try {
+    rp::cli::check_writable_dir(results);
+    rp::cli::check_writable_dir(results + "/runs");
+    if (!o.json_path.empty()) rp::cli::check_writable(o.json_path);
+  } catch (const rp::cli::OutputError& e) {
+    std::fprintf(stderr, "reuseport-check: %s\n", e.what());
     return 2;
   }
   const std::string events = results + "/runs/matrix-events.jsonl";
@@ -332,27 +408,32 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
   const bool tty = isatty(1);
   State state;
   EventFile ev(events);
-  std::string last;
+  rp::cli::Progress progress(stdout);
+  // A --json that fails mid-run (disk full) is said once; the end tries again.
+  bool json_failed = false;
+  auto write_json = [&](bool complete) {
+    if (o.json_path.empty()) return true;
+    try {
+      rp::cli::write_atomic(o.json_path, matrix_document(state, complete).dump(1) + "\n");
+      json_failed = false;
+      return true;
+    } catch (const rp::cli::OutputError& e) {
+      if (!json_failed || complete) std::fprintf(stderr, "reuseport-check: %s\n", e.what());
+      json_failed = true;
+      return false;
+    }
+  };
   int status = 0;
   for (;;) {
     pid_t r = waitpid(pid, &status, WNOHANG);
     ev.poll(state);
+    if (kernel_lines(state, progress, r == pid)) write_json(false);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::string line = progress_line(state, elapsed);
-    // Without a terminal only the state changes are printed, not the clock.
-    std::string key = line.substr(line.find('['));
-    if (tty) {
-      std::printf("\r\033[K%s", line.c_str());
-      std::fflush(stdout);
-    } else if (key != last) {
-      std::printf("%s\n", line.c_str());
-      std::fflush(stdout);
-    }
-    last = key;
+    progress.status(progress_line(state, elapsed));
     if (r == pid) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  if (tty) std::printf("\n");
+  progress.finish();
   g_child = 0;
   const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 
@@ -370,27 +451,7 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
   std::printf("junit: %s/junit.xml, pytest log: %s\n", results.c_str(), log.c_str());
 
   if (!o.json_path.empty()) {
-    nlohmann::json out = {{"schema", "reuseport-check/matrix/1"}, {"kernels", nlohmann::json::array()},
-                          {"records", nlohmann::json::array()}};
-    for (const auto& k : state.kernels) {
-      auto it = state.by_kernel.find(k);
-      nlohmann::json kj = {{"name", k}};
-      if (it != state.by_kernel.end()) {
-        kj["release"] = it->second.release;
-        kj["error"] = it->second.error;
-      }
-      out["kernels"].push_back(kj);
-      for (const auto& v : state.variants) {
-        auto r = state.records.find({k, v});
-        if (r != state.records.end()) out["records"].push_back(r->second);
-      }
-    }
-    std::ofstream f(o.json_path);
-    if (!f) {
-      std::fprintf(stderr, "reuseport-check: cannot write %s: %s\n", o.json_path.c_str(), std::strerror(errno));
-      return 2;
-    }
-    f << out.dump(1) << "\n";
+    if (!write_json(true)) return 2;
     std::printf("records written to %s\n", o.json_path.c_str());
   }
   if (rc > 1 && rc != 4) {

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "cli/commands.h"
-#include "cli/options.h"
+#include "cli/common/options.h"
 #include "harness/error.h"
 #include "harness/server.h"
 #include "harness/socket.h"
@@ -35,37 +35,23 @@
 namespace rp::cases {
 namespace {
 
-constexpr const char* kServeUsage = R"USAGE(Usage:
-  reuseport-check serve --port P [--host ADDR] [--http] [--workers N] [--backlog N]
-                        [--accept-delay-ms MS] [--drain] [--pidfile PATH]
+constexpr const char* kServeDescription =
+    "A small SO_REUSEPORT server: N workers, each with its own listener on the port. Runs\n"
+    "until SIGTERM or SIGINT, then closes all its listeners at once, as a naive server does:\n"
+    "connections still waiting in a listener's accept queue are reset by the kernel, unless\n"
+    "net.ipv4.tcp_migrate_req=1 lets it move them to another listener of the port.";
 
-A small SO_REUSEPORT server: N workers, each with its own listener on the port. Runs
-until SIGTERM or SIGINT, then closes all its listeners at once, as a naive server does:
-connections still waiting in a listener's accept queue are reset by the kernel, unless
-net.ipv4.tcp_migrate_req=1 lets it move them to another listener of the port.
-
-Options:
-  --port P             The port (1-65535). Required.
-  --host ADDR          The address to listen on (default 127.0.0.1; '::1' for IPv6).
-  --http               Answer HTTP requests (200, a short body, Connection: close)
-                       instead of the harness protocol that `deploy` uses by default.
-  --workers N          Listeners, one thread each (default 2).
-  --backlog N          listen() backlog of each listener (default 128).
-  --accept-delay-ms MS Wait MS milliseconds before each accept(): a slow server, whose
-                       accept queues fill under load.
-  --drain              On SIGTERM, first accept and serve what is queued, then close.
-  --pidfile PATH       Write the process id to PATH once every listener listens (so a
-                       deploy script knows when the new generation is ready); removed
-                       at exit.
+constexpr const char* kServeFooter = R"FOOTER(Exit status: 0 after SIGTERM or SIGINT; 1 when closing failed; 2 on bad usage or when the
+listeners cannot be opened (port in use without SO_REUSEPORT, address not here).
 
 Examples:
   reuseport-check serve --port 8080 --workers 4 --pidfile /tmp/gen1.pid
   sudo reuseport-check deploy --port 8080 \
       --start "$PWD/docs/examples/serve/start.sh" --deploy "$PWD/docs/examples/serve/swap.sh"
-)USAGE";
+)FOOTER";
 
 struct Options {
-  long port = -1;
+  int port = -1;
   std::string host = "127.0.0.1";
   bool http = false, drain = false;
   long workers = 2, backlog = 128, accept_delay_ms = 0;
@@ -167,37 +153,26 @@ class HttpWorkers {
 
 int serve_command(const std::vector<std::string>& args, const std::vector<std::string>&) {
   Options o;
-  for (ArgCursor it(args); it.next();) {
-    const std::string& a = it.arg();
-    try {
-      if (a == "--help" || a == "-h") {
-        std::fputs(kServeUsage, stdout);
-        return 0;
-      } else if (a == "--port") {
-        o.port = parse_long("--port", it.value(), 1, 65535);
-      } else if (a == "--host") {
-        o.host = it.value();
-      } else if (a == "--http") {
-        o.http = true;
-      } else if (a == "--workers") {
-        o.workers = parse_long("--workers", it.value(), 1, 256);
-      } else if (a == "--backlog") {
-        o.backlog = parse_long("--backlog", it.value(), 1, 1 << 20);
-      } else if (a == "--accept-delay-ms") {
-        o.accept_delay_ms = parse_long("--accept-delay-ms", it.value(), 0, 60000);
-      } else if (a == "--drain") {
-        o.drain = true;
-      } else if (a == "--pidfile") {
-        o.pidfile = it.value();
-        if (o.pidfile.empty()) throw std::invalid_argument("--pidfile needs a path");
-      } else {
-        return usage_error("unknown option '" + a + "' for 'serve'");
-      }
-    } catch (const std::invalid_argument& e) {
-      return usage_error(e.what());
-    }
-  }
-  if (o.port < 0) return usage_error("serve needs --port");
+  auto app = rp::cli::make_app("serve", kServeDescription, kServeFooter);
+  app->add_option("--port", o.port, "The port (1-65535)")->required()->check(CLI::Range(1, 65535));
+  app->add_option("--host", o.host, "The address to listen on (default 127.0.0.1; '::1' for IPv6)")
+      ->type_name("ADDR");
+  app->add_flag("--http",
+                o.http, "Answer HTTP requests (200, a short body, Connection: close) instead of the harness protocol that "
+                        "`deploy` uses by default");
+  app->add_option("--workers", o.workers, "Listeners, one thread each (default 2)")->check(CLI::Range(1, 256));
+  app->add_option("--backlog", o.backlog, "listen() backlog of each listener (default 128)")->check(CLI::Range(1, 1 << 20));
+  app->add_option("--accept-delay-ms", o.accept_delay_ms,
+                  "Wait MS milliseconds before each accept(): a slow server, whose accept queues fill under load")
+      ->type_name("MS")
+      ->check(CLI::Range(0, 60000));
+  app->add_flag("--drain", o.drain, "On SIGTERM, first accept and serve what is queued, then close");
+  app->add_option("--pidfile", o.pidfile,
+                  "Write the process id to PATH once every listener listens (so a deploy script knows when the new "
+                  "generation is ready); removed at exit")
+      ->type_name("PATH")
+      ->check(CLI::Validator([](std::string& v) { return v.empty() ? std::string("needs a path") : std::string(); }, ""));
+  if (auto rc = rp::cli::parse(*app, args)) return *rc;
 
   ListenerOptions lo;
   lo.addr.family = o.host.find(':') != std::string::npos ? Family::V6 : Family::V4;
@@ -208,7 +183,7 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
     sockaddr_storage ss;
     lo.addr.to_sockaddr(ss);
   } catch (const std::exception&) {
-    return usage_error("--host needs an IPv4 or IPv6 address, got '" + o.host + "'");
+    return rp::cli::usage_error("--host needs an IPv4 or IPv6 address, got '" + o.host + "'");
   }
 
   // Blocked before any worker thread exists, so that every thread inherits the mask and

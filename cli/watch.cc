@@ -14,7 +14,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -24,7 +23,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "cli/options.h"
+#include "cli/common/options.h"
+#include "cli/common/output.h"
 #include "cases/lib/kernel.h"
 #include "harness/sockdiag.h"
 #include "probes/counters.h"
@@ -35,38 +35,33 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kWatchUsage = R"USAGE(Usage:
-  reuseport-check watch --port P [--netns NAME | --pid PID] [--duration S] [--interval S]
-                        [--json PATH] [--quiet]
+constexpr const char* kWatchDescription =
+    "Attaches to the TCP port P of a server that someone else runs and prints, each interval,\n"
+    "what the kernel saw on that port: listeners joining and leaving it, listener closes,\n"
+    "children orphaned in a closed listener's accept queue and the RSTs they sent, other RSTs,\n"
+    "RSTs received by clients of the port, listen-queue overflows and request migrations. Ends\n"
+    "after --duration seconds or on Ctrl-C/SIGTERM with a summary. A counter the running kernel\n"
+    "cannot observe is shown as n/a with the reason, never as 0.";
 
-Attaches to the TCP port P of a server that someone else runs and prints, each interval,
-what the kernel saw on that port: listeners joining and leaving it, listener closes,
-children orphaned in a closed listener's accept queue and the RSTs they sent, other RSTs,
-RSTs received by clients of the port, listen-queue overflows and request migrations. Ends
-after --duration seconds or on Ctrl-C/SIGTERM with a summary. A counter the running kernel
-cannot observe is shown as n/a with the reason, never as 0.
+constexpr const char* kWatchFooter = R"FOOTER(--json PATH is rewritten atomically after every interval with "complete": false (a killed
+watch leaves every interval it finished), and with "complete": true at the end.
 
-Options:
-  --port P       The port (1-65535). Required.
-  --netns NAME   Watch inside the network namespace /run/netns/NAME (ip netns).
-  --pid PID      Watch inside the network namespace of process PID.
-  --duration S   Stop after S seconds (default: until interrupted).
-  --interval S   Seconds between lines (default 1).
-  --json PATH    Write every sample and the totals as JSON to PATH.
-  --quiet        No per-interval lines, only the summary.
+Exit status: 0 after --duration or Ctrl-C/SIGTERM; 2 on bad usage, an unwritable --json
+path (checked before anything is attached), an unknown namespace or process, missing
+privileges or a probe that does not attach.
+
+Environment: needs root, or CAP_BPF/CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_PERFMON.
 
 Examples:
   sudo reuseport-check watch --port 80 --duration 60
   sudo reuseport-check watch --port 8080 --pid "$(pgrep -o nginx)" --json deploy.json
-
-Needs root, or CAP_BPF/CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_PERFMON.
-)USAGE";
+)FOOTER";
 
 volatile sig_atomic_t g_stop = 0;
 void on_signal(int) { g_stop = 1; }
 
 struct Options {
-  long port = -1;
+  int port = -1;
   std::string netns, pid, json_path;
   double duration = 0, interval = 1;
   bool quiet = false;
@@ -106,39 +101,46 @@ std::string cell(const json& v) { return v.is_null() ? "n/a" : v.dump(); }
 
 int watch_command(const std::vector<std::string>& args, const std::vector<std::string>&) {
   Options o;
-  for (ArgCursor it(args); it.next();) {
-    const std::string& a = it.arg();
+  auto app = rp::cli::make_app("watch", kWatchDescription, kWatchFooter);
+  app->add_option("--port", o.port, "The port (1-65535)")->required()->check(CLI::Range(1, 65535));
+  auto* netns = app->add_option("--netns", o.netns, "Watch inside the network namespace /run/netns/NAME (ip netns)")
+                    ->type_name("NAME")
+                    ->check(CLI::Validator(
+                        [](std::string& v) -> std::string {
+                          if (v.empty() || v.find('/') != std::string::npos || v[0] == '.')
+                            return "takes a name as `ip netns list` shows it, got '" + v + "'";
+                          return {};
+                        },
+                        ""));
+  auto* pid = app->add_option("--pid", o.pid, "Watch inside the network namespace of process PID")
+                  ->type_name("PID")
+                  ->check(CLI::Validator(
+                      [](std::string& v) -> std::string {
+                        if (v.empty() || v.size() > 10 || v.find_first_not_of("0123456789") != std::string::npos)
+                          return "needs a process id, got '" + v + "'";
+                        return {};
+                      },
+                      ""));
+  netns->excludes(pid);
+  pid->excludes(netns);
+  app->add_option("--duration", o.duration, "Stop after S seconds (default: until interrupted)")
+      ->type_name("S")
+      ->check(rp::cli::seconds());
+  app->add_option("--interval", o.interval, "Seconds between lines and rewrites of --json (default 1)")
+      ->type_name("S")
+      ->check(rp::cli::seconds());
+  app->add_option("--json", o.json_path, "Write every sample and the totals as JSON to PATH")->type_name("PATH");
+  app->add_flag("--quiet", o.quiet, "No per-interval lines, only the summary");
+  if (auto rc = rp::cli::parse(*app, args)) return *rc;
+  // Before anything is attached: a path that cannot be written fails now, not after the watch.
+  if (!o.json_path.empty()) {
     try {
-      if (a == "--help" || a == "-h") {
-        std::fputs(kWatchUsage, stdout);
-        return 0;
-      } else if (a == "--port") {
-        o.port = parse_long("--port", it.value(), 1, 65535);
-      } else if (a == "--netns") {
-        o.netns = it.value();
-        if (o.netns.find('/') != std::string::npos || o.netns.empty() || o.netns[0] == '.')
-          throw std::invalid_argument("--netns takes a name as `ip netns list` shows it, got '" + o.netns + "'");
-      } else if (a == "--pid") {
-        o.pid = it.value();
-        if (o.pid.empty() || o.pid.find_first_not_of("0123456789") != std::string::npos)
-          throw std::invalid_argument("--pid needs a process id, got '" + o.pid + "'");
-      } else if (a == "--duration") {
-        o.duration = parse_seconds("--duration", it.value());
-      } else if (a == "--interval") {
-        o.interval = parse_seconds("--interval", it.value());
-      } else if (a == "--json") {
-        o.json_path = it.value();
-      } else if (a == "--quiet") {
-        o.quiet = true;
-      } else {
-        return usage_error("unknown option '" + a + "' for 'watch'");
-      }
-    } catch (const std::invalid_argument& e) {
-      return usage_error(e.what());
+      rp::cli::check_writable(o.json_path);
+    } catch (const rp::cli::OutputError& e) {
+      std::fprintf(stderr, "reuseport-check: %s\n", e.what());
+      return 2;
     }
   }
-  if (o.port < 0) return usage_error("watch needs --port");
-  if (!o.netns.empty() && !o.pid.empty()) return usage_error("--netns and --pid are exclusive");
   std::string missing;
   if (!has_privileges(missing)) {
     std::fprintf(stderr, "reuseport-check: watch needs root (BPF, the target's network namespace); missing:%s\n",
@@ -173,8 +175,10 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
 
   std::printf("watching TCP port %u in %s on kernel %s (%s)\n", port, where.c_str(), kernel_release().c_str(),
               kernel->namespace_filter().c_str());
+  // Sampled once before the first interval: the sources of an early --json document.
+  rp::probes::KernelCounts last_counts = kernel->sample();
   {
-    auto first = kernel->sample();
+    const auto& first = last_counts;
     if (auto it = first.not_observable.find("kernel_migrate_target_found"); it != first.not_observable.end())
       std::printf("  migrations by the kernel's own function: n/a (%s); TcpExt counters shown\n", it->second.c_str());
   }
@@ -183,7 +187,6 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
                 "orphan_rst", "other_rst", "rst_rcvd", "overflows", "migr_ok", "migr_fail", "joined/left");
   std::fflush(stdout);
 
-  rp::probes::KernelCounts last_counts;
   auto snapshot = [&](double t, const std::set<uint64_t>& prev_listeners, std::set<uint64_t>& cur_listeners) {
     last_counts = kernel->sample();
     json s = last_counts.to_json(false);
@@ -211,6 +214,53 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
   int total_joined = 0, total_left = 0;
   const double t0 = now_s();
   json last;
+
+  // The totals so far: the counters of the last sample (they count from the baseline).
+  auto totals_of = [&] {
+    json totals = last.is_null() ? json::object() : last;
+    totals.erase("t");
+    totals.erase("joined");
+    totals.erase("left");
+    totals["listeners_at_start"] = initial_listeners;
+    totals["listeners_joined"] = total_joined;
+    totals["listeners_left"] = total_left;
+    return totals;
+  };
+  auto sources_of = [&] {
+    json sources = json(last_counts.sources);
+    for (auto& [k, why] : last_counts.not_observable) sources[k] = why;
+    sources["listeners, accept_queue, joined/left"] = "NETLINK_SOCK_DIAG, LISTEN sockets of the port";
+    return sources;
+  };
+  // The whole document, replaced atomically after every interval, so that a watch killed
+  // at any moment leaves every interval it finished ("complete": false) and never half a
+  // file. One document rather than JSON Lines: readers (jq, the tests, the schema) take
+  // the same shape from a finished and an interrupted watch. A rewrite costs the
+  // document's size, so once that grows past a few percent of the time between samples
+  // (hours at --interval 1), rewrites are spaced out to keep it there.
+  double next_write = 0;
+  bool write_failed = false;
+  auto write_doc = [&](bool complete) {
+    if (o.json_path.empty() || (!complete && now_s() < next_write)) return true;
+    json out = {{"schema", "reuseport-check/watch/1"}, {"complete", complete},      {"port", port},
+                {"namespace", where},                  {"netns_filter", netns_filter}, {"kernel", kernel_release()},
+                {"interval_s", o.interval},            {"samples", samples},        {"totals", totals_of()},
+                {"sources", sources_of()}};
+    const double w0 = now_s();
+    try {
+      rp::cli::write_atomic(o.json_path, out.dump(2) + "\n");
+      write_failed = false;
+    } catch (const rp::cli::OutputError& e) {
+      // A full disk mid-watch: say so once and try again next interval.
+      if (!write_failed || complete) std::fprintf(stderr, "reuseport-check: %s\n", e.what());
+      write_failed = true;
+      return false;
+    }
+    const double took = now_s() - w0;
+    next_write = now_s() + 20 * took;
+    return true;
+  };
+  write_doc(false);
   while (!g_stop) {
     double target = now_s() + o.interval;
     if (o.duration > 0) target = std::min(target, t0 + o.duration);
@@ -234,38 +284,22 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
                   cell(s["netstat_migrate_req_failure"]).c_str(), s["joined"].get<int>(), s["left"].get<int>());
       std::fflush(stdout);
     }
+    write_doc(false);
     if (o.duration > 0 && now_s() - t0 >= o.duration) break;
   }
 
-  json totals = last;
-  totals.erase("t");
-  totals["listeners_at_start"] = initial_listeners;
-  totals["listeners_joined"] = total_joined;
-  totals["listeners_left"] = total_left;
-  totals.erase("joined");
-  totals.erase("left");
-  json sources = json(last_counts.sources);
-  for (auto& [k, why] : last_counts.not_observable) sources[k] = why;
-  sources["listeners, accept_queue, joined/left"] = "NETLINK_SOCK_DIAG, LISTEN sockets of the port";
+  const json totals = totals_of();
+  const json sources = sources_of();
   std::printf("\nsummary over %.1f s, port %u:\n", now_s() - t0, port);
   std::printf("  listeners: %zu at start, %zu at end, %d joined, %d left\n", initial_listeners, cur.size(), total_joined,
               total_left);
   for (const auto& row : rp::probes::counter_table())
-    if (totals[row.key].is_number()) std::printf("  %-64s %s\n", row.label, cell(totals[row.key]).c_str());
+    if (totals.contains(row.key) && totals[row.key].is_number())
+      std::printf("  %-64s %s\n", row.label, cell(totals[row.key]).c_str());
   for (auto& [k, v] : totals.items())
     if (v.is_null()) std::printf("  n/a %s: %s\n", k.c_str(), sources.contains(k) ? sources[k].get<std::string>().c_str() : "this kernel lacks it");
 
-  if (!o.json_path.empty()) {
-    json out = {{"schema", "reuseport-check/watch/1"}, {"port", port},         {"namespace", where},
-                {"netns_filter", netns_filter},         {"kernel", kernel_release()}, {"interval_s", o.interval},
-                {"samples", samples},                   {"totals", totals},   {"sources", sources}};
-    std::ofstream f(o.json_path);
-    if (!f) {
-      std::fprintf(stderr, "reuseport-check: cannot write %s: %s\n", o.json_path.c_str(), std::strerror(errno));
-      return 2;
-    }
-    f << out.dump(2) << "\n";
-  }
+  if (!o.json_path.empty() && !write_doc(true)) return 2;
   return 0;
 #endif
 }

@@ -95,14 +95,14 @@ def test_watch_counts_nginx_handover_resets(cli, require_root, tmp_path):
         assert watch.returncode == 0, text
         assert clients["served"] > 0
         # A quit with children in its queue: the hand-over lost them, and each sent one RST.
-        assert totals["orphaned_children"] > 0, (clients, totals)
-        assert totals["orphan_resets"] == totals["orphaned_children"], totals
+        assert totals["kernel_orphaned_children"] > 0, (clients, totals)
+        assert totals["kernel_orphan_resets"] == totals["kernel_orphaned_children"], totals
         # Every RST the port sent reached a waiting client, and the clients saw exactly the
         # RSTs the kernel delivered. The "other" RSTs are clients whose handshake completed
         # by syncookie while A's queue was full (TCPReqQFullDoCookies): no child existed
         # for them, so they are not orphans, but they are lost with A all the same.
-        assert clients["resets"] == totals["orphan_resets"] + totals["other_resets_sent"], (clients, totals)
-        assert clients["resets"] == totals["resets_received"], (clients, totals)
+        assert clients["resets"] == totals["kernel_orphan_resets"] + totals["kernel_other_resets_sent"], (clients, totals)
+        assert clients["resets"] == totals["kernel_resets_received"], (clients, totals)
         assert totals["listeners_left"] >= 1 and totals["listeners_joined"] >= 1, totals
     finally:
         for p in (load, watch):

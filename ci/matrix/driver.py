@@ -547,7 +547,11 @@ def write_results(results_dir: Path, run: KernelRun) -> Path:
     dest = results_dir / run.release / "results.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".results.json.{os.getpid()}")
-    tmp.write_text(json.dumps(results_document(run), indent=1) + "\n")
+    # On disk before the rename: a crash right after must not leave an empty results.json.
+    with open(tmp, "w") as f:
+        f.write(json.dumps(results_document(run), indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, dest)
     return dest
 

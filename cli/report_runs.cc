@@ -1,0 +1,329 @@
+// The runs of `reuseport-check report`: see cli/report_runs.h, and cli/report.cc for the
+// steps of the whole report.
+
+#include "cli/report_runs.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "cases/lib/case.h"
+#include "harness/error.h"
+#include "harness/isolate.h"
+#include "probes/kernel_sampler.h"
+
+namespace rp::cases::report {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+constexpr uint16_t kPort = 8080;
+
+// Deploy timing of the report: 10 deploys, 100 ms apart, 20 ms of overlap.
+constexpr unsigned kDeploys = 10;
+constexpr milliseconds kWarmup{200}, kInterval{100}, kOverlap{20}, kSettle{300};
+
+json latency_summary(std::vector<double> ms) {
+  json j;
+  j["n"] = ms.size();
+  if (ms.empty()) return j;
+  std::sort(ms.begin(), ms.end());
+  auto pct = [&](double q) {  // nearest rank
+    size_t k = static_cast<size_t>(std::ceil(q * static_cast<double>(ms.size())));
+    return ms[std::clamp<size_t>(k, 1, ms.size()) - 1];
+  };
+  double sum = 0;
+  for (double v : ms) sum += v;
+  const double mean = sum / static_cast<double>(ms.size());
+  double var = 0;
+  for (double v : ms) var += (v - mean) * (v - mean);
+  j["mean"] = mean;
+  j["stddev"] = std::sqrt(var / static_cast<double>(ms.size()));
+  j["p50"] = pct(0.50);
+  j["p90"] = pct(0.90);
+  j["p99"] = pct(0.99);
+  j["p999"] = pct(0.999);
+  j["max"] = ms.back();
+  return j;
+}
+
+json ledger_json(const Ledger& l, const std::vector<std::string>& mismatches, uint64_t t0, uint64_t t1) {
+  json j;
+  j["attempts"] = l.total();
+  j["started"] = l.started();
+  j["served"] = l.count(Outcome::Served);
+  j["failed"] = l.failed();
+  json o = json::object();
+  for (size_t i = 0; i < kOutcomeCount; ++i) o[outcome_name(static_cast<Outcome>(i))] = l.count(static_cast<Outcome>(i));
+  j["outcomes"] = o;
+  json e = json::object();
+  for (auto& [err, n] : l.errnos()) e[errno_name(err)] = n;
+  j["other_errnos"] = e;
+  j["reconciled"] = mismatches.empty();
+  j["mismatches"] = mismatches;
+  j["load_seconds"] = static_cast<double>(t1 - t0) / 1e9;
+  j["served_per_second"] = t1 > t0 ? static_cast<double>(l.count(Outcome::Served)) / (static_cast<double>(t1 - t0) / 1e9) : 0;
+  return j;
+}
+
+std::vector<double> served_latencies(const Ledger& l, const std::function<bool(const Attempt&)>& keep) {
+  std::vector<double> v;
+  for (const Attempt& a : l.attempts())
+    if (a.outcome == Outcome::Served && keep(a)) v.push_back(static_cast<double>(a.end_ns - a.start_ns) / 1e6);
+  return v;
+}
+
+// Per deploy only the counts that attribute its losses, to keep the data small.
+const char* const kDeployKernelKeys[] = {"kernel_orphaned_children", "kernel_orphan_resets", "kernel_resets_received",
+                                         "netstat_listen_overflows", "netstat_migrate_req_success"};
+
+double ms_rounded(uint64_t ns) { return std::round(static_cast<double>(ns) / 1e4) / 100; }
+
+json kernel_delta(const json& after, const json& before) {
+  json d;
+  for (const char* k : kDeployKernelKeys) {
+    if (!after.contains(k) || after[k].is_null() || !before.contains(k) || before[k].is_null())
+      d[k] = nullptr;
+    else
+      d[k] = after[k].get<int64_t>() - before[k].get<int64_t>();
+  }
+  return d;
+}
+
+LoadOptions load_options(const Experiment& e, double rate) {
+  LoadOptions o;
+  o.mode = e.mode;
+  o.concurrency = e.concurrency;
+  o.rate = rate;
+  o.threads = 1;
+  return o;
+}
+
+}  // namespace
+
+Profile profile(const std::string& name) {
+  if (name == "quick") return {"quick", {20, 256}, {16, 1024}, {0, 100}, {0.5}, {128}, 3, 5, 3, false};
+  // The kernels of the matrix run in 1-vCPU guests, under TCG where KVM cannot run them:
+  // the quick profile's grid at 20 in flight, the seed swap and the shapes.
+  if (name == "guest") return {"guest", {20}, {16, 1024}, {0}, {0.5}, {128}, 3, 5, 3, false};
+  if (name == "full")
+    return {"full", {1, 4, 20, 64, 256}, {16, 128, 1024, 4096}, {0, 100}, {0.1, 0.25, 0.5, 0.75, 0.9, 1.0}, {128, 4096},
+            5, 20, 10, true};
+  throw std::invalid_argument("a profile is quick, full or guest, got '" + name + "'");
+}
+
+std::vector<Experiment> plan_for(const Profile& p, std::optional<unsigned> repeats) {
+  std::vector<Experiment> out;
+  const unsigned rep = repeats.value_or(p.repeats);
+  for (Strategy s : all_strategies()) {
+    for (unsigned work : p.work_grid ? p.work_us : std::vector<unsigned>{0})
+      for (unsigned c : p.concurrency)
+        for (int b : p.backlogs) {
+          Experiment e{"grid", s, std::nullopt};
+          e.concurrency = c;
+          e.backlog = b;
+          e.work_us = work;
+          e.repeats = rep;
+          out.push_back(e);
+        }
+    if (!p.work_grid)
+      for (unsigned work : p.work_us) {
+        if (work == 0) continue;
+        Experiment e{"grid", s, std::nullopt};
+        e.concurrency = 20;
+        e.backlog = 128;
+        e.work_us = work;
+        e.repeats = rep;
+        out.push_back(e);
+      }
+    for (double f : p.open_fractions)
+      for (int b : p.open_backlogs) {
+        Experiment e{"grid", s, std::nullopt};
+        e.mode = LoadOptions::Mode::Open;
+        e.rate_fraction = f;
+        e.backlog = b;
+        e.repeats = rep;
+        out.push_back(e);
+      }
+  }
+  // (i) start_server under `ab -c 20`: one listener per generation, 20 in flight.
+  for (Strategy s : {Strategy::Close, Strategy::HandOver}) {
+    Experiment e{"seed", s, std::nullopt};
+    e.concurrency = 20;
+    e.backlog = 128;
+    e.repeats = repeats.value_or(p.seed_repeats);
+    out.push_back(e);
+  }
+  // (ii) Cloudflare 2017: four workers, one of them blocked now and then. Open loop, so
+  // that a stalled connection does not hold back the ones behind it.
+  for (Sharing sh : {Sharing::Shared, Sharing::SharedEpollEx, Sharing::Reuseport}) {
+    Experiment e{"blocked_worker", std::nullopt, sh};
+    e.mode = LoadOptions::Mode::Open;
+    e.rate_fraction = 0.3;
+    e.workers = 4;
+    e.duration_ms = 3000;
+    e.stall_ms = 100;
+    e.stall_every_ms = 500;
+    e.repeats = repeats.value_or(p.shape_repeats);
+    out.push_back(e);
+  }
+  // (iii) nginx 1.9.1: requests per second and latency spread at saturation.
+  for (Sharing sh : {Sharing::Shared, Sharing::SharedEpollEx, Sharing::Reuseport}) {
+    Experiment e{"nginx_shape", std::nullopt, sh};
+    e.concurrency = 64;
+    e.workers = 4;
+    e.duration_ms = 2000;
+    e.repeats = repeats.value_or(p.shape_repeats);
+    out.push_back(e);
+  }
+  return out;
+}
+
+json params_json(const Experiment& e, double rate) {
+  json p;
+  p["mode"] = e.mode == LoadOptions::Mode::Closed ? "closed" : "open";
+  p["concurrency"] = e.mode == LoadOptions::Mode::Closed ? json(e.concurrency) : json(nullptr);
+  p["rate"] = e.mode == LoadOptions::Mode::Open ? json(rate) : json(nullptr);
+  p["rate_fraction_of_ceiling"] = e.mode == LoadOptions::Mode::Open ? json(e.rate_fraction) : json(nullptr);
+  p["backlog"] = e.backlog;
+  p["work_us"] = e.work_us;
+  p["workers"] = e.workers;
+  p["load_threads"] = 1;
+  if (e.strategy) {
+    p["deploys"] = kDeploys;
+    p["warmup_ms"] = kWarmup.count();
+    p["interval_ms"] = kInterval.count();
+    p["overlap_ms"] = kOverlap.count();
+    p["settle_ms"] = kSettle.count();
+  } else {
+    p["duration_ms"] = e.duration_ms;
+    p["stall_ms"] = e.stall_ms;
+    p["stall_every_ms"] = e.stall_every_ms;
+  }
+  return p;
+}
+
+// The body of one isolated run: returns the record's measured part as JSON text.
+std::string deploy_run(const Experiment& e, double rate) {
+  rp::probes::KernelSampler obs({.port = kPort});
+  std::vector<json> snapshots{obs.sample().to_json()};
+  DeployPlan plan;
+  plan.strategy = *e.strategy;
+  plan.port = kPort;
+  plan.workers = e.workers;
+  plan.backlog = e.backlog;
+  plan.work = std::chrono::microseconds(e.work_us);
+  plan.load = load_options(e, rate);
+  plan.deploys = kDeploys;
+  plan.warmup = kWarmup;
+  plan.interval = kInterval;
+  plan.overlap = kOverlap;
+  plan.settle = kSettle;
+  plan.after_deploy = [&](unsigned) { snapshots.push_back(obs.sample().to_json()); };
+  DeployRun r = run_deploys(plan);
+  const json final_counts = obs.sample().to_json();
+
+  json j = ledger_json(r.ledger, r.mismatches, r.load_start_ns, r.load_end_ns);
+  j["kernel_counts"] = final_counts;
+  const auto by = failures_by_deploy(r);
+  j["failed_before_first_deploy"] = by[0];
+  json deploys = json::array();
+  for (size_t i = 0; i < r.deploys.size(); ++i) {
+    const DeployRecord& d = r.deploys[i];
+    json dj;
+    dj["index"] = d.index;
+    dj["start_ms"] = ms_rounded(d.start_ns - r.load_start_ns);
+    dj["retire_ms"] = ms_rounded(d.retire_ns - r.load_start_ns);
+    dj["end_ms"] = ms_rounded(d.end_ns - r.load_start_ns);
+    dj["queued_before"] = d.queue_known ? json(d.queued_before) : json(nullptr);
+    dj["failed"] = by[i + 1];
+    dj["kernel"] = kernel_delta(snapshots[i + 1], snapshots[i]);
+    deploys.push_back(dj);
+  }
+  j["deploys"] = deploys;
+  // During a deploy: from its start to 50 ms after its end (a SYN retried after a drop
+  // waits ~1 s, so those show in the tail either way).
+  auto during = [&](const Attempt& a) {
+    for (const DeployRecord& d : r.deploys)
+      if (a.start_ns <= d.end_ns + 50'000'000 && a.end_ns >= d.start_ns) return true;
+    return false;
+  };
+  j["latency_ms"] = {{"all", latency_summary(served_latencies(r.ledger, [](const Attempt&) { return true; }))},
+                     {"during_deploys", latency_summary(served_latencies(r.ledger, during))},
+                     {"steady", latency_summary(served_latencies(r.ledger, [&](const Attempt& a) { return !during(a); }))}};
+  json prog = json::object();
+  for (auto& [k, v] : r.program) prog[k] = v;
+  j["program"] = prog;
+  return j.dump();
+}
+
+std::string worker_run(const Experiment& e, double rate) {
+  rp::probes::KernelSampler obs({.port = kPort});
+  WorkerPlan plan;
+  plan.sharing = *e.sharing;
+  plan.port = kPort;
+  plan.workers = e.workers;
+  plan.backlog = e.backlog;
+  plan.work = std::chrono::microseconds(e.work_us);
+  plan.load = load_options(e, rate);
+  plan.duration = milliseconds(e.duration_ms);
+  plan.stall = milliseconds(e.stall_ms);
+  plan.stall_every = milliseconds(e.stall_every_ms);
+  WorkerRun r = run_workers(plan);
+  json j = ledger_json(r.ledger, r.mismatches, r.load_start_ns, r.load_end_ns);
+  j["kernel_counts"] = obs.sample().to_json();
+  j["stalls"] = r.stalls;
+  json per = json::object();
+  for (auto& [id, n] : r.served_by_servers) per[std::to_string(id)] = n;
+  j["served_by_worker"] = per;
+  j["latency_ms"] = {{"all", latency_summary(served_latencies(r.ledger, [](const Attempt&) { return true; }))}};
+  return j.dump();
+}
+
+double measure_ceiling(json& record) {
+  Experiment e{"ceiling", std::nullopt, Sharing::Reuseport};
+  e.concurrency = 64;
+  e.workers = 1;
+  e.duration_ms = 1000;
+  IsolateOptions io;
+  io.timeout = std::chrono::seconds(30 * timeout_scale());
+  auto res = run_isolated([&] { return worker_run(e, 0); }, io);
+  if (!res.ok()) throw std::runtime_error("measuring the connection-rate ceiling: " + res.describe());
+  record = json::parse(res.payload);
+  record["params"] = params_json(e, 0);
+  return record["served_per_second"].get<double>();
+}
+
+std::string machine_description() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, model;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  return std::to_string(std::thread::hardware_concurrency()) + " CPUs, " + (model.empty() ? "unknown CPU" : model);
+}
+
+double loadavg() {
+  double l = -1;
+  std::ifstream("/proc/loadavg") >> l;
+  return l;
+}
+
+std::string describe(const Experiment& e, double rate) {
+  std::string s = e.kind + " ";
+  s += e.strategy ? to_string(*e.strategy) : to_string(*e.sharing);
+  if (e.mode == LoadOptions::Mode::Closed)
+    s += " closed:" + std::to_string(e.concurrency);
+  else
+    s += " rate:" + std::to_string(static_cast<long>(rate));
+  s += " backlog " + std::to_string(e.backlog) + " work " + std::to_string(e.work_us) + "us";
+  return s;
+}
+
+}  // namespace rp::cases::report

@@ -1,0 +1,68 @@
+// The runs of `reuseport-check report` (cli/report.cc): the profiles and their grids of
+// experiments, one isolated run of a deploy strategy or a worker-sharing shape, and the
+// connection-rate ceiling the open-loop rates are fractions of. Each run returns its
+// measured part as JSON; report.cc adds the parameters and keeps the document.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "harness/strategies.h"
+
+namespace rp::cases::report {
+
+// One run to do: a deploy strategy or a worker-sharing shape, with its load.
+struct Experiment {
+  std::string kind;  // "grid", "seed", "blocked_worker", "nginx_shape"
+  std::optional<Strategy> strategy;
+  std::optional<Sharing> sharing;
+  LoadOptions::Mode mode = LoadOptions::Mode::Closed;
+  unsigned concurrency = 20;
+  double rate_fraction = 0;  // open loop: of the measured ceiling
+  int backlog = 128;
+  unsigned work_us = 0;
+  unsigned workers = 1;
+  unsigned repeats = 3;
+  // Worker shapes only.
+  unsigned duration_ms = 2000, stall_ms = 0, stall_every_ms = 0;
+};
+
+struct Profile {
+  std::string name;
+  std::vector<unsigned> concurrency;
+  std::vector<int> backlogs;
+  std::vector<unsigned> work_us;
+  std::vector<double> open_fractions;
+  std::vector<int> open_backlogs;
+  unsigned repeats, seed_repeats, shape_repeats;
+  // quick: work 100 us only at one point, not over the whole grid.
+  bool work_grid;
+};
+
+// quick, full or guest; std::invalid_argument for any other name.
+Profile profile(const std::string& name);
+
+// Every experiment of the profile, with its repeats (`repeats` overrides the profile's).
+std::vector<Experiment> plan_for(const Profile& p, std::optional<unsigned> repeats);
+
+// The parameters of a run as its record keeps them; `rate` for the open loop.
+nlohmann::json params_json(const Experiment& e, double rate);
+
+// One isolated run's measured part (ledger, kernel counts, latencies) as JSON text: a
+// deploy strategy, or a worker-sharing shape.
+std::string deploy_run(const Experiment& e, double rate);
+std::string worker_run(const Experiment& e, double rate);
+
+// The closed-loop ceiling (64 in flight, one listener, 1 s) in connections/s; `record`
+// gets its run's record. Throws when the run fails.
+double measure_ceiling(nlohmann::json& record);
+
+std::string machine_description();
+double loadavg();
+// "grid close closed:20 backlog 16 work 0us".
+std::string describe(const Experiment& e, double rate);
+
+}  // namespace rp::cases::report
