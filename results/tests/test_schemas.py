@@ -61,16 +61,16 @@ RUN = {"schema": "reuseport-check/results/1", "tool": "reuseport-check", "kernel
        "machine": "x86_64", "finished_at": "2026-11-23T19:33:33Z", "command": ["reuseport-check", "run"],
        "expectations": "built in", "records": [RECORD]}
 
-WATCH_COUNTS = {"listener_closes": 1, "orphaned_children": 5, "orphan_resets": 5, "other_resets_sent": 0,
-                "resets_received": 5, "migrate_target_found": None, "netstat_ListenOverflows": 0,
-                "netstat_ListenDrops": 0, "netstat_TCPReqQFullDoCookies": 0, "netstat_TCPMigrateReqSuccess": None,
-                "netstat_TCPMigrateReqFailure": None, "listeners": 1, "accept_queue": 0}
+WATCH_COUNTS = {"kernel_listener_closes": 1, "kernel_orphaned_children": 5, "kernel_orphan_resets": 5,
+                "kernel_other_resets_sent": 0, "kernel_resets_received": 5, "kernel_migrate_target_found": None,
+                "netstat_listen_overflows": 0, "netstat_listen_drops": 0, "netstat_req_q_full_do_cookies": 0,
+                "netstat_migrate_req_success": None, "netstat_migrate_req_failure": None, "listeners": 1,
+                "accept_queue": 0}
 WATCH = {"schema": "reuseport-check/watch/1", "port": 8080, "namespace": "the current network namespace",
-         "netns_filter": True, "kernel": "6.1.0", "interval_s": 0.5,
+         "netns_filter": True, "kernel": "6.1.0", "interval_s": 0.5, "complete": True,
          "samples": [dict(WATCH_COUNTS, t=0.5, joined=0, left=1)],
          "totals": dict(WATCH_COUNTS, listeners_at_start=2, listeners_joined=0, listeners_left=1),
-         "sources": {"listener_closes": "x", "orphaned_children": "x", "orphan_resets": "x", "other_resets_sent": "x",
-                     "resets_received": "x", "migrate_target_found": "x", "netstat_*": "x",
+         "sources": {"kernel_listener_closes": "x", "kernel_migrate_target_found": "x",
                      "listeners, accept_queue, joined/left": "x"}}
 
 OUTCOMES = {"served": 10, "reset_before_connect": 0, "reset_after_connect": 2, "refused": 0, "connect_timeout": 0,
@@ -140,7 +140,9 @@ BROKEN = [
     ("run", ["extra"], 1),
     ("results", ["matrix"], KeyError),
     ("results", ["records", 0, "duration_s"], None),
-    ("watch", ["samples", 0, "orphan_resets"], "5"),
+    ("watch", ["samples", 0, "kernel_orphan_resets"], "5"),
+    ("watch", ["totals", "netstat_listen_overflows"], -1),
+    ("watch", ["complete"], KeyError),
     ("watch", ["totals", "listeners_left"], KeyError),
     ("watch", ["samples", 0, "listeners"], None),
     ("watch", ["samples", 0, "netstat_Bogus"], 0),
