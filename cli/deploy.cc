@@ -85,7 +85,7 @@ CLI::Validator load_spec() {
         }
         return "takes closed:N or rate:R, got '" + v + "'";
       },
-      "closed:N|rate:R");
+      "");
 }
 
 }  // namespace
@@ -103,7 +103,8 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
   app->add_option("--load", load,
                   "closed:N: N connections in flight at all times (default closed:32); "
                   "rate:R: R new connections per second, open loop.")
-      ->check(load_spec());
+      ->check(load_spec())
+      ->type_name("closed:N|rate:R");
   app->add_option("--threads", o.threads, "Load generator threads (default 1).")->check(integer(1, 64))->type_name("N");
   app->add_option("--request", o.request_file,
                   "Raw TCP: send FILE's bytes, read until EOF; served = at least one byte, then EOF.")
@@ -122,7 +123,7 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
             }
             return {};
           },
-          "PATH"));
+          ""));
   app->add_option("--host", o.host, "The address to load (default 127.0.0.1; ::1 for IPv6).")
       ->type_name("ADDR")
       ->check(CLI::Validator(
@@ -136,7 +137,7 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
             }
             return {};
           },
-          "ADDR"));
+          ""));
   app->add_option("--warmup", o.warmup, "Seconds of load before the deploy (default 1).")->check(rp::cli::seconds(true));
   app->add_option("--settle", o.settle, "Seconds of load after the deploy command ended (default 2).")
       ->check(rp::cli::seconds(true));
