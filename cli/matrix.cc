@@ -30,6 +30,7 @@
 #include "cli/common/options.h"
 #include "cli/common/output.h"
 #include "cli/common/progress.h"
+#include "harness/process.h"
 
 #ifndef RP_SOURCE_DIR
 #define RP_SOURCE_DIR "."
@@ -380,26 +381,23 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
   if (o.jobs > 1) argv.insert(argv.end(), {"-n", std::to_string(o.jobs), "--dist", "loadgroup"});
 
   const auto t0 = std::chrono::steady_clock::now();
-  pid_t pid = fork();
-  if (pid < 0) {
-    std::perror("reuseport-check: fork");
+  pid_t pid = -1;
+  try {
+    // pytest and its qemus must not outlive this command; the terminal's ^C reaches it.
+    rp::SpawnOptions so;
+    so.argv = argv;
+    so.env = {{"RP_MATRIX_EVENTS", events}};
+    so.output = rp::SpawnOptions::Output::File;
+    so.output_file = log;
+    so.cwd = src;
+    so.own_process_group = false;
+    so.parent_death_signal = SIGTERM;
+    so.stdin_null = false;
+    so.name = "pytest";
+    pid = rp::Process::spawn(so).pid();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "reuseport-check: %s\n", e.what());
     return 2;
-  }
-  if (pid == 0) {
-    // pytest and its qemus must not outlive this command.
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-    }
-    setenv("RP_MATRIX_EVENTS", events.c_str(), 1);
-    if (chdir(src.c_str()) != 0) _exit(127);
-    std::vector<char*> cargv;
-    for (auto& s : argv) cargv.push_back(s.data());
-    cargv.push_back(nullptr);
-    execv(o.python.c_str(), cargv.data());
-    _exit(127);
   }
   g_child = pid;
   signal(SIGINT, forward);

@@ -38,6 +38,7 @@
 #include "cases/lib/kernel.h"
 #include "harness/error.h"
 #include "harness/isolate.h"
+#include "harness/process.h"
 #include "harness/strategies.h"
 
 #ifndef RP_SOURCE_DIR
@@ -101,21 +102,21 @@ int run_program(const std::vector<std::string>& argv) {
                  argv[0].c_str(), std::strerror(errno));
     return 127;
   }
-  const pid_t pid = fork();
-  if (pid < 0) throw_sys("fork " + argv[0]);
-  if (pid == 0) {
-    std::vector<char*> av;
-    for (const auto& a : argv) av.push_back(const_cast<char*>(a.c_str()));
-    av.push_back(nullptr);
-    execv(av[0], av.data());
-    std::fprintf(stderr, "reuseport-check: exec %s: %s\n", av[0], std::strerror(errno));
-    _exit(127);
+  // The terminal's ^C reaches it with us (same process group); it dies with us.
+  try {
+    rp::SpawnOptions so;
+    so.argv = argv;
+    so.output = rp::SpawnOptions::Output::Inherit;
+    so.own_process_group = false;
+    so.parent_death_signal = SIGTERM;
+    so.stdin_null = false;
+    so.name = argv[0];
+    rp::Process p = rp::Process::spawn(so);
+    return rp::exit_code(p.wait());
+  } catch (const rp::SysError& e) {
+    std::fprintf(stderr, "reuseport-check: %s\n", e.what());
+    return 127;
   }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
 // The kernel-matrix driver's exit status is the command's: 0, 1 (a kernel or run failed), 2 (usage).

@@ -8,12 +8,14 @@
 #include <sys/socket.h>
 
 #include <cstring>
+#include <stdexcept>
 
 #include "harness/error.h"
 #include "harness/fd.h"
 
 namespace rp {
 
+// port 0: every listener of the namespace.
 static void dump_family(int fd, int family, uint16_t port, std::vector<ListenInfo>& out) {
   struct {
     nlmsghdr nlh;
@@ -41,19 +43,30 @@ static void dump_family(int fd, int family, uint16_t port, std::vector<ListenInf
       }
       auto* m = static_cast<inet_diag_msg*>(NLMSG_DATA(h));
       // The dump filters by state only; the port is checked here.
-      if (ntohs(m->id.idiag_sport) != port) continue;
-      out.push_back({m->idiag_inode, family, m->idiag_rqueue, m->idiag_wqueue});
+      if (port != 0 && ntohs(m->id.idiag_sport) != port) continue;
+      out.push_back({m->idiag_inode, family, m->idiag_rqueue, m->idiag_wqueue, ntohs(m->id.idiag_sport)});
     }
   }
 }
 
-std::vector<ListenInfo> tcp_listeners(uint16_t port) {
+static std::vector<ListenInfo> dump_listeners(uint16_t port) {
   UniqueFd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
   if (!fd) throw_sys("socket NETLINK_SOCK_DIAG");
   std::vector<ListenInfo> out;
   dump_family(fd.get(), AF_INET, port, out);
   dump_family(fd.get(), AF_INET6, port, out);
   return out;
+}
+
+std::vector<ListenInfo> tcp_listeners(uint16_t port) {
+  if (port == 0) throw std::invalid_argument("tcp_listeners: port 0 (tcp_listening_ports() lists every port)");
+  return dump_listeners(port);
+}
+
+std::set<uint16_t> tcp_listening_ports() {
+  std::set<uint16_t> ports;
+  for (const auto& l : dump_listeners(0)) ports.insert(l.port);
+  return ports;
 }
 
 std::optional<ListenInfo> tcp_listener_by_inode(uint16_t port, uint64_t inode) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <vector>
 
 namespace rp {
@@ -14,9 +15,13 @@ struct ListenInfo {
   int family = 0;
   uint32_t accept_queue = 0;  // children waiting for accept()
   uint32_t backlog = 0;       // sk_max_ack_backlog
+  uint16_t port = 0;
 };
 
 std::vector<ListenInfo> tcp_listeners(uint16_t port);
+// Every port some TCP socket listens on in this namespace, IPv4 and IPv6 (what a "nothing
+// listened on port P" message lists, so that a server on the wrong port shows).
+std::set<uint16_t> tcp_listening_ports();
 std::optional<ListenInfo> tcp_listener_by_inode(uint16_t port, uint64_t inode);
 
 }  // namespace rp

@@ -11,9 +11,9 @@ import shutil
 import signal
 import subprocess
 import time
-import xml.etree.ElementTree as ET
 
 import pytest
+from junitparser import JUnitXml
 
 from results.junit import Suite, read_junit
 from results.schemas import errors
@@ -32,6 +32,15 @@ def leftovers(pattern):
     """Processes whose command line matches `pattern` (pgrep -f), other than pgrep itself."""
     r = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True)
     return [l for l in r.stdout.splitlines() if "pgrep" not in l]
+
+
+def junit_case(path):
+    """The one testcase of deploy's JUnit document, read with a JUnit parser."""
+    suites = list(JUnitXml.fromfile(str(path)))
+    assert [s.name for s in suites] == ["reuseport-check deploy"], suites
+    cases = list(suites[0])
+    assert [(c.classname, c.name) for c in cases] == [("reuseport-check", "deploy")], cases
+    return cases[0]
 
 
 def deploy(cli, port, start, dep, *extra, timeout=60):
@@ -57,15 +66,16 @@ def junit_outcome(path, tests=1):
     ([], "deploy needs --start"),
     (["--start", "x"], "deploy needs --deploy"),
     (["--start", "x", "--deploy", "y"], "deploy needs --port"),
-    (["--start", "x", "--deploy", "y", "--port", "0"], "--port needs 1-65535"),
-    (["--start", "x", "--deploy", "y", "--port", "80", "--load", "many"], "--load takes closed:N or rate:R"),
-    (["--start", "x", "--deploy", "y", "--port", "80", "--load", "rate:0"], "--load rate:R needs a positive"),
+    (["--start", "x", "--deploy", "y", "--port", "0"], "--port: needs 1-65535, got '0'"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--load", "many"], "--load: takes closed:N or rate:R, got 'many'"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--load", "rate:0"], "--load: rate:R needs a positive number R, got 'rate:0'"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--load=closed:0"], "--load: closed:N needs N in 1-8192, got 'closed:0'"),
     (["--start", "x", "--deploy", "y", "--port", "80", "--http", "index.html"], "must start with '/'"),
     (["--start", "x", "--deploy", "y", "--port", "80", "--http", "/", "--request", "/etc/hostname"], "exclusive"),
     (["--start", "x", "--deploy", "y", "--port", "80", "--request", "/nonexistent/req"], "cannot read /nonexistent/req"),
-    (["--start", "x", "--deploy", "y", "--port", "80", "--settle", "-1"], "--settle needs a number"),
-    (["--start", "x", "--deploy", "y", "--port", "80", "--host", "localhost"], "--host needs an IPv4 or IPv6"),
-    (["--start", "x", "--deploy", "y", "--port", "80", "--bogus"], "unknown option '--bogus'"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--settle", "-1"], "--settle: needs a number of seconds >= 0"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--host", "localhost"], "--host: needs an IPv4 or IPv6"),
+    (["--start", "x", "--deploy", "y", "--port", "80", "--bogus"], "--bogus"),
 ])
 def test_bad_usage(cli, args, msg):
     r = run(cli, "deploy", *args)
@@ -114,11 +124,11 @@ def test_deploy_command_that_fails(cli, require_root, tmp_path):
                "--junit", str(junit))
     assert r.returncode == 2, r
     assert "the deploy command exited with status 4" in r.stderr and "| no such unit" in r.stderr, r.stderr
-    case = ET.parse(junit).getroot().find("testcase")
-    assert case.find("error") is not None and "exited with status 4" in case.find("error").get("message")
     suite, outcome = junit_outcome(junit)
     assert suite == Suite("reuseport-check deploy", tests=1, failures=0, errors=1, skipped=0)
     assert outcome.outcome == "error" and "exited with status 4" in outcome.message
+    case = junit_case(junit)
+    assert [type(x).__name__ for x in case.result] == ["Error"] and "exited with status 4" in case.result[0].message
     assert not leftovers("serve --port 47604")
 
 
@@ -199,15 +209,16 @@ def test_naive_swap_loses_and_the_kernel_says_why(cli, require_root, tmp_path):
     t, k = rep["totals"], rep["kernel_totals"]
     assert t["lost"] > 0 and t["lost"] == t["attempts"] - t["served"], t
     assert t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"] == t["lost"], t
-    assert k["orphaned_children"] == k["orphan_resets"] == k["resets_received"] == t["lost"], (t, k)
-    assert k["listener_closes"] == 2, k
-    assert any(row["client_lost"] and row["kernel"].get("orphaned_children") for row in rep["timeline"]), rep["timeline"]
+    assert k["kernel_orphaned_children"] == k["kernel_orphan_resets"] == k["kernel_resets_received"] == t["lost"], (t, k)
+    assert k["kernel_listener_closes"] == 2, k
+    assert any(row["client_lost"] and row["kernel"].get("kernel_orphaned_children") for row in rep["timeline"]), rep["timeline"]
     assert rep["verdict"] == "fail"
-    failure = ET.parse(junit).getroot().find("testcase").find("failure")
-    assert failure is not None and f"{t['lost']} of {t['attempts']} connections lost" in failure.get("message")
     suite, outcome = junit_outcome(junit)
     assert suite == Suite("reuseport-check deploy", tests=1, failures=1, errors=0, skipped=0)
     assert outcome.outcome == "failure" and outcome.message.startswith(f"{t['lost']} of {t['attempts']} connections lost")
+    case = junit_case(junit)
+    assert [type(x).__name__ for x in case.result] == ["Failure"], case.result
+    assert f"{t['lost']} of {t['attempts']} connections lost" in case.result[0].message
     assert "children orphaned" in r.stdout
     assert not leftovers(f"serve --port {47607}")
 
@@ -223,18 +234,46 @@ def test_swap_with_migration_loses_nothing(cli, require_root, tmp_path):
     assert suite == Suite("reuseport-check deploy", tests=1, failures=0, errors=0, skipped=0)
     assert outcome.outcome == "passed"
     assert rep["totals"]["lost"] == 0 and rep["totals"]["served"] > 0, rep["totals"]
-    assert rep["kernel_totals"]["listener_closes"] == 2
-    assert rep["kernel_totals"]["orphaned_children"] == 0
+    assert rep["kernel_totals"]["kernel_listener_closes"] == 2
+    assert rep["kernel_totals"]["kernel_orphaned_children"] == 0
     assert not leftovers("serve --port 47608")
 
 
 def test_max_lost_allows_a_budget(cli, require_root, tmp_path):
     out = tmp_path / "deploy.json"
+    junit = tmp_path / "deploy.xml"
     r = deploy(cli, 47609, f"{SERVE}/start.sh --accept-delay-ms 1", f"{SERVE}/swap.sh --accept-delay-ms 1",
-               *FAST, "--max-lost", "100000", "--json", str(out))
+               *FAST, "--max-lost", "100000", "--json", str(out), "--junit", str(junit))
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(out.read_text())["verdict"] == "pass"
     assert report(out)["totals"]["lost"] > 0  # lost, and within the budget
+    case = junit_case(junit)
+    assert case.is_passed and not case.result, case.result
+    assert case.system_out and "kernel_orphaned_children" in case.system_out, case.system_out
+
+
+def test_output_paths_are_checked_before_anything_starts(cli, require_root, tmp_path):
+    """An unwritable --json or --junit is exit 2 at once: the start command never ran."""
+    marker = tmp_path / "started"
+    for option in ("--json", "--junit"):
+        t0 = time.monotonic()
+        r = deploy(cli, 47614, f'touch {marker}; exec "$RP_CHECK" serve --port 47614', "true", *FAST,
+                   option, str(tmp_path / "missing" / "out"))
+        took = time.monotonic() - t0
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert f"cannot write {tmp_path / 'missing' / 'out'}" in r.stderr, r.stderr
+        assert took < 1.0, took
+        assert not marker.exists(), "the start command ran"
+        assert not leftovers("serve --port 47614")
+
+
+def test_options_take_the_equals_form(cli, require_root, tmp_path):
+    out = tmp_path / "deploy.json"
+    r = run(cli, "deploy", "--port=47615", '--start="$RP_CHECK" serve --port 47615', "--deploy=true",
+            "--load=closed:4", "--warmup=0.3", "--settle=0.3", f"--json={out}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(out.read_text())
+    assert rep["port"] == 47615 and rep["load"]["concurrency"] == 4 and rep["totals"]["served"] > 0, rep
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"),
@@ -249,11 +288,11 @@ def test_nginx_examples(cli, require_root, tmp_path, script):
     t, k = rep["totals"], rep["kernel_totals"]
     assert t["served"] > 0 and set(t["http_status"]) == {"200"}, t
     resets = t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"]
-    assert resets == k["resets_received"] == k["orphan_resets"], (t, k)
+    assert resets == k["kernel_resets_received"] == k["kernel_orphan_resets"], (t, k)
     if script in ("reload.sh", "upgrade.sh"):
         # Both hand the listening sockets over (kept by the master, inherited by the new
         # binary): no listener closes, nothing to lose.
-        assert k["listener_closes"] == 0 and r.returncode == 0, r.stdout
+        assert k["kernel_listener_closes"] == 0 and r.returncode == 0, r.stdout
     else:
-        assert k["listener_closes"] == 2, k  # instance A's two workers' sockets
+        assert k["kernel_listener_closes"] == 2, k  # instance A's two workers' sockets
     assert not leftovers(f"nginx.*rp-deploy"), "an nginx of the run survived it"

@@ -33,6 +33,7 @@ TEST_P(ServerTest, ListenersJoinOnePortAndShowInSockDiag) {
   int b = g.add(spec(47001, GetParam(), AcceptPolicy::Never, 8));
   auto ls = tcp_listeners(47001);
   ASSERT_EQ(ls.size(), 2u);
+  EXPECT_EQ(tcp_listening_ports(), std::set<uint16_t>{47001});  // the namespace is the test's own
   auto never = tcp_listener_by_inode(47001, g.inode(b));
   ASSERT_TRUE(never);
   EXPECT_EQ(never->backlog, 8u);
@@ -44,6 +45,7 @@ TEST_P(ServerTest, ListenersJoinOnePortAndShowInSockDiag) {
   g.stop_all();
   EXPECT_EQ(g.state(a), ListenerState::Stopped);
   EXPECT_TRUE(tcp_listeners(47001).empty());
+  EXPECT_TRUE(tcp_listening_ports().empty());
 }
 
 TEST_P(ServerTest, ShutdownLeavesTheGroup) {

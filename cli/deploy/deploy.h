@@ -1,0 +1,87 @@
+// `reuseport-check deploy`, behind its thin command file (cli/deploy.cc: options and
+// validation): the roles it is made of.
+//   session.cc      the PID and network namespaces, the user's commands, the load, the
+//                   50 ms samples of the kernel's counts and the port's listeners, cleanup
+//   attribution.cc  client losses x kernel counts -> causes and a timeline
+//   output.cc       console, JSON, JUnit
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "harness/ledger.h"
+#include "harness/loadgen.h"
+#include "harness/process.h"
+
+namespace rp::cases::deploy {
+
+struct Options {
+  std::string start, deploy, host = "127.0.0.1", request_file, http_path, json_path, junit_path;
+  long port = -1;
+  LoadOptions::Mode mode = LoadOptions::Mode::Closed;
+  unsigned concurrency = 32, threads = 1;
+  double rate = 0;
+  double warmup = 1, settle = 2, listen_timeout = 10, deploy_timeout = 30;
+  long max_lost = 0;
+  bool host_net = false;
+};
+
+// An error that ends the run with exit status 2 after cleanup.
+struct SetupError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Runs the whole deploy check (namespaces included); the exit status: 0, 1 or 2.
+int run(const Options& o);
+
+// The load generator's options for o (target, protocol, payload, bounds).
+LoadOptions load_options(const Options& o);
+
+using Counts = std::map<std::string, std::optional<uint64_t>, std::less<>>;
+
+// The kernel's counts at one moment (since the baseline), and the port's listeners.
+struct Sample {
+  uint64_t ns = 0;
+  Counts k;
+  size_t listeners = 0;
+  uint64_t accept_queue = 0;
+};
+
+// A finished run, as attribution and output see it.
+struct Observed {
+  const Ledger& ledger;
+  const std::vector<Sample>& samples;
+  const Process& deploy;  // the deploy command; its start is t = 0
+  nlohmann::json kernel_sources, kernel_not_observable;
+  std::string namespace_filter;  // the probe's ("netns cookie N", "netns inode N (...)"), "" without
+};
+
+// What the losses were and what the kernel did about them.
+struct Attribution {
+  uint64_t total = 0, served = 0, lost = 0, bad_status = 0;
+  std::map<int32_t, uint64_t> http_statuses;
+  Counts kernel_totals;
+  nlohmann::json timeline = nlohmann::json::array();
+  std::vector<std::string> timeline_lines;  // the console's rendering of the timeline
+  std::vector<std::string> causes;          // one line per kind of loss
+};
+
+Attribution attribute(const Options& o, const Observed& obs);
+
+// Prints the verdict, writes --json and --junit; returns 0 or 1.
+int report(const Options& o, const Observed& obs, const Attribution& a, double elapsed_s);
+
+// A JUnit document for a run that ended in an error (setup, interrupted).
+void write_error_junit(const Options& o, const std::string& error, double elapsed_s);
+
+// Counter values: missing or not observable reads 0; a value or null for JSON.
+uint64_t val(const Counts& c, const std::string& k);
+std::string fmt(const char* f, double v);
+inline double seconds(uint64_t ns) { return static_cast<double>(ns) / 1e9; }
+
+}  // namespace rp::cases::deploy
