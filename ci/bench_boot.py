@@ -1,7 +1,7 @@
 """Boot each kernel of the matrix N times and print the median boot times.
 
-    python3 ci/bench_boot.py            # every guest kernel, 3 boots each, 2 at a time
-    python3 ci/bench_boot.py -n 5 -j 1 6.12 7.2
+    python3 -m ci.bench_boot            # every guest kernel, 3 boots each, 2 at a time
+    python3 -m ci.bench_boot -n 5 -j 1 6.12 7.2
 
 "boot" is qemu start -> RP-BOOTED (kernel up, /init running); "result" is qemu
 start -> RP-EXIT of a trivial command (`uname -r`), i.e. the fixed cost of one run.
@@ -19,16 +19,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:
-    # Run by path (`python3 ci/bench_boot.py`): run again as the module ci.bench_boot, the
-    # source root on PYTHONPATH (-P: not this file's directory).
-    _root = str(Path(__file__).resolve().parents[1])
-    os.execve(sys.executable, [sys.executable, "-P", "-m", "ci.bench_boot", *sys.argv[1:]],
-              {**os.environ, "PYTHONPATH": os.pathsep.join(
-                  p for p in (_root, os.environ.get("PYTHONPATH")) if p)})
-
-from ci.vm.kernels import VmError, fetch_kernel, load_matrix  # noqa: E402
-from ci.vm.qemu import run_in_vm  # noqa: E402
+from ci.vm.kernels import VmError, fetch_kernel, load_matrix
+from ci.vm.qemu import run_in_vm
 
 
 def main() -> int:

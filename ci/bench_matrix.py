@@ -1,7 +1,7 @@
 """Time the kernel matrix: boot-to-first-result per kernel, and the whole catalogue.
 
-    sudo /usr/bin/python3 ci/bench_matrix.py                 # 3 short boots per kernel + 1 full pass
-    sudo /usr/bin/python3 ci/bench_matrix.py -n 5 -j 2 --kernels 5.10,6.12 --case 'close_*'
+    sudo /usr/bin/python3 -m ci.bench_matrix                 # 3 short boots per kernel + 1 full pass
+    sudo /usr/bin/python3 -m ci.bench_matrix -n 5 -j 2 --kernels 5.10,6.12 --case 'close_*'
 
 Part 1, per guest kernel, -n boots of one short variant (--probe-case): "boot" is qemu
 start -> RP-BOOTED, "first result" is qemu start -> the first record's progress line.
@@ -24,16 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:
-    # Run by path (`python3 ci/bench_matrix.py`): run again as the module ci.bench_matrix,
-    # the source root on PYTHONPATH (-P: not this file's directory).
-    _root = str(Path(__file__).resolve().parents[1])
-    os.execve(sys.executable, [sys.executable, "-P", "-m", "ci.bench_matrix", *sys.argv[1:]],
-              {**os.environ, "PYTHONPATH": os.pathsep.join(
-                  p for p in (_root, os.environ.get("PYTHONPATH")) if p)})
-
-from ci.matrix import driver  # noqa: E402
-from ci.vm.kernels import VmError  # noqa: E402
+from ci.matrix import driver
+from ci.vm.kernels import VmError
 
 PROBE_CASE = "close_listener_with_queued_children/tcp4_close_k2_b8_migrate0"
 

@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -95,8 +96,10 @@ std::string self_path() {
   return ec ? std::string("/proc/self/exe") : p.string();
 }
 
-// Runs argv[0] with argv and waits: its exit status, 127 when it could not be started.
-int run_program(const std::vector<std::string>& argv) {
+// Runs argv[0] with argv (in cwd, with env added) and waits: its exit status, 127 when it
+// could not be started.
+int run_program(const std::vector<std::string>& argv, const std::string& cwd = {},
+                const std::map<std::string, std::string>& env = {}) {
   if (access(argv[0].c_str(), X_OK) != 0) {
     std::fprintf(stderr, "reuseport-check: %s: %s (ci/setup.sh installs Python 3 and its packages)\n",
                  argv[0].c_str(), std::strerror(errno));
@@ -106,6 +109,8 @@ int run_program(const std::vector<std::string>& argv) {
   try {
     rp::SpawnOptions so;
     so.argv = argv;
+    so.cwd = cwd;
+    so.env = env;
     so.output = rp::SpawnOptions::Output::Inherit;
     so.own_process_group = false;
     so.parent_death_signal = SIGTERM;
@@ -119,14 +124,19 @@ int run_program(const std::vector<std::string>& argv) {
   }
 }
 
-// The kernel-matrix driver's exit status is the command's: 0, 1 (a kernel or run failed), 2 (usage).
-int exec_driver(const std::vector<std::string>& argv) {
-  if (!std::filesystem::is_regular_file(argv[1])) {
-    std::fprintf(stderr, "reuseport-check: no report driver at %s (set RP_SOURCE_DIR to the source tree)\n",
-                 argv[1].c_str());
+// The kernel-matrix driver (the module ci.matrix.report of the source tree, which is the
+// Python import root): its exit status is the command's: 0, 1 (a kernel or run failed),
+// 2 (usage).
+int exec_driver(const std::string& python, const std::vector<std::string>& args) {
+  const std::string src = source_dir().string();
+  if (!std::filesystem::is_regular_file(source_dir() / "ci" / "matrix" / "report.py")) {
+    std::fprintf(stderr, "reuseport-check: no report driver at %s/ci/matrix/report.py (set RP_SOURCE_DIR to the source tree)\n",
+                 src.c_str());
     return 2;
   }
-  const int rc = run_program(argv);
+  std::vector<std::string> argv = {python, "-P", "-m", "ci.matrix.report"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const int rc = run_program(argv, src, {{"PYTHONPATH", src}});
   return rc == 127 ? 2 : rc;
 }
 
@@ -178,14 +188,14 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
   }
   if (!kernels.empty() && kernels != "running") {
     // The kernel matrix: the Python driver boots the guests and runs this command in each.
-    std::vector<std::string> argv = {python, source_dir() / "ci" / "matrix" / "report.py", "--kernels", kernels,
+    std::vector<std::string> argv = {"--kernels", kernels,
                                      "--profile", profile_name, "--guest-profile", guest_profile,
                                      "--python", python, "-j", std::to_string(jobs), "--host-binary", self_path()};
-    if (out_given) argv.insert(argv.end(), {"--out", out.string()});
+    if (out_given) argv.insert(argv.end(), {"--out", std::filesystem::absolute(out).string()});
     if (repeats) argv.insert(argv.end(), {"--repeats", std::to_string(*repeats)});
     if (!render) argv.push_back("--no-render");
     if (no_build) argv.push_back("--no-build");
-    return exec_driver(argv);
+    return exec_driver(python, argv);
   }
   std::string missing;
   if (!rp::cli::has_privileges(missing)) {

@@ -84,9 +84,9 @@ def test_bad_usage(cli, args, msg):
 
 
 @pytest.mark.parametrize("args,msg", [
-    ([], "serve needs --port"),
-    (["--port", "70000"], "--port needs 1-65535"),
-    (["--port", "80", "--workers", "0"], "--workers needs 1-256"),
+    ([], "--port is required"),
+    (["--port", "70000"], "--port: Value 70000 not in range 1 to 65535"),
+    (["--port", "80", "--workers", "0"], "--workers: Value 0 not in range 1 to 256"),
     (["--port", "80", "--host", "nowhere"], "--host needs an IPv4 or IPv6"),
 ])
 def test_serve_bad_usage(cli, args, msg):

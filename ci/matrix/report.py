@@ -1,6 +1,6 @@
 """The listen-queue loss report over the kernel matrix (`reuseport-check report --kernels`).
 
-    /usr/bin/python3 ci/matrix/report.py --kernels all --host-binary build/bin/reuseport-check
+    /usr/bin/python3 -m ci.matrix.report --kernels all --host-binary build/bin/reuseport-check
 
 The host kernel ("running") runs `reuseport-check report --host-only --no-render` directly,
 first and alone, so that no guest competes with it for the CPUs. Every Debian kernel is then
@@ -29,17 +29,9 @@ import threading
 import time
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:
-    # Run by path, as `reuseport-check report --kernels` runs it: run again as the module
-    # ci.matrix.report, the source root on PYTHONPATH (-P: not this file's directory).
-    _root = str(Path(__file__).resolve().parents[2])
-    os.execve(sys.executable, [sys.executable, "-P", "-m", "ci.matrix.report", *sys.argv[1:]],
-              {**os.environ, "PYTHONPATH": os.pathsep.join(
-                  p for p in (_root, os.environ.get("PYTHONPATH")) if p)})
-
-from ci.matrix import driver  # noqa: E402
-from ci.vm.kernels import VmError  # noqa: E402
-from ci.vm.qemu import Timeouts  # noqa: E402
+from ci.matrix import driver
+from ci.vm.kernels import VmError
+from ci.vm.qemu import Timeouts
 
 BEGIN = "RP-REPORT-DATA-BEGIN"
 END = "RP-REPORT-DATA-END"

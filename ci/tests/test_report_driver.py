@@ -82,11 +82,11 @@ def test_a_guest_reports_and_renders_while_a_broken_kernel_fails_alone(
     tmp, cache = matrix_with_a_broken_kernel
     out = tmp / "report"
     r = subprocess.run(
-        [sys.executable, str(REPO / "ci" / "matrix" / "report.py"), "--matrix",
+        [sys.executable, "-P", "-m", "ci.matrix.report", "--matrix",
          str(tmp / "kernels.toml"), "--kernels", "broken,6.12", "--repeats", "1", "-j", "2",
          "--out", str(out), "--runs-dir", str(tmp / "runs"), "--no-build"],
-        capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL,
-        env={**os.environ, "RP_CACHE_DIR": str(cache), "RP_STATIC_BIN": str(static_binary)})
+        capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "RP_CACHE_DIR": str(cache), "RP_STATIC_BIN": str(static_binary)})
     text = r.stdout + r.stderr
     assert r.returncode == 1, text  # the broken kernel, nothing else
     assert "Traceback" not in text

@@ -1,28 +1,19 @@
 """Boot one kernel of the matrix and run a command in it, for humans.
 
-    python3 ci/vm/boot.py --kernel 6.12 -- uname -r
-    python3 ci/vm/boot.py --kernel 7.2 --file build/bin/rp-cases:/rp/bin/rp-cases -- /rp/bin/rp-cases
-    python3 ci/vm/boot.py --list
+    python3 -m ci.vm.boot --kernel 6.12 -- uname -r
+    python3 -m ci.vm.boot --kernel 7.2 --file build/bin/rp-cases:/rp/bin/rp-cases -- /rp/bin/rp-cases
+    python3 -m ci.vm.boot --list
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:
-    # Run by path (`python3 ci/vm/boot.py`): run again as the module ci.vm.boot, the source
-    # root on PYTHONPATH (-P: not this file's directory).
-    _root = str(Path(__file__).resolve().parents[2])
-    os.execve(sys.executable, [sys.executable, "-P", "-m", "ci.vm.boot", *sys.argv[1:]],
-              {**os.environ, "PYTHONPATH": os.pathsep.join(
-                  p for p in (_root, os.environ.get("PYTHONPATH")) if p)})
-
-from ci.vm.kernels import VmError, fetch_kernel, load_matrix  # noqa: E402
-from ci.vm.qemu import Timeouts, run_in_vm  # noqa: E402
+from ci.vm.kernels import VmError, fetch_kernel, load_matrix
+from ci.vm.qemu import Timeouts, run_in_vm
 
 
 def main(argv: list[str] | None = None) -> int:
