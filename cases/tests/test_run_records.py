@@ -181,7 +181,8 @@ def test_resume_refuses_records_it_cannot_count(cli, tmp_path, change, args, say
            "kernel": os.uname().release, "repeat": 0, "expected": {}, "observed": {}, "verdict": "PASS",
            "reason": "", "source": "", "duration_s": 1.0}
     f = tmp_path / "x.json.jsonl"
-    f.write_text(json.dumps(rec) + "\n" + json.dumps(change(rec)) + "\n")
+    other = dict(rec, variant="tcp4_close_k2_b8_migrate1")
+    f.write_text(json.dumps(rec) + "\n" + json.dumps(change(other)) + "\n")
     r = run(cli, "run", "--case", "close_listener_with_queued_children", "--resume", str(f), *args)
     assert r.returncode == 2, r
     assert len(r.stderr.splitlines()) == 2 and says in r.stderr.splitlines()[0], r.stderr  # + where the usage is
@@ -191,3 +192,24 @@ def test_resume_refuses_records_it_cannot_count(cli, tmp_path, change, args, say
 def test_resume_of_a_missing_file_says_so(cli, tmp_path):
     r = run(cli, "run", "--resume", str(tmp_path / "none.json"))
     assert r.returncode == 2 and "none.json" in r.stderr.splitlines()[0]
+
+
+def test_a_full_disk_stops_the_run_and_keeps_whole_records(cli, require_root, tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    # Room for the first document and a few records, not for eight.
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20k", "tmpfs", str(full)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        r = run(cli, "run", "--case", "close_listener_with_queued_children/tcp4_*_migrate0", "--json",
+                str(full / "c.json"))
+        recs, tail = journal(full / "c.json.jsonl")
+    finally:
+        subprocess.run(["umount", str(full)])
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "c.json.jsonl: No space left on device; no further case runs" in r.stderr
+    ran = started_variants(r.stdout)
+    assert 1 <= len(recs) <= len(ran) < 8  # stopped, and what was written is whole records
+    for rec in recs:
+        check_record(rec)
+    assert "a case ended without a verdict" not in r.stdout
