@@ -7,7 +7,9 @@
 
 namespace rp::cases {
 
-int run_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);  // run, list
+int run_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
+
+int list_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
 
 int watch_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
 
@@ -19,9 +21,8 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
 
 int report_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
 
-// "reuseport-check: <msg>" + a pointer to --help; returns 2.
+// For the subcommands not yet on rp::cli (cli/common/options.h), which these forward to.
 int usage_error(const std::string& msg);
-// Whether this process has CAP_NET_ADMIN and CAP_SYS_ADMIN; `missing` names those it lacks.
 bool has_privileges(std::string& missing);
 
 }  // namespace rp::cases

@@ -1,50 +1,54 @@
-// `reuseport-check run` and `reuseport-check list`: execute the conformance cases on the
-// running kernel (each variant isolated in its own network namespace) and print what was
-// expected, what was observed and the verdict; name the cases and their variants.
+// `reuseport-check run`: execute the conformance cases on the running kernel (each variant
+// isolated in its own network namespace) and print what was expected, what was observed
+// and the verdict. With --json, each record is saved the moment it exists (run_output.h);
+// --resume runs only what an earlier, interrupted run did not finish.
 
-#include <linux/capability.h>
-#include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstdio>
-#include <cstring>
-#include <ctime>
-#include <fstream>
-#include <iostream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "cases/lib/case.h"
 #include "cases/lib/expectations.h"
 #include "cases/lib/kernel.h"
 #include "cases/lib/record.h"
+#include "cli/catalogue.h"
 #include "cli/commands.h"
+#include "cli/common/options.h"
+#include "cli/common/output.h"
+#include "cli/common/progress.h"
+#include "cli/run_output.h"
 
 namespace rp::cases {
 namespace {
 
-constexpr const char* kRunUsage = R"USAGE(Usage:
-  reuseport-check run [--case GLOB]... [--repeat N] [--json PATH] [--verbose]
-  reuseport-check list [--case GLOB]...
+constexpr const char* kDescription =
+    "Run the cases on the running kernel. Each variant runs in a network namespace of its own, with its\n"
+    "own timeout; sysctls it sets are per namespace and die with it. Prints one row per case x variant x\n"
+    "repeat (expected, observed, verdict) and a summary.";
 
-  run    Run the cases on the running kernel. Each variant runs in a network namespace of
-         its own, with its own timeout; sysctls it sets are per namespace and die with it.
-         Prints one row per case x variant x repeat (expected, observed, verdict) and a
-         summary. Exit status: 0 when every row is PASS, XFAIL or SKIP; 1 on any FAIL,
-         XPASS or ERROR; 2 on bad usage or missing privileges.
-  list   Print the cases and their variants.
+constexpr const char* kFooter = R"(Files (--json PATH):
+  PATH.jsonl  every record, one JSON line each, written the moment it exists.
+  PATH        the document (schema reuseport-check/results/1): rewritten at the start, at
+              most every 10 s and at the end; "complete": false until the run ends.
+  A killed run keeps what it finished; `--resume PATH` (or PATH.jsonl) runs the rest.
+  --resume keeps the records of FILE (same kernel; give the same --case and --repeat)
+  and runs only the missing case x variant x repeat; without --json it goes on writing
+  into FILE's pair of files.
 
-Options:
-  --case GLOB   Select cases by name ('close_*'), or variants as CASE/VARIANT
-                ('close_listener_with_queued_children/*migrate1'). Repeatable.
-  --repeat N    Run the selection N times (default 1).
-  --json PATH   Write every record (case, variant, kernel, expected, observed counts,
-                verdict, reason, source) as JSON to PATH.
-  --verbose     Also print each record's observed counts in full.
+Exit status: 0 when every row is PASS, XFAIL or SKIP; 1 on any FAIL, XPASS or ERROR; 2 on
+bad usage, an output that cannot be written, or missing privileges.
 
 Environment:
   RP_EXPECTATIONS=PATH  Judge against this expectations file instead of the built-in one.
@@ -52,46 +56,24 @@ Environment:
 Examples:
   sudo reuseport-check run
   sudo reuseport-check run --case 'close_*' --repeat 20 --json results.json
+  sudo reuseport-check run --case 'close_*' --repeat 20 --resume results.json
   sudo reuseport-check run --case 'close_listener_with_queued_children/tcp6_*_migrate1'
   reuseport-check list
 
 Running cases needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (network namespaces, sysctls).
-)USAGE";
+)";
 
-struct CaseId {
-  std::string case_name, variant, full;  // full: the GoogleTest name
+struct Options {
+  std::vector<std::string> globs;
+  int repeat = 1;
+  std::string json_path, resume;
+  bool verbose = false;
 };
 
-std::vector<CaseId> registered() {
-  std::vector<CaseId> out;
-  auto* ut = ::testing::UnitTest::GetInstance();
-  for (int i = 0; i < ut->total_test_suite_count(); ++i) {
-    const auto* suite = ut->GetTestSuite(i);
-    std::string s = suite->name();
-    std::string c = s.substr(s.rfind('/') == std::string::npos ? 0 : s.rfind('/') + 1);
-    for (int j = 0; j < suite->total_test_count(); ++j) {
-      std::string t = suite->GetTestInfo(j)->name();
-      std::string v = t.substr(t.rfind('/') == std::string::npos ? 0 : t.rfind('/') + 1);
-      out.push_back({c, v, s + "." + t});
-    }
-  }
-  return out;
-}
-
-bool selected(const CaseId& id, const std::vector<std::string>& globs) {
-  if (globs.empty()) return true;
-  for (const auto& g : globs) {
-    if (g.find('/') != std::string::npos ? glob_match(g, id.case_name + "/" + id.variant) : glob_match(g, id.case_name))
-      return true;
-  }
-  return false;
-}
-
-std::string now_iso() {
-  char buf[64];
-  time_t t = time(nullptr);
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
-  return buf;
+double mono_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
 const char* color(Verdict v) {
@@ -123,66 +105,152 @@ std::string compact(const nlohmann::json& expected, const nlohmann::json& observ
   return s;
 }
 
-class Progress : public ::testing::EmptyTestEventListener {
+// The console while cases run: a line per finished variant that stays, and a status line
+// ("[n/N] case/variant, elapsed, counts") updated as each variant starts and ends (rp::cli::
+// Progress rewrites it on a terminal and logs it at most every 10 s otherwise). Updated on
+// events only: a ticking thread would share stdio and locks with the forked case children.
+class Console {
  public:
-  explicit Progress(size_t total, bool tty) : total_(total), tty_(tty) {}
+  Console(size_t to_run) : to_run_(to_run), t0_(mono_s()) {}
+  void starting(const std::string& case_name, const std::string& variant) {
+    ++n_;
+    current_ = case_name + "/" + variant;
+    show();
+  }
+  void finished(const Record& r) {
+    ++counts_[r.verdict];
+    char head[64];
+    std::snprintf(head, sizeof head, "%-5s", to_string(r.verdict));
+    std::string line = progress_.tty() ? std::string(color(r.verdict)) + head + "\033[0m" : head;
+    char rest[64];
+    std::snprintf(rest, sizeof rest, " [%zu/%zu] ", n_, to_run_);
+    std::snprintf(head, sizeof head, " (%.1fs)", r.duration_s);
+    line += rest + r.case_name + "/" + r.variant + head;
+    if (is_failure(r.verdict) || r.verdict == Verdict::Xfail || r.verdict == Verdict::Skip)
+      line += "\n      " + r.reason;
+    progress_.line(line);
+    show();
+  }
+  void done() { progress_.finish(); }
+
+ private:
+  void show() {
+    const long s = static_cast<long>(mono_s() - t0_);
+    char head[96];
+    std::snprintf(head, sizeof head, "[%zu/%zu] %ld:%02ld ", n_, to_run_, s / 60, s % 60);
+    std::string counts;
+    for (Verdict v : {Verdict::Pass, Verdict::Fail, Verdict::Xfail, Verdict::Xpass, Verdict::Skip, Verdict::Error})
+      if (counts_[v]) counts += (counts.empty() ? "" : " ") + std::to_string(counts_[v]) + " " + to_string(v);
+    progress_.status(head + (counts.empty() ? "" : counts + " ") + "| " + current_);
+  }
+  // A status line rewritten in place needs a terminal that understands it: the matrix's
+  // guests run with stdout on a serial port and TERM=dumb, and parse the lines that stay.
+  static bool smart_terminal() {
+    const char* term = getenv("TERM");
+    return isatty(fileno(stdout)) == 1 && term && *term && std::string(term) != "dumb";
+  }
+  rp::cli::Progress progress_{stdout, smart_terminal(), 10.0};
+  size_t to_run_, n_ = 0;
+  double t0_;
+  std::string current_;
+  std::map<Verdict, size_t> counts_;
+};
+
+// GoogleTest's side: which repeat is running, and failures outside run_case's records.
+class Listener : public ::testing::EmptyTestEventListener {
+ public:
   void OnTestIterationStart(const ::testing::UnitTest&, int iteration) override { set_current_repeat(iteration); }
-  void OnTestStart(const ::testing::TestInfo&) override { ++n_; }
   void OnTestPartResult(const ::testing::TestPartResult& r) override {
     // Failures reported by run_case come as records; anything else (an assertion outside
     // it) is printed here so it is never lost.
     if (r.failed() && !in_record_) std::fprintf(stderr, "%s:%d: %s\n", r.file_name() ? r.file_name() : "?", r.line_number(), r.summary());
   }
-  void record(const Record& r) {
-    const bool bad = is_failure(r.verdict);
-    if (tty_) std::printf("%s%-5s\033[0m", color(r.verdict), to_string(r.verdict));
-    else std::printf("%-5s", to_string(r.verdict));
-    std::printf(" [%zu/%zu] %s/%s (%.1fs)\n", n_, total_, r.case_name.c_str(), r.variant.c_str(), r.duration_s);
-    if (bad || r.verdict == Verdict::Xfail || r.verdict == Verdict::Skip) std::printf("      %s\n", r.reason.c_str());
-    std::fflush(stdout);
-    in_record_ = true;
-  }
   void OnTestEnd(const ::testing::TestInfo&) override { in_record_ = false; }
+  void record_seen() { in_record_ = true; }
 
  private:
-  size_t total_, n_ = 0;
-  bool tty_;
   bool in_record_ = false;
 };
 
-int cmd_list(const std::vector<std::string>& globs) {
-  auto ids = registered();
-  std::map<std::string, std::vector<std::string>> by_case;
-  for (const auto& id : ids)
-    if (selected(id, globs)) by_case[id.case_name].push_back(id.variant);
-  if (by_case.empty()) return -1;
-  for (const auto& [c, vs] : by_case) {
-    std::printf("%s (%zu variants)\n", c.c_str(), vs.size());
-    for (const auto& v : vs) std::printf("  %s\n", v.c_str());
+void print_table(std::vector<Record> records, const Options& o) {
+  std::map<Verdict, int> totals;
+  size_t wcase = 4, wobs = 8;
+  for (const auto& r : records) {
+    wcase = std::max(wcase, r.case_name.size() + 1 + r.variant.size());
+    wobs = std::max(wobs, compact(r.expected, r.observed).size());
   }
-  return 0;
+  std::printf("\n%-*s  %-7s  %-*s\n", static_cast<int>(wcase), "case/variant", "verdict", static_cast<int>(wobs),
+              "observed (!=X, <min, >max where it differs; ? not observable)");
+  for (const auto& r : records) {
+    std::string cv = r.case_name + "/" + r.variant;
+    std::string obs = r.verdict == Verdict::Skip ? "skipped: " + r.reason : compact(r.expected, r.observed);
+    if (o.repeat > 1) cv += " #" + std::to_string(r.repeat);
+    std::printf("%-*s  %-7s  %s\n", static_cast<int>(wcase), cv.c_str(), to_string(r.verdict), obs.c_str());
+    if (o.verbose) std::printf("    observed %s\n", r.observed.dump().c_str());
+  }
 }
 
-void print_known(const std::vector<std::string>& globs) {
-  std::set<std::string> cases;
-  for (const auto& id : registered()) cases.insert(id.case_name);
-  std::fprintf(stderr, "reuseport-check: no case matches");
-  for (const auto& g : globs) std::fprintf(stderr, " '%s'", g.c_str());
-  std::fprintf(stderr, "\nknown cases:\n");
-  for (const auto& c : cases) std::fprintf(stderr, "  %s\n", c.c_str());
+void add_options(CLI::App& app, Options& o) {
+  app.add_option("--case", o.globs,
+                 "Select cases by name ('close_*'), or variants as CASE/VARIANT "
+                 "('close_listener_with_queued_children/*migrate1'). Repeatable.")
+      ->type_name("GLOB")
+      ->allow_extra_args(false);
+  app.add_option("--repeat", o.repeat, "Run the selection N times (default 1).")
+      ->type_name("N")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--json", o.json_path,
+                 "Write every record (case, variant, kernel, expected, observed counts, verdict, reason, source) "
+                 "to PATH.jsonl as it comes and the document to PATH.")
+      ->type_name("PATH");
+  app.add_option("--resume", o.resume,
+                 "Keep the records of an earlier run's PATH or PATH.jsonl and run only the missing ones.")
+      ->type_name("FILE");
+  app.add_flag("--verbose", o.verbose, "Also print each record's observed counts in full.");
 }
 
-int cmd_run(const std::vector<std::string>& globs, int repeat, const std::string& json_path, bool verbose,
-            const std::vector<std::string>& argv_all) {
+}  // namespace
+
+int run_command(const std::vector<std::string>& args, const std::vector<std::string>& argv) {
+  Options o;
+  auto app = rp::cli::make_app("run", kDescription, kFooter);
+  add_options(*app, o);
+  if (auto rc = rp::cli::parse(*app, args)) return *rc;
+
   std::vector<CaseId> chosen;
   for (const auto& id : registered())
-    if (selected(id, globs)) chosen.push_back(id);
+    if (selected(id, o.globs)) chosen.push_back(id);
   if (chosen.empty()) {
-    print_known(globs);
+    print_known(o.globs);
+    return 2;
+  }
+  std::map<std::string, size_t> order;  // "case/variant" -> position in the run
+  for (size_t i = 0; i < chosen.size(); ++i) order[chosen[i].case_name + "/" + chosen[i].variant] = i;
+
+  // Everything that can refuse the run does so before the first case: the earlier run's
+  // records, the output paths, the privileges, the expectations.
+  const std::string kernel = kernel_release();
+  std::optional<Resumed> resumed;
+  try {
+    if (!o.resume.empty()) {
+      resumed = load_resumed(o.resume);
+      reconcile(*resumed, order, o.repeat, kernel);
+      if (o.json_path.empty()) o.json_path = resumed->default_json;
+    }
+  } catch (const std::invalid_argument& e) {
+    return rp::cli::usage_error(e.what());
+  }
+  try {
+    if (!o.json_path.empty()) {
+      rp::cli::check_writable(o.json_path);
+      rp::cli::check_writable(journal_path(o.json_path));
+    }
+  } catch (const rp::cli::OutputError& e) {
+    std::fprintf(stderr, "reuseport-check: %s\n", e.what());
     return 2;
   }
   std::string missing;
-  if (!has_privileges(missing)) {
+  if (!rp::cli::has_privileges(missing)) {
     std::fprintf(stderr,
                  "reuseport-check: running cases needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (missing:%s).\n"
                  "Try: sudo reuseport-check run\n",
@@ -196,145 +264,110 @@ int cmd_run(const std::vector<std::string>& globs, int repeat, const std::string
     return 2;
   }
 
+  std::vector<Record> records;
+  std::set<std::tuple<std::string, std::string, int>> kept;
+  if (resumed)
+    for (const auto& k : resumed->records) {
+      records.push_back(k.record);
+      kept.insert({k.record.case_name, k.record.variant, k.record.repeat});
+    }
+  const size_t total = chosen.size() * static_cast<size_t>(o.repeat);
+
+  std::unique_ptr<RunOutput> out;
+  std::string write_error;  // set once the records can no longer be saved: the run stops
+  if (!o.json_path.empty()) {
+    utsname u{};
+    uname(&u);
+    nlohmann::json header = {{"schema", "reuseport-check/results/1"},
+                             {"tool", "reuseport-check"},
+                             {"kernel", kernel},
+                             {"machine", u.machine},
+                             {"started_at", rp::cli::now_iso()},
+                             {"command", argv},
+                             {"expectations", expectations_origin()},
+                             {"journal", journal_path(o.json_path)},
+                             {"resumed_from", nullptr}};
+    if (resumed) header["resumed_from"] = {{"file", resumed->file}, {"records", resumed->records.size()}};
+    out = std::make_unique<RunOutput>(o.json_path, header, order);
+    try {
+      out->start(resumed ? &*resumed : nullptr);
+    } catch (const rp::cli::OutputError& e) {
+      std::fprintf(stderr, "reuseport-check: %s\n", e.what());
+      return 2;
+    }
+  }
+
   std::string filter;
   for (const auto& id : chosen) filter += (filter.empty() ? "" : ":") + id.full;
   ::testing::GTEST_FLAG(filter) = filter;
-  ::testing::GTEST_FLAG(repeat) = repeat;
+  ::testing::GTEST_FLAG(repeat) = o.repeat;
   auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
   delete listeners.Release(listeners.default_result_printer());
-  auto* progress = new Progress(chosen.size() * static_cast<size_t>(repeat), isatty(1));
-  listeners.Append(progress);
+  auto* listener = new Listener;
+  listeners.Append(listener);
 
-  std::vector<Record> records;
+  std::printf("reuseport-check: %zu variant(s) x %d repeat(s) on kernel %s\n", chosen.size(), o.repeat,
+              kernel.c_str());
+  if (resumed)
+    std::printf("reuseport-check: resuming %s: %zu record(s) kept%s, %zu to run\n", resumed->file.c_str(),
+                kept.size(), resumed->torn ? " (a torn last line skipped)" : "", total - kept.size());
+  if (out) std::printf("reuseport-check: records go to %s as they come\n", out->journal().c_str());
+  std::fflush(stdout);
+
+  Console console(total - kept.size());
+  set_planner([&](const std::string& c, const std::string& v, int repeat) {
+    if (kept.count({c, v, repeat})) return Plan::Keep;
+    if (!write_error.empty()) return Plan::Drop;
+    console.starting(c, v);
+    return Plan::Run;
+  });
   set_record_sink([&](const Record& r) {
     records.push_back(r);
-    progress->record(r);
+    listener->record_seen();
+    console.finished(r);
+    if (!out || !write_error.empty()) return;
+    try {
+      out->add(r.to_json());
+    } catch (const rp::cli::OutputError& e) {
+      write_error = e.what();
+      std::fprintf(stderr, "reuseport-check: %s; no further case runs\n", e.what());
+    }
   });
-  std::printf("reuseport-check: %zu variant(s) x %d repeat(s) on kernel %s\n", chosen.size(), repeat,
-              kernel_release().c_str());
   const int gtest_rc = RUN_ALL_TESTS();
+  set_planner(nullptr);
+  set_record_sink(nullptr);
+  console.done();
 
-  // The table.
+  // A resumed run's table reads like an uninterrupted one: repeat by repeat, catalogue order.
+  std::stable_sort(records.begin(), records.end(), [&](const Record& a, const Record& b) {
+    return std::make_pair(a.repeat, order[a.case_name + "/" + a.variant]) <
+           std::make_pair(b.repeat, order[b.case_name + "/" + b.variant]);
+  });
+  print_table(records, o);
   std::map<Verdict, int> totals;
-  size_t wcase = 4, wobs = 8;
-  for (const auto& r : records) {
-    wcase = std::max(wcase, r.case_name.size() + 1 + r.variant.size());
-    wobs = std::max(wobs, compact(r.expected, r.observed).size());
-  }
-  std::printf("\n%-*s  %-7s  %-*s\n", static_cast<int>(wcase), "case/variant", "verdict", static_cast<int>(wobs),
-              "observed (!=X, <min, >max where it differs; ? not observable)");
-  for (const auto& r : records) {
-    ++totals[r.verdict];
-    std::string cv = r.case_name + "/" + r.variant;
-    std::string obs = r.verdict == Verdict::Skip ? "skipped: " + r.reason : compact(r.expected, r.observed);
-    if (repeat > 1) cv += " #" + std::to_string(r.repeat);
-    std::printf("%-*s  %-7s  %s\n", static_cast<int>(wcase), cv.c_str(), to_string(r.verdict), obs.c_str());
-    if (verbose) std::printf("    observed %s\n", r.observed.dump().c_str());
-  }
-  const size_t expected_records = chosen.size() * static_cast<size_t>(repeat);
+  for (const auto& r : records) ++totals[r.verdict];
   std::printf("\nsummary: %d passed, %d failed, %d xfail, %d xpass, %d skipped, %d errors (kernel %s)\n",
               totals[Verdict::Pass], totals[Verdict::Fail], totals[Verdict::Xfail], totals[Verdict::Xpass],
-              totals[Verdict::Skip], totals[Verdict::Error], kernel_release().c_str());
+              totals[Verdict::Skip], totals[Verdict::Error], kernel.c_str());
   bool failed = totals[Verdict::Fail] || totals[Verdict::Xpass] || totals[Verdict::Error];
-  if (records.size() != expected_records) {
+  if (records.size() != total && write_error.empty()) {
     std::printf("reuseport-check: %zu record(s) for %zu run(s): a case ended without a verdict\n", records.size(),
-                expected_records);
+                total);
     failed = true;
   }
   if (gtest_rc != 0 && !failed) failed = true;
 
-  if (!json_path.empty()) {
-    utsname u{};
-    uname(&u);
-    nlohmann::json out = {{"schema", "reuseport-check/results/1"},
-                          {"tool", "reuseport-check"},
-                          {"kernel", kernel_release()},
-                          {"machine", u.machine},
-                          {"finished_at", now_iso()},
-                          {"command", argv_all},
-                          {"expectations", expectations_origin()},
-                          {"records", nlohmann::json::array()}};
-    for (const auto& r : records) out["records"].push_back(r.to_json());
-    std::ofstream f(json_path);
-    if (!f) {
-      std::fprintf(stderr, "reuseport-check: cannot write %s: %s\n", json_path.c_str(), std::strerror(errno));
-      return 2;
-    }
-    f << out.dump(2) << "\n";
-    std::printf("records written to %s\n", json_path.c_str());
-  }
-  return failed ? 1 : 0;
-}
-
-}  // namespace
-
-bool has_privileges(std::string& missing) {
-  __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct d[2]{};
-  if (syscall(SYS_capget, &h, d) != 0) {
-    missing = "capget failed";
-    return false;
-  }
-  auto has = [&](int cap) { return (d[cap / 32].effective >> (cap % 32)) & 1; };
-  if (!has(CAP_NET_ADMIN)) missing += " CAP_NET_ADMIN";
-  if (!has(CAP_SYS_ADMIN)) missing += " CAP_SYS_ADMIN";
-  return missing.empty();
-}
-
-int usage_error(const std::string& msg) {
-  std::fprintf(stderr, "reuseport-check: %s\nRun 'reuseport-check --help' for usage.\n", msg.c_str());
-  return 2;
-}
-
-int run_command(const std::vector<std::string>& args, const std::vector<std::string>& all) {
-  const std::string cmd = args[0];
-  std::vector<std::string> globs;
-  int repeat = 1;
-  std::string json_path;
-  bool verbose = false;
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&](const char* name) -> std::string {
-      if (i + 1 >= args.size()) throw std::invalid_argument(std::string(name) + " needs a value");
-      return args[++i];
-    };
+  if (out && write_error.empty()) {
     try {
-      if (a == "--help" || a == "-h") {
-        std::fputs(kRunUsage, stdout);
-        return 0;
-      } else if (a == "--case") {
-        globs.push_back(value("--case"));
-      } else if (a.rfind("--case=", 0) == 0) {
-        globs.push_back(a.substr(7));
-      } else if (cmd == "run" && (a == "--repeat" || a.rfind("--repeat=", 0) == 0)) {
-        std::string v = a == "--repeat" ? value("--repeat") : a.substr(9);
-        size_t pos = 0;
-        repeat = std::stoi(v, &pos);
-        if (pos != v.size() || repeat < 1) throw std::invalid_argument("--repeat needs a positive integer, got '" + v + "'");
-      } else if (cmd == "run" && a == "--json") {
-        json_path = value("--json");
-      } else if (cmd == "run" && a.rfind("--json=", 0) == 0) {
-        json_path = a.substr(7);
-      } else if (cmd == "run" && a == "--verbose") {
-        verbose = true;
-      } else {
-        return usage_error("unknown option '" + a + "' for '" + cmd + "'");
-      }
-    } catch (const std::invalid_argument& e) {
-      return usage_error(e.what());
-    } catch (const std::out_of_range&) {
-      return usage_error("--repeat is out of range");
+      out->finish();
+      std::printf("records written to %s\n", o.json_path.c_str());
+    } catch (const rp::cli::OutputError& e) {
+      write_error = e.what();
+      std::fprintf(stderr, "reuseport-check: %s\n", e.what());
     }
   }
-  if (cmd == "list") {
-    int rc = cmd_list(globs);
-    if (rc < 0) {
-      print_known(globs);
-      return 2;
-    }
-    return rc;
-  }
-  return cmd_run(globs, repeat, json_path, verbose, all);
+  if (!write_error.empty()) return 2;
+  return failed ? 1 : 0;
 }
 
 }  // namespace rp::cases

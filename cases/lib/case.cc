@@ -30,6 +30,12 @@ int timeout_scale() {
   return 1;
 }
 
+namespace {
+Planner g_planner;
+}  // namespace
+
+void set_planner(Planner planner) { g_planner = std::move(planner); }
+
 static void tell_gtest(const Record& r) {
   const std::string what = r.case_name + "/" + r.variant + ": " + to_string(r.verdict) +
                            (r.reason.empty() ? "" : ": " + r.reason) + "\n  observed " + r.observed.dump() +
@@ -51,6 +57,9 @@ Record run_case(const std::string& case_name, const std::string& variant, const 
   r.variant = variant;
   r.kernel = kernel_release();
   r.repeat = current_repeat();
+  // Kept and dropped runs leave GoogleTest's result alone: the kept record's verdict counts
+  // in the CLI's summary, and a dropped run is the CLI's error to report.
+  if (g_planner && g_planner(case_name, variant, r.repeat) != Plan::Run) return r;
   const auto t0 = std::chrono::steady_clock::now();
   auto finish = [&] {
     r.duration_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -17,9 +17,18 @@ namespace rp::cases {
 // add up cannot be compared with anything.
 using Scenario = std::function<nlohmann::json()>;
 
-// Call as the whole body of a TEST_P. Returns the record it emitted.
+// Call as the whole body of a TEST_P. Returns the record it emitted (or, for a kept or
+// dropped run, the record it did not run).
 Record run_case(const std::string& case_name, const std::string& variant, const Scenario& scenario,
                 std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// What run_case does with a case x variant x repeat before it runs anything. The CLI
+// decides: `run --resume` keeps the records an earlier run finished (they are neither run
+// again nor emitted: the CLI has them), and a run that can no longer save its records stops
+// running cases rather than measure what it would lose. Without a planner, everything runs.
+enum class Plan { Run, Keep, Drop };
+using Planner = std::function<Plan(const std::string& case_name, const std::string& variant, int repeat)>;
+void set_planner(Planner planner);
 
 // How much slower than the host this machine runs: $RP_TIMEOUT_SCALE (1..100; the matrix
 // sets 10 in emulated guests), 1 otherwise. Case timeouts and windows are multiplied by it.

@@ -23,6 +23,9 @@ struct Record {
   double duration_s = 0;
 
   nlohmann::json to_json() const;
+  // The inverse of to_json, for records read back (`run --resume`). Throws
+  // std::invalid_argument naming what is missing or malformed.
+  static Record from_json(const nlohmann::json& j);
 };
 
 // Where records go. The CLI installs one; a case program run by ctest has none (gtest's

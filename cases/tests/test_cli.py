@@ -1,8 +1,10 @@
 """The reuseport-check command line: usage errors, privileges, the JSON it writes."""
 import json
 import pathlib
+import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -25,13 +27,68 @@ def test_help_has_examples(cli):
     assert "Examples:" in r.stdout and "reuseport-check run --case" in r.stdout
 
 
-@pytest.mark.parametrize("args", [[], ["frobnicate"], ["run", "--repeat", "0"], ["run", "--repeat", "x"],
-                                  ["run", "--bogus"], ["run", "--json"]])
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["run", "--repeat", "0"], ["run", "--repeat=0"],
+                                  ["run", "--repeat", "x"], ["run", "--repeat", "100001"], ["run", "--bogus"],
+                                  ["run", "--json"], ["run", "--resume"], ["run", "stray"], ["list", "--repeat", "2"],
+                                  ["help", "frobnicate"]])
 def test_bad_usage_exits_2_with_a_message(cli, args):
     r = run(cli, *args)
     assert r.returncode == 2, r
-    assert r.stderr.startswith("reuseport-check: "), r.stderr
+    # "reuseport-check: ..." or, from a subcommand's parser, "reuseport-check run: ..."
+    assert re.match(r"reuseport-check( \w+)?: \S", r.stderr), r.stderr
     assert "Traceback" not in r.stderr and "terminate called" not in r.stderr
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("args,named", [(["run", "--repeat", "abc"], ["--repeat", "abc"]),
+                                        (["run", "--repeat=abc"], ["--repeat", "abc"]),
+                                        (["run", "--repeat", "0"], ["--repeat", "0"]),
+                                        (["run", "--frobnicate"], ["--frobnicate"]),
+                                        (["frobnicate"], ["frobnicate"])])
+def test_usage_errors_name_the_option_and_the_value(cli, args, named):
+    r = run(cli, *args)
+    assert r.returncode == 2
+    first = r.stderr.splitlines()[0]
+    for word in named:
+        assert word in first, first
+
+
+def test_both_option_forms_work(cli):
+    spaced = run(cli, "list", "--case", "close_*", "--case", "bind_rules")
+    joined = run(cli, "list", "--case=close_*", "--case=bind_rules")
+    assert spaced.returncode == joined.returncode == 0
+    assert spaced.stdout == joined.stdout
+    assert "bind_rules (" in joined.stdout and "close_listener_with_queued_children (" in joined.stdout
+    assert "hash_spread" not in joined.stdout
+
+
+def test_help_of_run_keeps_its_content(cli):
+    for args in (["run", "--help"], ["help", "run"]):
+        r = run(cli, *args)
+        assert r.returncode == 0, r
+        for part in ("network namespace of its own", "--case", "--repeat", "--json", "--resume", "--verbose",
+                     "Exit status: 0 when every row is PASS", "RP_EXPECTATIONS", "Examples:",
+                     "reuseport-check run --case 'close_*' --repeat 20 --json results.json"):
+            assert part in r.stdout, part
+
+
+def test_top_level_help_names_every_command(cli):
+    r = run(cli, "help")
+    assert r.returncode == 0
+    assert r.stdout == run(cli, "--help").stdout
+    for c in ("run", "list", "watch", "matrix", "deploy", "serve", "report"):
+        assert re.search(rf"^  {c} +\S", r.stdout, re.M), c
+        assert f"reuseport-check {c} " in r.stdout
+
+
+def test_unwritable_json_path_exits_2_before_running_anything(cli, require_root):
+    t0 = time.monotonic()
+    r = run(cli, "run", "--case", "close_listener_with_queued_children", "--json", "/nonexistent/x.json")
+    took = time.monotonic() - t0
+    assert r.returncode == 2, r
+    assert len(r.stderr.splitlines()) == 1 and "/nonexistent/x.json" in r.stderr, r.stderr
+    assert "[1/" not in r.stdout and "summary" not in r.stdout
+    assert took < 1.0, took  # the selection takes ~40 s: nothing of it ran
 
 
 def test_unknown_case_glob_lists_the_known_cases(cli):

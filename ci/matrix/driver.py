@@ -326,6 +326,8 @@ def parse_results(output: str) -> dict:
     doc = between_markers(output)
     if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
         raise ValueError("the results have no records list")
+    if doc.get("complete") is False:  # written while `run` ran, which then died
+        raise ValueError("the run did not complete")
     return doc
 
 
@@ -515,6 +517,8 @@ def run_host(globs: list[str], n_variants: int, *, binary: Path, workdir: Path,
     try:
         run.doc = json.loads(json_path.read_text())
         run.records = run.doc["records"]
+        if run.doc.get("complete") is False:  # `run` was killed: keep what it finished
+            raise ValueError("incomplete")
         run.ok = True
     except (OSError, ValueError, KeyError) as e:
         run.error = error or f"exit {rc}, no results written ({e.__class__.__name__})"
