@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace rp::cases {
+namespace rp::cli {
 
 struct CaseId {
   std::string case_name, variant, full;  // full: the GoogleTest name
@@ -21,4 +21,4 @@ bool selected(const CaseId& id, const std::vector<std::string>& globs);
 // "no case matches ..." and the known case names, on stderr.
 void print_known(const std::vector<std::string>& globs);
 
-}  // namespace rp::cases
+}  // namespace rp::cli

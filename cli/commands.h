@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-namespace rp::cases {
+namespace rp::cli {
 
 int run_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
 
@@ -21,8 +21,5 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
 
 int report_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
 
-// For the subcommands not yet on rp::cli (cli/common/options.h), which these forward to.
-int usage_error(const std::string& msg);
-bool has_privileges(std::string& missing);
 
-}  // namespace rp::cases
+}  // namespace rp::cli

@@ -17,7 +17,8 @@
 #include "cli/deploy/deploy.h"
 #include "harness/socket.h"
 
-namespace rp::cases {
+namespace rp::cli {
+
 namespace {
 
 constexpr const char* kDescription = R"(Runs your server and your deploy procedure under load and counts every connection the
@@ -192,4 +193,4 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
   return deploy::run(o);
 }
 
-}  // namespace rp::cases
+}  // namespace rp::cli

@@ -14,7 +14,9 @@
 #include "cli/commands.h"
 #include "cli/common/options.h"
 
-namespace rp::cases {
+namespace rp::cli {
+
+using namespace rp::cases;
 
 std::vector<CaseId> registered() {
   std::vector<CaseId> out;
@@ -78,4 +80,4 @@ int list_command(const std::vector<std::string>& args, const std::vector<std::st
   return 0;
 }
 
-}  // namespace rp::cases
+}  // namespace rp::cli

@@ -21,28 +21,28 @@ struct Command {
 };
 
 const Command kCommands[] = {
-    {"run", rp::cases::run_command, "run [--case GLOB]... [--repeat N] [--json PATH] [--resume FILE] [--verbose]",
+    {"run", rp::cli::run_command, "run [--case GLOB]... [--repeat N] [--json PATH] [--resume FILE] [--verbose]",
      "Run the conformance cases on the running kernel; print expected, observed and the verdict per case x "
      "variant, then a summary. Exit 1 on any FAIL, XPASS or ERROR."},
-    {"list", rp::cases::list_command, "list [--case GLOB]...", "Print the cases and their variants."},
-    {"watch", rp::cases::watch_command, "watch --port P [--netns NAME | --pid PID] [--duration S] [--json PATH]",
+    {"list", rp::cli::list_command, "list [--case GLOB]...", "Print the cases and their variants."},
+    {"watch", rp::cli::watch_command, "watch --port P [--netns NAME | --pid PID] [--duration S] [--json PATH]",
      "Attach to a port someone else's server listens on and show, each second, what the kernel saw: listeners "
      "joining and leaving, resets by cause, children orphaned in a closed listener's queue, overflows, "
      "migrations; then a summary."},
-    {"matrix", rp::cases::matrix_command, "matrix [--kernels LIST] [--case GLOB]... [--json PATH] [-j N]",
+    {"matrix", rp::cli::matrix_command, "matrix [--kernels LIST] [--case GLOB]... [--json PATH] [-j N]",
      "Run the cases on every kernel of ci/kernels.toml (Debian kernels booted in qemu, plus the running one) and "
      "print a case x kernel table, differences marked."},
-    {"deploy", rp::cases::deploy_command,
+    {"deploy", rp::cli::deploy_command,
      "deploy --start CMD --deploy CMD --port P [--load closed:N|rate:R]\n"
      "                         [--request FILE | --http PATH] [--settle S] [--max-lost K]\n"
      "                         [--json PATH] [--junit PATH]",
      "Run your server (--start) and your deploy procedure (--deploy) under load in a network namespace of their "
      "own; count every lost connection with the kernel's cause and the moment in the deploy. Exit 1 when more "
      "than --max-lost were lost."},
-    {"serve", rp::cases::serve_command, "serve --port P [--http] [--workers N] [--backlog N] [--drain]",
+    {"serve", rp::cli::serve_command, "serve --port P [--http] [--workers N] [--backlog N] [--drain]",
      "A small SO_REUSEPORT server that closes its listeners at once on SIGTERM, to try a deploy that loses "
      "connections and one that does not (docs/deploy.md)."},
-    {"report", rp::cases::report_command,
+    {"report", rp::cli::report_command,
      "report [--host-only | --kernels LIST] [--profile quick|full|guest] [--out DIR]",
      "Run the deploy strategies under load (close, SIGKILL, graceful, migration by sysctl or BPF, "
      "steer-then-drain, socket hand-over, shutdown-then-drain) and the published comparisons; write "
@@ -97,10 +97,6 @@ void print_help() {
 
 }  // namespace
 
-namespace rp::cases {
-int usage_error(const std::string& msg) { return rp::cli::usage_error(msg); }
-bool has_privileges(std::string& missing) { return rp::cli::has_privileges(missing); }
-}  // namespace rp::cases
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);

@@ -36,7 +36,8 @@
 #define RP_SOURCE_DIR "."
 #endif
 
-namespace rp::cases {
+namespace rp::cli {
+
 namespace {
 
 constexpr const char* kMatrixDescription =
@@ -459,4 +460,4 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
   return failing || rc != 0 ? 1 : 0;
 }
 
-}  // namespace rp::cases
+}  // namespace rp::cli

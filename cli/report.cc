@@ -46,11 +46,13 @@
 #define RP_SOURCE_DIR "."
 #endif
 
-namespace rp::cases {
+namespace rp::cli {
+
+using namespace rp::cases;
 namespace {
 
 using nlohmann::json;
-using namespace rp::cases::report;
+using namespace rp::cli::report;
 
 constexpr const char* kReportDescription =
     "Runs the deploy strategies (a close, b SIGKILL, c graceful SIGTERM, d tcp_migrate_req,\n"
@@ -351,4 +353,4 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
   return failed_runs ? 1 : 0;
 }
 
-}  // namespace rp::cases
+}  // namespace rp::cli

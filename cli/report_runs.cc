@@ -15,7 +15,9 @@
 #include "harness/isolate.h"
 #include "probes/kernel_sampler.h"
 
-namespace rp::cases::report {
+namespace rp::cli::report {
+
+using namespace rp::cases;
 namespace {
 
 using nlohmann::json;
@@ -326,4 +328,4 @@ std::string describe(const Experiment& e, double rate) {
   return s;
 }
 
-}  // namespace rp::cases::report
+}  // namespace rp::cli::report

@@ -12,7 +12,7 @@
 
 #include "harness/strategies.h"
 
-namespace rp::cases::report {
+namespace rp::cli::report {
 
 // One run to do: a deploy strategy or a worker-sharing shape, with its load.
 struct Experiment {
@@ -65,4 +65,4 @@ double loadavg();
 // "grid close closed:20 backlog 16 work 0us".
 std::string describe(const Experiment& e, double rate);
 
-}  // namespace rp::cases::report
+}  // namespace rp::cli::report

@@ -30,7 +30,9 @@
 #include "cli/common/progress.h"
 #include "cli/run_output.h"
 
-namespace rp::cases {
+namespace rp::cli {
+
+using namespace rp::cases;
 namespace {
 
 constexpr const char* kDescription =
@@ -370,4 +372,4 @@ int run_command(const std::vector<std::string>& args, const std::vector<std::str
   return failed ? 1 : 0;
 }
 
-}  // namespace rp::cases
+}  // namespace rp::cli

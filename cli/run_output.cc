@@ -15,7 +15,9 @@
 
 #include "cli/common/output.h"
 
-namespace rp::cases {
+namespace rp::cli {
+
+using namespace rp::cases;
 namespace {
 
 using nlohmann::json;
@@ -168,4 +170,4 @@ void RunOutput::write_document(bool complete) {
   last_doc_ = std::chrono::steady_clock::now();
 }
 
-}  // namespace rp::cases
+}  // namespace rp::cli

@@ -19,7 +19,7 @@ namespace rp::cli {
 class JsonLines;
 }
 
-namespace rp::cases {
+namespace rp::cli {
 
 // PATH.jsonl: beside the document, named after it, so that one option names both, the
 // document keeps the name its readers know, and no --json value can make the two collide.
@@ -34,7 +34,7 @@ struct Resumed {
   size_t torn = 0;           // torn last lines skipped (a write a kill interrupted)
   struct Kept {
     nlohmann::json json;     // as read, copied verbatim into the new output
-    Record record;
+    rp::cases::Record record;
     bool in_journal = false;
   };
   std::vector<Kept> records;  // one per case x variant x repeat, first occurrence wins
@@ -76,4 +76,4 @@ class RunOutput {
   std::chrono::steady_clock::time_point last_doc_;
 };
 
-}  // namespace rp::cases
+}  // namespace rp::cli

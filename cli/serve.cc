@@ -32,7 +32,8 @@
 #include "harness/server.h"
 #include "harness/socket.h"
 
-namespace rp::cases {
+namespace rp::cli {
+
 namespace {
 
 constexpr const char* kServeDescription =
@@ -238,4 +239,4 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
   return rc;
 }
 
-}  // namespace rp::cases
+}  // namespace rp::cli

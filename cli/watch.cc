@@ -30,7 +30,9 @@
 #include "probes/counters.h"
 #include "probes/kernel_sampler.h"
 
-namespace rp::cases {
+namespace rp::cli {
+
+using namespace rp::cases;
 namespace {
 
 using nlohmann::json;
@@ -304,4 +306,4 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
 #endif
 }
 
-}  // namespace rp::cases
+}  // namespace rp::cli

@@ -1,5 +1,5 @@
 // One result record per case x variant x repeat: the normalized shape that `run`, the JSON
-// output and the kernel matrix all share (schema in results/schema.json).
+// output and the kernel matrix all share (schema in results/schemas/run-record.schema.json).
 #pragma once
 
 #include <functional>

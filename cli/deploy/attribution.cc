@@ -10,7 +10,8 @@
 #include "harness/error.h"
 #include "probes/counters.h"
 
-namespace rp::cases::deploy {
+namespace rp::cli::deploy {
+
 
 uint64_t val(const Counts& c, const std::string& k) {
   auto it = c.find(k);
@@ -130,4 +131,4 @@ Attribution attribute(const Options& o, const Observed& obs) {
   return a;
 }
 
-}  // namespace rp::cases::deploy
+}  // namespace rp::cli::deploy

@@ -18,7 +18,7 @@
 #include "harness/loadgen.h"
 #include "harness/process.h"
 
-namespace rp::cases::deploy {
+namespace rp::cli::deploy {
 
 struct Options {
   std::string start, deploy, host = "127.0.0.1", request_file, http_path, json_path, junit_path;
@@ -84,4 +84,4 @@ uint64_t val(const Counts& c, const std::string& k);
 std::string fmt(const char* f, double v);
 inline double seconds(uint64_t ns) { return static_cast<double>(ns) / 1e9; }
 
-}  // namespace rp::cases::deploy
+}  // namespace rp::cli::deploy

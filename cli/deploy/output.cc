@@ -11,7 +11,9 @@
 #include "harness/error.h"
 #include "probes/counters.h"
 
-namespace rp::cases::deploy {
+namespace rp::cli::deploy {
+
+using namespace rp::cases;
 namespace {
 
 using nlohmann::json;
@@ -132,4 +134,4 @@ void write_error_junit(const Options& o, const std::string& error, double elapse
   }
 }
 
-}  // namespace rp::cases::deploy
+}  // namespace rp::cli::deploy

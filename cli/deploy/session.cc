@@ -39,7 +39,9 @@
 #include "harness/sockdiag.h"
 #include "probes/kernel_sampler.h"
 
-namespace rp::cases::deploy {
+namespace rp::cli::deploy {
+
+using namespace rp::cases;
 namespace {
 
 constexpr uint64_t kSampleNs = 50'000'000;
@@ -361,4 +363,4 @@ int run(const Options& o) {
   return 2;
 }
 
-}  // namespace rp::cases::deploy
+}  // namespace rp::cli::deploy

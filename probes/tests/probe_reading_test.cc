@@ -1,0 +1,99 @@
+// ProbeReading as the loader builds it from the BPF side's raw counters: what a kernel
+// could not observe is nullopt with the reason, never 0; deltas keep that; and one live
+// reading agrees with the capabilities the probe reports.
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "probes/reuseport_probe.h"
+
+namespace rp::probes {
+namespace {
+
+bool is_root() { return ::geteuid() == 0; }
+
+TEST(ProbeReporting, unobservable_counters_are_nullopt_not_zero) {
+  detail::RawCounters raw;  // all zero, as the BPF side would leave them
+  Capabilities caps;        // nothing optional attached, no reasons
+  caps.per_listener_why = "this kernel has no sock:sk_data_ready tracepoint";
+  caps.migrate_why = "fexit/reuseport_migrate_sock did not load (Operation not permitted)";
+  caps.drop_why = "kfree_skb carries no drop reason on this kernel (< 5.17)";
+  const ProbeReading r = detail::make_reading(raw, caps);
+  EXPECT_FALSE(r.counter("kernel_migrate_target_found").value.has_value());
+  EXPECT_FALSE(r.counter("kernel_migrate_no_target").value.has_value());
+  EXPECT_NE(r.counter("kernel_migrate_target_found").source.find("not observable"), std::string::npos);
+  EXPECT_NE(r.counter("kernel_migrate_target_found").source.find("Operation not permitted"), std::string::npos);
+  EXPECT_FALSE(r.drops_by_reason.has_value());
+  EXPECT_FALSE(r.drops("QUEUE_PURGE").has_value());
+  EXPECT_FALSE(r.counter("kernel_drops_out_of_range").value.has_value());
+  EXPECT_NE(r.drops_source.find("no drop reason"), std::string::npos);
+  EXPECT_FALSE(r.listeners.has_value());
+  EXPECT_NE(r.listeners_source.find("sk_data_ready"), std::string::npos);
+  // Always observable (raw tracepoints every supported kernel has): 0 is a real 0.
+  ASSERT_TRUE(r.counter("kernel_listener_closes").value.has_value());
+  EXPECT_EQ(*r.counter("kernel_listener_closes").value, 0u);
+  EXPECT_NE(r.counter("kernel_listener_closes").source.find("sock:inet_sock_set_state"), std::string::npos);
+  EXPECT_NE(r.counter("kernel_orphan_resets").source.find("no reset reason"), std::string::npos);
+}
+
+TEST(ProbeReporting, observable_counters_carry_values_and_zero_for_unseen_reasons) {
+  detail::RawCounters raw;
+  raw.counters.orphaned_children = 9;
+  raw.counters.migrate_target_found = 3;
+  raw.drops_by_reason["TCP_LISTEN_OVERFLOW"] = 2;
+  raw.listeners[42] = ListenerStats{9, 9, true};
+  Capabilities caps;
+  caps.rst_reason = caps.drop_reason = caps.per_listener = caps.migrate_fexit = true;
+  const ProbeReading r = detail::make_reading(raw, caps);
+  EXPECT_EQ(r.counter("kernel_orphaned_children").value, 9u);
+  EXPECT_EQ(r.counter("kernel_migrate_target_found").value, 3u);
+  EXPECT_EQ(r.drops("TCP_LISTEN_OVERFLOW"), 2u);
+  EXPECT_EQ(r.drops("QUEUE_PURGE"), 0u);
+  ASSERT_TRUE(r.listeners.has_value());
+  EXPECT_EQ(r.listeners->at(42).orphans, 9u);
+  EXPECT_NE(r.counter("kernel_orphan_resets").source.find("TCP_STATE"), std::string::npos);
+}
+
+TEST(ProbeReporting, delta_keeps_unobservable_as_nullopt) {
+  detail::RawCounters a, b;
+  a.counters.listener_closes = 1;
+  b.counters.listener_closes = 3;
+  b.drops_by_reason["NO_SOCKET"] = 5;
+  Capabilities with, without;
+  with.drop_reason = true;
+  const ProbeReading d1 = delta(detail::make_reading(b, with), detail::make_reading(a, with));
+  EXPECT_EQ(d1.counter("kernel_listener_closes").value, 2u);
+  EXPECT_EQ(d1.drops("NO_SOCKET"), 5u);
+  const ProbeReading d2 = delta(detail::make_reading(b, with), detail::make_reading(a, without));
+  EXPECT_FALSE(d2.drops_by_reason.has_value());
+  EXPECT_FALSE(d2.counter("kernel_migrate_target_found").value.has_value());
+}
+
+TEST(ProbeReporting, error_names_operation_and_errno) {
+  const ProbeError e("bpf: load reuseport_probe", -EPERM);
+  EXPECT_STREQ(e.what(), "bpf: load reuseport_probe: Operation not permitted");
+  EXPECT_EQ(e.error(), EPERM);
+}
+
+TEST(ProbeReporting, live_reading_matches_capabilities) {
+  if (!is_root()) GTEST_SKIP() << "needs root: BPF load";
+  ReuseportProbe probe({.port = 1, .netns_cookie = current_netns_cookie()});
+  const Capabilities& caps = probe.capabilities();
+  const ProbeReading r = probe.read();
+  EXPECT_EQ(r.counter("kernel_migrate_target_found").value.has_value(), caps.migrate_fexit)
+      << r.counter("kernel_migrate_target_found").source;
+  EXPECT_EQ(r.listeners.has_value(), caps.per_listener) << r.listeners_source;
+  EXPECT_EQ(r.drops_by_reason.has_value(), caps.drop_reason) << r.drops_source;
+  EXPECT_EQ(caps.migrate_fexit, caps.migrate_why.empty()) << caps.migrate_why;
+  EXPECT_EQ(caps.per_listener, caps.per_listener_why.empty()) << caps.per_listener_why;
+  EXPECT_EQ(caps.drop_reason, caps.drop_why.empty()) << caps.drop_why;
+  RecordProperty("migrate_source", r.counter("kernel_migrate_target_found").source);
+  RecordProperty("listeners_source", r.listeners_source);
+}
+
+}  // namespace
+}  // namespace rp::probes
