@@ -96,7 +96,7 @@ DEPLOY = {"schema": "reuseport-check/deploy/1", "kernel": "6.1.0", "port": 8080,
                         "client_lost": {"reset_after_connect": 2}, "kernel": {"kernel_orphaned_children": 2}}],
           "listeners": [[-0.5, 1, 0], [0.0, 2, 0]], "max_lost": 0, "verdict": "fail"}
 
-MATRIX = {"schema": "reuseport-check/matrix/1",
+MATRIX = {"schema": "reuseport-check/matrix/1", "complete": True,
           "kernels": [{"name": "running", "release": "6.1.0", "error": ""}, {"name": "6.12"}],
           "records": [RECORD]}
 
@@ -160,6 +160,7 @@ BROKEN = [
     ("deploy", ["listeners", 0], [0.0, 1]),
     ("matrix", ["records", 0, "observed", "served"], "3"),
     ("matrix", ["kernels", 0, "name"], KeyError),
+    ("matrix", ["complete"], KeyError),
     ("matrix", ["kernels", 1, "release"], "6.12.0"),
     ("report-data", ["ceiling", "served_per_second"], "12995"),
     ("report-data", ["runs", 0, "status"], KeyError),
