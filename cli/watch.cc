@@ -231,6 +231,7 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
   auto sources_of = [&] {
     json sources = json(last_counts.sources);
     for (auto& [k, why] : last_counts.not_observable) sources[k] = why;
+    for (auto& [k, why] : last_counts.errors) sources[k] = "not read: " + why;
     sources["listeners, accept_queue, joined/left"] = "NETLINK_SOCK_DIAG, LISTEN sockets of the port";
     return sources;
   };

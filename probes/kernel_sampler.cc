@@ -1,6 +1,7 @@
 #include "probes/kernel_sampler.h"
 
 #include <cerrno>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "probes/counters.h"
@@ -17,6 +18,7 @@ using nlohmann::json;
 struct KernelSampler::Impl {
   Options options;
   std::string probe_error, filter, netstat_error;
+  bool probe_absent_by_build = false;  // RP_ENABLE_BPF=OFF or not requested: not our failure
   std::optional<ns::Counters> netstat_base;
 #ifdef RP_HAVE_BPF
   std::optional<ReuseportProbe> probe;
@@ -36,6 +38,7 @@ json KernelCounts::to_json(bool with_provenance) const {
   if (with_provenance) {
     j["kernel_sources"] = json(sources);
     j["kernel_not_observable"] = json(not_observable);
+    j["kernel_errors"] = json(errors);
   }
   return j;
 }
@@ -45,6 +48,9 @@ KernelSampler::KernelSampler(const Options& options) : impl_(std::make_unique<Im
 #ifdef RP_HAVE_BPF
   if (options.probe) {
     try {
+      // A test hook: the path a probe that fails to load takes (its counts become errors).
+      if (const char* v = std::getenv("RP_TEST_PROBE_FAIL"); v && *v && std::string(v) != "0")
+        throw ProbeError("load reuseport_probe (suppressed by RP_TEST_PROBE_FAIL)", EPERM);
       ProbeOptions po;
       po.port = options.port;
       try {
@@ -63,9 +69,11 @@ KernelSampler::KernelSampler(const Options& options) : impl_(std::make_unique<Im
     }
   } else {
     impl_->probe_error = "the probe was not attached by this sampler";
+    impl_->probe_absent_by_build = true;
   }
 #else
   impl_->probe_error = "built without BPF (RP_ENABLE_BPF=OFF)";
+  impl_->probe_absent_by_build = true;
 #endif
   baseline();
 }
@@ -95,6 +103,10 @@ KernelCounts KernelSampler::sample() const {
     out.values[row.key] = v;
     (v ? out.sources : out.not_observable)[row.key] = where;
   };
+  auto failed = [&](const CounterDef& row, const std::string& why) {
+    out.values[row.key] = std::nullopt;
+    out.errors[row.key] = why;
+  };
 #ifdef RP_HAVE_BPF
   std::optional<ProbeReading> r;
   if (im.probe) r = delta(im.probe->read(), im.probe_base);
@@ -122,16 +134,22 @@ KernelCounts KernelSampler::sample() const {
         }
         if (r) {
           auto v = r->drops(row.name);
-          put(row, v, r->drops_source + row.source);
+          if (!v && r->drops_by_reason)
+            put(row, v, std::string("this kernel has no drop reason ") + row.name);
+          else
+            put(row, v, r->drops_source + row.source);
           break;
         }
 #endif
-        put(row, std::nullopt, im.probe_error);
+        if (im.probe_absent_by_build)
+          put(row, std::nullopt, im.probe_error);
+        else
+          failed(row, "the reuseport probe did not attach: " + im.probe_error);
         break;
       }
       case CounterDef::From::TcpExt: {
         if (!d) {
-          put(row, std::nullopt, netstat_error);
+          failed(row, netstat_error);
           break;
         }
         auto v = ns::get(*d, "TcpExt", row.name);
@@ -150,6 +168,8 @@ KernelCounts KernelSampler::sample() const {
     auto a = out.values.at(row.name), b = out.values.at(row.name2);
     if (a && b)
       put(row, *a + *b, std::string(row.name) + " + " + row.name2);
+    else if (out.errors.count(row.name) || out.errors.count(row.name2))
+      failed(row, std::string("needs ") + row.name + " and " + row.name2 + ", not read");
     else
       put(row, std::nullopt, std::string("needs ") + row.name + " and " + row.name2);
   }

@@ -23,13 +23,19 @@ namespace rp::probes {
 struct KernelCounts {
   // Every key of the counter table; nullopt: not observable here (see not_observable).
   std::map<std::string, std::optional<std::uint64_t>, std::less<>> values;
-  std::map<std::string, std::string, std::less<>> sources;         // key -> where it was read
-  std::map<std::string, std::string, std::less<>> not_observable;  // key -> why it could not be
+  std::map<std::string, std::string, std::less<>> sources;  // key -> where it was read
+  // A null value is in exactly one of these two. not_observable: the running kernel (or
+  // this build, configured without BPF) does not offer the count: a case that needs it is
+  // SKIP. errors: the kernel offers it and we failed to read it (a probe that did not load,
+  // a file we could not read): a case that needs it is ERROR.
+  std::map<std::string, std::string, std::less<>> not_observable;
+  std::map<std::string, std::string, std::less<>> errors;
 
   // The value of `key`; throws std::out_of_range for a key that is not in the table.
   std::optional<std::uint64_t> value(std::string_view key) const;
-  // {key: value or null, ...}; with_provenance adds "kernel_sources" and
-  // "kernel_not_observable" (the shape of a case record's observed counts).
+  // {key: value or null, ...}; with_provenance adds "kernel_sources",
+  // "kernel_not_observable" and "kernel_errors" (the shape of a case record's observed
+  // counts).
   nlohmann::json to_json(bool with_provenance = true) const;
 };
 
@@ -59,7 +65,8 @@ class KernelSampler {
   // Every counter since the baseline.
   KernelCounts sample() const;
 
-  // Empty when the probe is attached; otherwise why not (the probe's rows are null then).
+  // Empty when the probe is attached; otherwise why not (the probe's rows are null then,
+  // in errors, or in not_observable for a build without BPF).
   const std::string& probe_error() const;
   // Which filter the probe uses: "netns cookie N" or "netns inode N (no SO_NETNS_COOKIE
   // before 5.14)"; empty without a probe.

@@ -298,6 +298,8 @@ ProbeReading ReuseportProbe::read() const {
   const auto* from = reinterpret_cast<const __u64*>(&c);
   auto* to = reinterpret_cast<__u64*>(&raw.counters);
   for (std::size_t i = 0; i < sizeof(struct rp_counters) / sizeof(__u64); ++i) to[i] = load_relaxed(from[i]);
+  for (const auto& name : im.reason_names)
+    if (name.rfind("reason_", 0) != 0) raw.known_reasons.insert(name);
   for (std::size_t i = 0; i < RP_MAX_DROP_REASONS; ++i) {
     if (std::uint64_t n = load_relaxed(im.skel->bss->drops[i]); n != 0)
       raw.drops_by_reason[im.reason_names[i]] += n;
@@ -344,6 +346,7 @@ const Counter& ProbeReading::counter(std::string_view key) const {
 
 std::optional<std::uint64_t> ProbeReading::drops(const std::string& reason) const {
   if (!drops_by_reason) return std::nullopt;
+  if (!known_reasons.empty() && !known_reasons.count(reason)) return std::nullopt;
   auto it = drops_by_reason->find(reason);
   return it == drops_by_reason->end() ? 0 : it->second;
 }
@@ -362,6 +365,7 @@ ProbeReading delta(const ProbeReading& after, const ProbeReading& before) {
     d.counters[key] = it == before.counters.end() ? Counter{std::nullopt, c.source} : sub(c, it->second);
   }
   d.drops_source = after.drops_source;
+  d.known_reasons = after.known_reasons;
   if (after.drops_by_reason && before.drops_by_reason) {
     d.drops_by_reason.emplace();
     for (const auto& [name, n] : *after.drops_by_reason) {
@@ -440,6 +444,7 @@ ProbeReading make_reading(const RawCounters& raw, const Capabilities& caps) {
   }
   if (caps.drop_reason) {
     r.drops_by_reason = raw.drops_by_reason;
+    r.known_reasons = raw.known_reasons;
     r.drops_source = std::string(kKfreeSkb) + ": reason, TCP segments of the port";
   } else {
     r.drops_source =

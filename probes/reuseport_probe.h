@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -79,8 +80,12 @@ struct ProbeReading {
   std::optional<std::map<std::uint64_t, ListenerStats>> listeners;
   std::string listeners_source;
 
-  // A drop count by name; nullopt when drops are not observable, 0 when observable and
-  // never seen.
+  // The reason names the running kernel's enum skb_drop_reason has; empty when not known
+  // (a reading built without the kernel's BTF, as in unit tests).
+  std::set<std::string> known_reasons;
+
+  // A drop count by name; nullopt when drops are not observable or this kernel has no such
+  // reason (TCP_LISTEN_OVERFLOW came in 6.0), 0 when observable and never seen.
   std::optional<std::uint64_t> drops(const std::string& reason) const;
 };
 
@@ -142,6 +147,7 @@ namespace detail {
 struct RawCounters {
   struct rp_counters counters {};
   std::map<std::string, std::uint64_t> drops_by_reason;
+  std::set<std::string> known_reasons;
   std::map<std::uint64_t, ListenerStats> listeners;
 };
 

@@ -57,7 +57,7 @@ struct Observed {
   const Ledger& ledger;
   const std::vector<Sample>& samples;
   const Process& deploy;  // the deploy command; its start is t = 0
-  nlohmann::json kernel_sources, kernel_not_observable;
+  nlohmann::json kernel_sources, kernel_not_observable, kernel_errors;
   std::string namespace_filter;  // the probe's ("netns cookie N", "netns inode N (...)"), "" without
 };
 

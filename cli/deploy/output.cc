@@ -56,6 +56,8 @@ int report(const Options& o, const Observed& obs, const Attribution& a, double e
   for (const auto& row : rp::probes::counter_table()) std::printf("    %-64s %7s\n", row.label, kv(row.key).c_str());
   for (auto& [k, v] : obs.kernel_not_observable.items())
     std::printf("    n/a %s: %s\n", k.c_str(), v.get<std::string>().c_str());
+  for (auto& [k, v] : obs.kernel_errors.items())
+    std::printf("    not read %s: %s\n", k.c_str(), v.get<std::string>().c_str());
   if (!a.causes.empty()) {
     std::printf("  lost, by cause (t relative to the start of the deploy command):\n");
     for (const auto& w : a.causes) std::printf("    %s\n", w.c_str());
@@ -93,6 +95,7 @@ int report(const Options& o, const Observed& obs, const Attribution& a, double e
       {"kernel_totals", kernel_totals},
       {"kernel_sources", obs.kernel_sources},
       {"kernel_not_observable", obs.kernel_not_observable},
+      {"kernel_errors", obs.kernel_errors},
       // How the probe told the deploy's namespace from others: its cookie (5.14+) or its
       // inode (before); null when the probe is not attached.
       {"kernel_namespace_filter", obs.namespace_filter.empty() ? json(nullptr) : json(obs.namespace_filter)},

@@ -76,6 +76,7 @@ class Kernel {
 
   nlohmann::json sources() const { return nlohmann::json(last_.sources); }
   nlohmann::json not_observable() const { return nlohmann::json(last_.not_observable); }
+  nlohmann::json errors() const { return nlohmann::json(last_.errors); }
 
  private:
   uint16_t port_;
@@ -283,7 +284,7 @@ int Session::go() {
   lg.wait();
   samples.push_back(kernel_->sample());
   const Observed obs{lg.ledger(), samples, deploy_, kernel_->sources(), kernel_->not_observable(),
-                     kernel_->namespace_filter()};
+                     kernel_->errors(), kernel_->namespace_filter()};
   return report(o_, obs, attribute(o_, obs), elapsed());
 }
 

@@ -148,6 +148,29 @@ TEST_P(SamplerFilter, counts_a_closed_listeners_queue) {
 INSTANTIATE_TEST_SUITE_P(Filter, SamplerFilter, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "by_inode" : "by_cookie"; });
 
+// A probe that fails to load is our failure, not the kernel's: its counts are errors (a
+// case needing them is ERROR), never "not observable" (SKIP) and never 0.
+TEST(Sampler, a_probe_that_did_not_load_makes_errors) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: network namespace";
+  auto r = rp::run_isolated([] {
+    setenv("RP_TEST_PROBE_FAIL", "1", 1);
+    rp::probes::KernelSampler k({.port = 7313});
+    const auto c = k.sample();
+    std::string out = c.value("kernel_orphan_resets") ? "value" : "null";
+    out += c.errors.count("kernel_orphan_resets") ? " error" : " no-error";
+    out += c.not_observable.count("kernel_orphan_resets") ? " not-observable" : "";
+    out += c.errors.count("kernel_resets_sent") ? " sum-error" : "";
+    out += c.value("netstat_listen_overflows") ? " netstat" : " no-netstat";
+    return out;
+  });
+  ASSERT_TRUE(r.ok()) << r.describe();
+#ifdef RP_HAVE_BPF
+  EXPECT_EQ(r.payload, "null error sum-error netstat");
+#else
+  EXPECT_EQ(r.payload, "null no-error not-observable netstat");
+#endif
+}
+
 TEST(KernelCounts, unknown_key_throws_and_json_keeps_nulls) {
   rp::probes::KernelCounts c;
   c.values["kernel_orphan_resets"] = std::nullopt;
@@ -156,6 +179,7 @@ TEST(KernelCounts, unknown_key_throws_and_json_keeps_nulls) {
   auto j = c.to_json();
   EXPECT_TRUE(j["kernel_orphan_resets"].is_null());
   EXPECT_EQ(j["kernel_not_observable"]["kernel_orphan_resets"], "why");
+  EXPECT_TRUE(j["kernel_errors"].is_object());
 }
 
 }  // namespace

@@ -58,6 +58,18 @@ TEST(ProbeReporting, observable_counters_carry_values_and_zero_for_unseen_reason
   EXPECT_NE(r.counter("kernel_orphan_resets").source.find("TCP_STATE"), std::string::npos);
 }
 
+// TCP_LISTEN_OVERFLOW came with 6.0's drop reasons: on a kernel whose enum lacks a reason
+// its count is not observable, not 0.
+TEST(ProbeReporting, a_reason_the_kernel_lacks_is_nullopt) {
+  detail::RawCounters raw;
+  raw.known_reasons = {"NO_SOCKET", "QUEUE_PURGE"};
+  Capabilities caps;
+  caps.drop_reason = true;
+  const ProbeReading r = detail::make_reading(raw, caps);
+  EXPECT_EQ(r.drops("NO_SOCKET"), 0u);
+  EXPECT_FALSE(r.drops("TCP_LISTEN_OVERFLOW").has_value());
+}
+
 TEST(ProbeReporting, delta_keeps_unobservable_as_nullopt) {
   detail::RawCounters a, b;
   a.counters.listener_closes = 1;
