@@ -24,8 +24,12 @@ def guest_script(modules: list[str]) -> str:
         lines += [f"cat > /{name} <<'RP_EOF'", (SERVE / name).read_text().rstrip("\n"), "RP_EOF",
                   f"chmod +x /{name}"]
     lines += [shlex.join([driver.GUEST_BIN, "deploy", "--port", "8080",
-                          "--start", "/start.sh --accept-delay-ms 1",
-                          "--deploy", "/swap.sh --accept-delay-ms 1",
+                          # A slow server (2 listeners, 10 ms per accept: about 200
+                          # connections/s against 32 in flight): its queues hold
+                          # children whenever generation 1 closes, however slow the
+                          # guest. At 1 ms a loaded TCG guest kept them empty (0 lost).
+                          "--start", "/start.sh --accept-delay-ms 10",
+                          "--deploy", "/swap.sh --accept-delay-ms 10",
                           "--warmup", "1", "--settle", "1", "--json", "/out.json"]),
               "rc=$?",
               f"echo; echo {BEGIN}; cat /out.json; echo; echo {END}",
