@@ -52,11 +52,18 @@ def test_deploy_in_a_5_10_guest_reports_the_probes_counts(static_binary, tmp_pat
     t, k = rep["totals"], rep["kernel_totals"]
     print(f"# 5.10 guest ({result.accel}): attempts {t['attempts']}, lost {t['lost']}, "
           f"orphans {k['kernel_orphaned_children']}, orphan RSTs {k['kernel_orphan_resets']}, "
+          f"other RSTs {k['kernel_other_resets_sent']}, "
           f"filter {rep['kernel_namespace_filter']!r}")
     assert isinstance(k["kernel_orphaned_children"], int), (k, rep["kernel_not_observable"])
     assert isinstance(k["kernel_orphan_resets"], int), (k, rep["kernel_not_observable"])
     assert rep["kernel_namespace_filter"].startswith("netns inode "), rep["kernel_namespace_filter"]
     assert t["lost"] > 0 and t["lost"] == t["attempts"] - t["served"], t
     assert t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"] == t["lost"], t
-    assert k["kernel_orphaned_children"] == k["kernel_orphan_resets"] == k["kernel_resets_received"] == t["lost"], (t, k)
+    # Every loss is an RST the clients received; the orphans' RSTs are most of them. In 1 of
+    # 10 runs here one more was lost than orphaned: a request still in SYN_RECV when its
+    # listener closed, whose final ACK found no listener and got an RST (syn_recv_on_close),
+    # which the probe counts among the other RSTs sent, not among the orphans'.
+    assert k["kernel_orphaned_children"] == k["kernel_orphan_resets"], k
+    assert k["kernel_resets_received"] == t["lost"], (t, k)
+    assert k["kernel_orphan_resets"] <= t["lost"] <= k["kernel_orphan_resets"] + k["kernel_other_resets_sent"], (t, k)
     assert k["kernel_listener_closes"] == 2, k
