@@ -101,7 +101,8 @@ def kernel_run(request) -> driver.KernelRun:
     run = driver.run_kernel(name, globs, n, binary=rp["binary"],
                             runs_dir=rp["results"] / "runs", matrix=rp["matrix"],
                             timeouts=timeouts)
-    written = driver.write_results(rp["results"], run) if run.ok else None
+    written = driver.write_results(rp["results"], run, log=lambda m: _say(request.config, m)) \
+        if run.ok else None
     driver.emit({"ev": "kernel", "kernel": name, "state": "done" if run.ok else "error",
                  "release": run.release, "error": run.error, "results": str(written or ""),
                  "boot_s": run.boot_time, "first_result_s": run.first_result_time,

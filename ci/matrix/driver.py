@@ -536,27 +536,107 @@ def run_kernel(name: str, globs: list[str], n_variants: int, *, binary: Path,
                      log=log, **kw)
 
 
-def results_document(run: KernelRun) -> dict:
-    """What results/<release>/results.json holds: the run's document, records in a fixed
-    order, and where the kernel came from."""
+def record_ref(r: dict) -> str:
+    """A record's key in a results file, as `run` prints it: "case/variant #repeat"."""
+    return f"{r.get('case', '')}/{r.get('variant', '')} #{r.get('repeat', 0)}"
+
+
+def _sorted_records(records: Iterable[dict]) -> list[dict]:
+    return sorted(records, key=lambda r: (r.get("case", ""), r.get("variant", ""),
+                                          r.get("repeat", 0)))
+
+
+def _run_entry(doc: dict, matrix: dict, records: Iterable[dict]) -> dict:
+    """One item of `runs`: the run that wrote these records and when."""
+    return {"command": list(doc.get("command") or ["?"]),
+            "started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),
+            "expectations": doc.get("expectations", ""), "matrix": matrix,
+            "records": [record_ref(r) for r in _sorted_records(records)]}
+
+
+def results_document(run: KernelRun, old: dict | None = None) -> tuple[dict, list[str]]:
+    """What results/<release>/results.json holds after this run, and notes on what of `old`
+    (the file as it was) was not kept.
+
+    A narrower run (`matrix --case GLOB`) must not cost the records of the variants it did
+    not run: the run's records replace those of the same case x variant x repeat, the others
+    stay, and `runs` says which run wrote which record. The top-level fields are the newest
+    run's. Only records of the same kernel release are kept: the file is per release, and a
+    record of another kernel in it (a copied file) would be judged as this kernel's.
+    """
+    matrix = {"kernel": run.name, "package": run.package, "version": run.version}
     doc = dict(run.doc or {})
-    doc["records"] = sorted(run.records, key=lambda r: (r.get("case", ""),
-                                                         r.get("variant", ""),
-                                                         r.get("repeat", 0)))
-    doc["matrix"] = {"kernel": run.name, "package": run.package, "version": run.version}
-    return doc
+    doc.pop("runs", None)
+    notes: list[str] = []
+    fresh = {record_ref(r) for r in run.records}
+    kept: list[dict] = []
+    runs: list[dict] = []
+    if old is not None:
+        if old.get("kernel") != run.release:
+            notes.append(f"the old file is of kernel {old.get('kernel')!r}, not {run.release}: "
+                         f"its {len(old.get('records') or [])} record(s) are not kept")
+        else:
+            other = [r for r in old["records"] if r.get("kernel") != run.release]
+            if other:
+                notes.append(f"{len(other)} old record(s) of another kernel "
+                             f"({', '.join(sorted({str(r.get('kernel')) for r in other}))}) "
+                             "are not kept")
+            kept = [r for r in old["records"]
+                    if r.get("kernel") == run.release and record_ref(r) not in fresh]
+            # A file written before `runs` existed was one run: its top-level fields say which.
+            old_runs = old.get("runs") or [_run_entry(old, old.get("matrix") or matrix,
+                                                           old["records"])]
+            still = {record_ref(r) for r in kept}
+            for entry in old_runs:
+                refs = [ref for ref in entry.get("records", []) if ref in still]
+                if refs:
+                    runs.append({**entry, "records": refs})
+    doc["records"] = _sorted_records(kept + list(run.records))
+    doc["matrix"] = matrix
+    doc["runs"] = runs + [_run_entry(doc, matrix, run.records)]
+    return doc, notes
 
 
-def write_results(results_dir: Path, run: KernelRun) -> Path:
+def _read_old(dest: Path) -> tuple[dict | None, str]:
+    """The results file as it is, or None and why it cannot be merged with."""
+    try:
+        old = json.loads(dest.read_text())
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, ValueError) as e:
+        return None, f"not readable as JSON ({e})"
+    if not isinstance(old, dict) or not isinstance(old.get("records"), list) or \
+            not all(isinstance(r, dict) for r in old["records"]):
+        return None, "not a results document (no records list)"
+    return old, ""
+
+
+def write_results(results_dir: Path, run: KernelRun,
+                  log: Callable[[str], None] = lambda m: None) -> Path:
+    """Merge the run's records into results/<release>/results.json (results_document).
+
+    A file that cannot be read is moved aside, never silently replaced.
+    """
     dest = results_dir / run.release / "results.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".results.json.{os.getpid()}")
-    # On disk before the rename: a crash right after must not leave an empty results.json.
-    with open(tmp, "w") as f:
-        f.write(json.dumps(results_document(run), indent=1) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, dest)
+    # Two matrix commands on one kernel must not both read the old file and lose each
+    # other's records.
+    with _locked(dest.parent / ".results.json.lock"):
+        old, why = _read_old(dest)
+        if why:
+            aside = dest.with_name(f"results.json.unreadable-{int(time.time())}")
+            os.replace(dest, aside)
+            log(f"{dest}: {why}; moved to {aside.name}")
+        doc, notes = results_document(run, old)
+        for note in notes:
+            log(f"{dest}: {note}")
+        tmp = dest.with_name(f".results.json.{os.getpid()}")
+        # On disk before the rename: a crash right after must not leave an empty results.json.
+        with open(tmp, "w") as f:
+            f.write(json.dumps(doc, indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
     return dest
 
 
@@ -581,5 +661,5 @@ def parse_kernels(spec: str | None, matrix: dict[str, Kernel]) -> list[str]:
 
 __all__ = ["DriverError", "GuestBoot", "KernelRun", "between_markers", "boot_guest", "emit", "ensure_static_binary", "error_record",
            "fetch_modules", "guest_script", "is_static_elf", "list_variants", "load_matrix",
-           "parse_kernels", "parse_progress", "parse_results", "run_guest", "run_host",
-           "run_kernel", "results_document", "write_results"]
+           "parse_kernels", "parse_progress", "parse_results", "record_ref", "run_guest",
+           "run_host", "run_kernel", "results_document", "write_results"]

@@ -82,9 +82,121 @@ def test_guest_script_loads_modules_in_order_and_prints_the_json_between_markers
 def test_results_document_is_sorted_and_names_its_kernel():
     run = driver.KernelRun("5.10", "5.10.0-43-cloud-amd64", True, doc=doc(),
                            records=[rec("b"), rec("a")], package="p", version="1")
-    out = driver.results_document(run)
+    out, notes = driver.results_document(run)
     assert [r["variant"] for r in out["records"]] == ["a", "b"]
     assert out["matrix"] == {"kernel": "5.10", "package": "p", "version": "1"}
+    assert [e["records"] for e in out["runs"]] == [[f"{CASE}/a #0", f"{CASE}/b #0"]]
+    assert notes == []
+
+
+# ---------------------------------------------------------------------------------------
+# Merging a run into results/<release>/results.json: a narrower run keeps the others.
+
+RELEASE = "5.10.0-43-cloud-amd64"
+
+
+def full_doc(command, when, *records):
+    return {"schema": "reuseport-check/results/1", "tool": "reuseport-check", "kernel": RELEASE,
+            "machine": "x86_64", "started_at": when, "finished_at": when, "complete": True,
+            "command": command, "expectations": "built in", "records": list(records)}
+
+
+def kernel_run(command, when, *records):
+    return driver.KernelRun("5.10", RELEASE, True, doc=full_doc(command, when, *records),
+                            records=list(records), package="p", version="1")
+
+
+def refs_by_run(written):
+    return [(e["command"][-1], e["records"]) for e in written["runs"]]
+
+
+def test_a_subset_run_keeps_the_records_it_did_not_run_and_replaces_those_it_did(tmp_path):
+    first = kernel_run(["run", "all"], "2026-11-30T10:00:00Z",
+                       rec("a"), rec("b", "SKIP"), rec("c"))
+    driver.write_results(tmp_path, first)
+    subset = kernel_run(["run", "b"], "2026-11-30T11:00:00Z", rec("b", "FAIL"))
+    path = driver.write_results(tmp_path, subset)
+
+    written = json.loads(path.read_text())
+    assert schemas.errors(written, "results") == []
+    assert [(r["variant"], r["verdict"]) for r in written["records"]] == \
+        [("a", "PASS"), ("b", "FAIL"), ("c", "PASS")]
+    assert refs_by_run(written) == [("all", [f"{CASE}/a #0", f"{CASE}/c #0"]),
+                                    ("b", [f"{CASE}/b #0"])]
+    assert written["command"] == ["run", "b"]  # the top level is the newest run's
+    assert written["runs"][0]["finished_at"] == "2026-11-30T10:00:00Z"
+
+    # A run that replaces every record of an older run leaves no entry for it.
+    again = kernel_run(["run", "a,c"], "2026-11-30T12:00:00Z", rec("a"), rec("c", "XFAIL"))
+    written = json.loads(driver.write_results(tmp_path, again).read_text())
+    assert schemas.errors(written, "results") == []
+    assert refs_by_run(written) == [("b", [f"{CASE}/b #0"]),
+                                    ("a,c", [f"{CASE}/a #0", f"{CASE}/c #0"])]
+    assert [r["verdict"] for r in written["records"]] == ["PASS", "FAIL", "XFAIL"]
+
+
+def test_repeats_are_separate_records(tmp_path):
+    r0, r1 = rec("a"), dict(rec("a"), repeat=1)
+    driver.write_results(tmp_path, kernel_run(["run", "x2"], "2026-11-30T10:00:00Z", r0, r1))
+    written = json.loads(driver.write_results(
+        tmp_path, kernel_run(["run", "x1"], "2026-11-30T11:00:00Z",
+                             dict(r0, verdict="FAIL"))).read_text())
+    assert [(r["repeat"], r["verdict"]) for r in written["records"]] == [(0, "FAIL"), (1, "PASS")]
+    assert refs_by_run(written) == [("x2", [f"{CASE}/a #1"]), ("x1", [f"{CASE}/a #0"])]
+
+
+def test_a_file_written_before_runs_existed_becomes_the_first_run(tmp_path):
+    legacy = dict(full_doc(["run", "old"], "2026-11-23T20:28:26Z", rec("a"), rec("b")),
+                  matrix={"kernel": "5.10", "package": "p", "version": "0"})
+    del legacy["started_at"]  # older documents lack it
+    (tmp_path / RELEASE).mkdir()
+    (tmp_path / RELEASE / "results.json").write_text(json.dumps(legacy))
+    written = json.loads(driver.write_results(
+        tmp_path, kernel_run(["run", "new"], "2026-11-30T11:00:00Z", rec("b"))).read_text())
+    assert schemas.errors(written, "results") == []
+    old_entry = written["runs"][0]
+    assert old_entry == {"command": ["run", "old"], "started_at": None,
+                         "finished_at": "2026-11-23T20:28:26Z", "expectations": "built in",
+                         "matrix": {"kernel": "5.10", "package": "p", "version": "0"},
+                         "records": [f"{CASE}/a #0"]}
+
+
+def test_records_of_another_kernel_are_never_merged(tmp_path):
+    logged = []
+    (tmp_path / RELEASE).mkdir()
+    other = dict(full_doc(["run", "copied"], "2026-11-30T10:00:00Z", dict(rec("a"), kernel="6.1.0")),
+                 kernel="6.1.0", matrix={"kernel": "6.1", "package": None, "version": None})
+    (tmp_path / RELEASE / "results.json").write_text(json.dumps(other))
+    written = json.loads(driver.write_results(
+        tmp_path, kernel_run(["run", "b"], "2026-11-30T11:00:00Z", rec("b")),
+        log=logged.append).read_text())
+    assert [r["variant"] for r in written["records"]] == ["b"]
+    assert refs_by_run(written) == [("b", [f"{CASE}/b #0"])]
+    assert "of kernel '6.1.0', not 5.10.0-43-cloud-amd64: its 1 record(s) are not kept" in logged[0]
+
+    # The right kernel at the top, one record of another inside: that record goes.
+    mixed = full_doc(["run", "mixed"], "2026-11-30T10:00:00Z", rec("a"), dict(rec("c"), kernel="6.1.0"))
+    (tmp_path / RELEASE / "results.json").write_text(json.dumps(mixed))
+    logged.clear()
+    written = json.loads(driver.write_results(
+        tmp_path, kernel_run(["run", "b"], "2026-11-30T11:00:00Z", rec("b")),
+        log=logged.append).read_text())
+    assert [(r["variant"], r["kernel"]) for r in written["records"]] == \
+        [("a", RELEASE), ("b", RELEASE)]
+    assert refs_by_run(written) == [("mixed", [f"{CASE}/a #0"]), ("b", [f"{CASE}/b #0"])]
+    assert "1 old record(s) of another kernel (6.1.0) are not kept" in logged[0]
+
+
+def test_an_unreadable_results_file_is_moved_aside_not_lost(tmp_path):
+    (tmp_path / RELEASE).mkdir()
+    (tmp_path / RELEASE / "results.json").write_text('{"records": [')
+    logged = []
+    path = driver.write_results(tmp_path, kernel_run(["run", "b"], "2026-11-30T11:00:00Z",
+                                                      rec("b")), log=logged.append)
+    aside = list((tmp_path / RELEASE).glob("results.json.unreadable-*"))
+    assert [p.read_text() for p in aside] == ['{"records": [']
+    assert "not readable as JSON" in logged[0] and aside[0].name in logged[0]
+    assert [r["variant"] for r in json.loads(path.read_text())["records"]] == ["b"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -161,6 +273,50 @@ def test_matrix_command_on_the_running_kernel_writes_json_results_and_junit(tmp_
     # "@kernel-running": the xdist_group that keeps a kernel's items on one worker.
     assert [(name.split("::")[1].split("@")[0], c.outcome) for name, c in cases.items()] == \
         [(f"test_variant[running-{VARIANTS[0]}]", "passed")]
+
+
+def test_matrix_case_x_leaves_the_other_variants_records_in_place(tmp_path, static_binary):
+    """`matrix --case X` twice with different X into one results dir: the file holds the
+    union, `runs` names the run of each record, and running X again replaces X's record."""
+    cli = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
+    if not cli.exists():
+        pytest.skip(f"{cli} is missing: build first (ci/setup.sh)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    results = tmp_path / "results"
+    release = os.uname().release
+    path = results / release / "results.json"
+
+    def matrix(variant: str, n: int) -> dict:
+        out = tmp_path / f"matrix{n}.json"
+        r = subprocess.run([cli, "matrix", "--kernels", "running", "--case", variant,
+                            "--results-dir", str(results), "--json", str(out)],
+                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+                           env={**os.environ, "RP_SOURCE_DIR": str(REPO),
+                                "RP_STATIC_BIN": str(static_binary)})
+        assert r.returncode == 0, r.stdout + r.stderr
+        [record] = json.loads(out.read_text())["records"]
+        assert f"{record['case']}/{record['variant']}" == variant
+        return record
+
+    first = matrix(VARIANTS[0], 1)
+    second = matrix(VARIANTS[1], 2)
+    written = json.loads(path.read_text())
+    assert schemas.errors(written, "results") == []
+    assert written["records"] == [first, second]  # VARIANTS are in sorted order
+    assert [e["records"] for e in written["runs"]] == [[f"{VARIANTS[0]} #0"], [f"{VARIANTS[1]} #0"]]
+    assert [e["command"][-2:] for e in written["runs"]] == \
+        [["--case", VARIANTS[0]], ["--case", VARIANTS[1]]]
+
+    third = matrix(VARIANTS[0], 3)
+    written = json.loads(path.read_text())
+    assert schemas.errors(written, "results") == []
+    assert written["records"] == [third, second]
+    assert [e["records"] for e in written["runs"]] == [[f"{VARIANTS[1]} #0"], [f"{VARIANTS[0]} #0"]]
+    # The replaced record is the third run's, not the first's: its run started after the
+    # second run finished.
+    assert written["runs"][1]["started_at"] >= written["runs"][0]["finished_at"]
+    assert written["started_at"] == written["runs"][1]["started_at"]
 
 
 # ---------------------------------------------------------------------------------------

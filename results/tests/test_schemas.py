@@ -103,7 +103,17 @@ MATRIX = {"schema": "reuseport-check/matrix/1", "complete": True,
 
 REPORT = json.loads((RESULTS / "tests" / "data" / "report_small.json").read_text())
 
-VALID = {"run-record": RECORD, "run": RUN, "results": dict(RUN, matrix={"kernel": "6.1", "package": "p", "version": "1"}),
+RESULTS_MATRIX = {"kernel": "6.1", "package": "p", "version": "1"}
+# results/<release>/results.json after two runs merged (ci/matrix/driver.py results_document).
+RESULTS_DOC = dict(RUN, matrix=RESULTS_MATRIX, runs=[
+    {"command": ["reuseport-check", "run"], "started_at": None, "finished_at": "2026-11-23T19:33:33Z",
+     "expectations": "built in", "matrix": RESULTS_MATRIX,
+     "records": ["close_listener_with_queued_children/tcp4_close_k2_b8_migrate0 #0"]},
+    {"command": ["reuseport-check", "run", "--case", "bind_rules"], "started_at": "2026-11-24T19:33:00Z",
+     "finished_at": "2026-11-24T19:33:33Z", "expectations": "built in", "matrix": RESULTS_MATRIX,
+     "records": ["bind_rules/tcp4_both_reuseport #0"]}])
+
+VALID = {"run-record": RECORD, "run": RUN, "results": RESULTS_DOC,
          "watch": WATCH, "deploy": DEPLOY, "matrix": MATRIX, "report-data": REPORT}
 
 
@@ -146,6 +156,14 @@ BROKEN = [
     ("run", ["complete"], "yes"),
     ("results", ["matrix"], KeyError),
     ("results", ["records", 0, "duration_s"], None),
+    ("results", ["runs"], []),
+    ("results", ["runs", 0, "records"], []),
+    ("results", ["runs", 0, "records", 0], "close_listener_with_queued_children/tcp4_close_k2_b8_migrate0"),
+    ("results", ["runs", 1, "matrix"], KeyError),
+    ("results", ["runs", 1, "matrix", "kernel"], KeyError),
+    ("results", ["runs", 1, "command"], []),
+    ("results", ["runs", 1, "finished_at"], "yesterday"),
+    ("results", ["runs", 1, "host"], "x"),
     ("watch", ["samples", 0, "kernel_orphan_resets"], "5"),
     ("watch", ["totals", "netstat_listen_overflows"], -1),
     ("watch", ["complete"], KeyError),
