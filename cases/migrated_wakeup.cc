@@ -16,7 +16,7 @@
 //      (EPOLLIN, 2 s timeout); the case waits until that thread sleeps in the kernel.
 //   3. close(A): the 8 children migrate to B.
 //   4. Wait up to 2 s for the waiter: woke=true if it returned with a connection or an
-//      event. A blocking accept() that did not wake is then released by one more
+//      event (not a failed call). A blocking accept() that did not wake is then released by one more
 //      connection, made to B directly (it is the only listener left), so the case never
 //      hangs.
 //   5. Drain B without blocking: migrated = children accepted there (the extra connection
@@ -118,8 +118,9 @@ nlohmann::json scenario(const Variant& v) {
   UniqueFd releaser;
   if (!returned && v.wait == Wait::Accept) releaser = connect_to(lo.addr);
   waiter.join();
-  // epoll_wait returning 0 is its timeout, not a wake-up.
-  const bool woke = returned_in_time && (v.wait == Wait::Accept || result > 0);
+  // A wake-up is a connection or an event: epoll_wait returning 0 is its timeout, and an
+  // accept() or epoll_wait() that failed (-1) returned for some other reason.
+  const bool woke = returned_in_time && (v.wait == Wait::Accept ? result >= 0 : result > 0);
 
   uint64_t accepted = (v.wait == Wait::Accept && result >= 0) ? 1 : 0;
   if (v.wait == Wait::Accept && result >= 0) ::close(result);
@@ -135,8 +136,10 @@ nlohmann::json scenario(const Variant& v) {
   o["children"] = kChildren;
   o["waiter_was_asleep"] = asleep;
   o["woke"] = woke;
-  o["waiter_result"] = v.wait == Wait::Epoll ? std::to_string(result) + " events"
-                                             : (result >= 0 ? std::string("a connection") : errno_name(result_errno));
+  // Judged (cases/expectations.json): "a connection" or "1 events" when woken; an errno
+  // name when the call failed.
+  o["waiter_result"] = result < 0 ? errno_name(result_errno)
+                                  : v.wait == Wait::Epoll ? std::to_string(result) + " events" : std::string("a connection");
   o["released_by_new_connection"] = static_cast<bool>(releaser);
   o["migrated"] = accepted - (releaser ? 1 : 0);
   return o;

@@ -26,14 +26,27 @@ struct VersionRange {
   bool contains(const KernelVersion& k) const;
 };
 
+// What a kernel known to differ does instead: the documented expectation with these keys
+// replaced. The verdict is XFAIL only when the observed counts match this outcome.
+struct KnownDifference {
+  std::string reason;      // what the kernel does and why
+  nlohmann::json expect;   // key -> value or bound, overriding the entry's expect
+  std::string evidence;    // the commit, report or committed result that shows it
+};
+
 struct Expectation {
   std::string variants = "*";  // glob over the variant name
   VersionRange kernel;
   std::vector<std::string> requires_;  // features
-  nlohmann::json expect;               // name -> literal, or "$other" = another observed count
-  std::optional<std::string> xfail;    // the kernel is known to differ; why
-  std::optional<std::string> skip;     // not run; why
-  std::string source;                  // the document or commit that states the semantics
+  // name -> literal, "$other" (another observed count) or {"min": .., "max": ..}. Every key
+  // stated, and every count a "$ref" names, is required: null makes the verdict SKIP (the
+  // kernel does not offer it) or ERROR (the tool or the case failed to read it).
+  nlohmann::json expect;
+  std::map<std::string, std::string> optional;       // key of expect -> why the semantics hold without it
+  std::map<std::string, std::string> informational;  // observed key (or glob) not judged -> why
+  std::optional<KnownDifference> xfail;
+  std::optional<std::string> skip;  // not run; why
+  std::string source;               // the document or commit that states the semantics
   std::string note;
 };
 
@@ -57,6 +70,10 @@ class Expectations {
   static Expectations parse(const nlohmann::json& j, const std::string& origin);
 
   Resolved resolve(const std::string& case_name, const std::string& variant, const KernelVersion& k) const;
+  // PASS/FAIL against `expect`; XFAIL/XPASS/FAIL for an xfail entry (known outcome /
+  // documented outcome / neither); SKIP or ERROR when a required count is null (see
+  // Expectation::expect); ERROR for an observed count neither judged nor informational;
+  // FAIL when the case's ledger does not reconcile (observed "ledger_mismatches").
   static Judgement judge(const Expectation& e, const nlohmann::json& observed);
   std::vector<std::string> case_names() const;
 

@@ -100,9 +100,20 @@ TEST(Judge, ReferencesLiteralsAndVerdicts) {
   j = Expectations::judge(e, {{"resets", 8}, {"queued", 9}, {"lost", 0}});
   EXPECT_EQ(j.verdict, Verdict::Fail);
   EXPECT_EQ(j.reason, "resets: expected 9 ($queued), observed 8");
-  e.xfail = "known bug";
-  EXPECT_EQ(Expectations::judge(e, {{"resets", 8}, {"queued", 9}, {"lost", 0}}).verdict, Verdict::Xfail);
-  EXPECT_EQ(Expectations::judge(e, {{"resets", 9}, {"queued", 9}, {"lost", 0}}).verdict, Verdict::Xpass);
+}
+
+TEST(Judge, XfailOnlyForTheKnownOutcome) {
+  Expectation e;
+  e.expect = {{"woke", true}, {"migrated", "$children"}};
+  e.xfail = KnownDifference{"no wake-up before the fix", {{"woke", false}}, "a committed run"};
+  const json known = {{"woke", false}, {"migrated", 8}, {"children", 8}};
+  EXPECT_EQ(Expectations::judge(e, known).verdict, Verdict::Xfail);
+  EXPECT_EQ(Expectations::judge(e, known).reason, "no wake-up before the fix [documented: woke: expected true, observed false]");
+  EXPECT_EQ(Expectations::judge(e, {{"woke", true}, {"migrated", 8}, {"children", 8}}).verdict, Verdict::Xpass);
+  // Another difference than the known one (the children were lost as well) is a FAIL.
+  auto j = Expectations::judge(e, {{"woke", false}, {"migrated", 0}, {"children", 8}});
+  EXPECT_EQ(j.verdict, Verdict::Fail);
+  EXPECT_NE(j.reason.find("nor the known difference [migrated: expected 8 ($children), observed 0]"), std::string::npos);
 }
 
 TEST(Judge, MissingObservationIsAnError) {
@@ -112,12 +123,85 @@ TEST(Judge, MissingObservationIsAnError) {
   EXPECT_EQ(Expectations::judge(e, {{"queued", 1}}).verdict, Verdict::Error);
 }
 
-TEST(Judge, NotObservableIsSaidNeverMatched) {
+// A required count that is null never leaves PASS: the kernel not offering it is SKIP, the
+// tool failing to read it is ERROR, a case count with no reason is ERROR.
+TEST(Judge, NullRequiredCountIsSkipOrErrorNeverPass) {
   Expectation e;
   e.expect = {{"resets", 3}, {"kernel_orphans", "$resets"}};
-  auto j = Expectations::judge(e, {{"resets", 3}, {"kernel_orphans", nullptr}});
+  json o = {{"resets", 3}, {"kernel_orphans", nullptr}, {"kernel_not_observable", {{"kernel_orphans", "no BTF"}}}};
+  auto j = Expectations::judge(e, o);
+  EXPECT_EQ(j.verdict, Verdict::Skip);
+  EXPECT_EQ(j.reason, "not observable on this kernel: kernel_orphans: no BTF");
+  o = {{"resets", 3}, {"kernel_orphans", nullptr}, {"kernel_errors", {{"kernel_orphans", "probe did not load: EPERM"}}}};
+  j = Expectations::judge(e, o);
+  EXPECT_EQ(j.verdict, Verdict::Error);
+  EXPECT_EQ(j.reason, "required counts not read: kernel_orphans: probe did not load: EPERM");
+  j = Expectations::judge(e, {{"resets", 3}, {"kernel_orphans", nullptr}});
+  EXPECT_EQ(j.verdict, Verdict::Error);
+  // A null behind a "$ref" is required as much as a key.
+  e.expect = {{"resets", "$kernel_orphans"}};
+  o = {{"resets", 3}, {"kernel_orphans", nullptr}, {"kernel_not_observable", {{"kernel_orphans", "no BTF"}}}};
+  EXPECT_EQ(Expectations::judge(e, o).verdict, Verdict::Skip);
+}
+
+TEST(Judge, WhatCanBeCheckedStillFailsBesideAnUnobservableCount) {
+  Expectation e;
+  e.expect = {{"resets", 3}, {"kernel_orphans", 3}};
+  json o = {{"resets", 0}, {"kernel_orphans", nullptr}, {"kernel_not_observable", {{"kernel_orphans", "no BTF"}}}};
+  EXPECT_EQ(Expectations::judge(e, o).verdict, Verdict::Fail);
+}
+
+TEST(Judge, OptionalCountMayBeNullAndIsSaid) {
+  Expectation e;
+  e.expect = {{"resets", 3}, {"migrations", 0}};
+  e.optional = {{"migrations", "the orphan count states it"}};
+  json o = {{"resets", 3}, {"migrations", nullptr}, {"kernel_errors", {{"migrations", "fexit did not load"}}}};
+  auto j = Expectations::judge(e, o);
   EXPECT_EQ(j.verdict, Verdict::Pass);
-  EXPECT_EQ(j.reason, "not observable on this kernel: kernel_orphans");
+  EXPECT_EQ(j.reason, "not observed: migrations (optional: the orphan count states it)");
+  EXPECT_EQ(Expectations::judge(e, {{"resets", 3}, {"migrations", 2}}).verdict, Verdict::Fail);
+}
+
+TEST(Judge, EveryCountIsJudgedOrInformational) {
+  Expectation e;
+  e.expect = {{"resets", "$queued"}};
+  json o = {{"resets", 3}, {"queued", 3}, {"kernel_other", 700}, {"kernel_sources", json::object()}};
+  auto j = Expectations::judge(e, o);
+  EXPECT_EQ(j.verdict, Verdict::Error);
+  EXPECT_EQ(j.reason, "counts neither judged nor declared informational by the expectation: kernel_other");
+  e.informational = {{"kernel_*", "unrelated RSTs"}};
+  EXPECT_EQ(Expectations::judge(e, o).verdict, Verdict::Pass);
+}
+
+TEST(Judge, LedgerThatDoesNotReconcileFails) {
+  Expectation e;
+  e.expect = {{"lost", 0}};
+  auto j = Expectations::judge(e, {{"lost", 0}, {"ledger_mismatches", {"listener 1: clients 3, server 2"}}});
+  EXPECT_EQ(j.verdict, Verdict::Fail);
+  EXPECT_EQ(j.reason, "ledger does not reconcile: listener 1: clients 3, server 2");
+}
+
+TEST(Loader, OptionalInformationalAndXfailAreChecked) {
+  json e = entry({{"x", 1}});
+  e["optional"] = {{"y", "why"}};
+  EXPECT_NE(load_error(one_case(e)).find("optional 'y' is not a key of expect"), std::string::npos);
+  e = entry({{"x", 1}});
+  e["optional"] = {{"x", ""}};
+  EXPECT_NE(load_error(one_case(e)).find("optional.x: say why"), std::string::npos);
+  e = entry({{"x", 1}});
+  e["informational"] = {{"x*", "why"}};
+  EXPECT_NE(load_error(one_case(e)).find("informational 'x*' names 'x', which expect judges"), std::string::npos);
+  e = entry({{"x", 1}});
+  e["xfail"] = "known bug";
+  EXPECT_NE(load_error(one_case(e)).find("'xfail' must be {reason, expect, evidence}"), std::string::npos);
+  e["xfail"] = {{"reason", "r"}, {"evidence", "e"}};
+  EXPECT_NE(load_error(one_case(e)).find("xfail needs 'expect'"), std::string::npos);
+  e["xfail"] = {{"reason", "r"}, {"expect", {{"x", 2}}}};
+  EXPECT_NE(load_error(one_case(e)).find("xfail needs 'reason' and 'evidence'"), std::string::npos);
+  e["xfail"] = {{"reason", "r"}, {"evidence", "e"}, {"expect", {{"z", 2}}}};
+  EXPECT_NE(load_error(one_case(e)).find("xfail.expect.z overrides no key of expect"), std::string::npos);
+  e["xfail"] = {{"reason", "r"}, {"evidence", "e"}, {"expect", {{"x", 2}}}};
+  EXPECT_EQ(load_error(one_case(e)), "");
 }
 
 TEST(BuiltIn, TheShippedExpectationsLoad) {
@@ -149,9 +233,16 @@ TEST(Judge, Bounds) {
   EXPECT_EQ(j.reason, "resets: expected <= 10 ($explained), observed 11");
   j = Expectations::judge(e, {{"resets", 8}, {"queued", 9}, {"explained", 10}, {"other", 1}});
   EXPECT_EQ(j.reason, "other: expected <= 0, observed 1; resets: expected >= 9 ($queued), observed 8");  // keys in order
+  // A null bound is a required count like any other: never PASS by dropping the check.
   j = Expectations::judge(e, {{"resets", 9}, {"queued", 9}, {"explained", nullptr}, {"other", 0}});
-  EXPECT_EQ(j.verdict, Verdict::Pass);
-  EXPECT_EQ(j.reason, "not observable on this kernel: resets");
+  EXPECT_EQ(j.verdict, Verdict::Error);
+  j = Expectations::judge(e, {{"resets", 9},
+                              {"queued", 9},
+                              {"explained", nullptr},
+                              {"other", 0},
+                              {"kernel_not_observable", {{"explained", "no probe"}}}});
+  EXPECT_EQ(j.verdict, Verdict::Skip);
+  EXPECT_EQ(j.reason, "not observable on this kernel: explained: no probe");
 }
 
 TEST(Loader, RejectsUnknownBounds) {

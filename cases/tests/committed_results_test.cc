@@ -1,0 +1,232 @@
+// The judge against the committed results of every kernel (results/*/results.json), through
+// the same code the cases use (Expectations::judge):
+//   1. every record judges again to its committed verdict, which also holds every count a
+//      case returned to being judged or declared informational by its entry;
+//   2. the mutation test: each PASS record, with its key effect flipped (reset vs migrated,
+//      steered vs hashed, woke vs timed out, bind allowed vs refused, ...), must not PASS.
+// The flips are data: one row (or a few, by variant) per case, each with its why.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "cases/lib/expectations.h"
+
+namespace rp::cases {
+namespace {
+
+using nlohmann::json;
+
+struct Committed {
+  std::string file;
+  KernelVersion kernel;
+  json record;
+};
+
+// The upstream version a document was run on: the matrix states the distribution's package
+// version (Debian's "6.1.176-1" for 6.1.0-50-cloud-amd64); a host run states uname -r.
+KernelVersion version_of(const json& doc) {
+  if (doc.contains("matrix") && doc["matrix"].is_object() && doc["matrix"].value("version", json()).is_string())
+    if (auto v = KernelVersion::parse(doc["matrix"]["version"].get<std::string>())) return *v;
+  return KernelVersion::parse(doc.at("kernel").get<std::string>()).value();
+}
+
+std::vector<Committed> committed() {
+  std::vector<Committed> out;
+  for (const auto& dir : std::filesystem::directory_iterator(std::string(RP_SOURCE_DIR) + "/results")) {
+    const auto path = dir.path() / "results.json";
+    if (!std::filesystem::exists(path)) continue;
+    std::ifstream f(path);
+    const json doc = json::parse(f);
+    const KernelVersion k = version_of(doc);
+    for (const auto& r : doc.at("records")) out.push_back({path.parent_path().filename().string(), k, r});
+  }
+  return out;
+}
+
+// A flip sets keys of a record's observed counts. A value is a literal, "$key" (the record's
+// own count), {"of": key, "times": f} (that count scaled, rounded) or {"map": {old: new}}
+// (the key's own value replaced; the row must know every value it meets).
+struct Flip {
+  std::string case_name;
+  std::string variants;  // glob
+  json set;              // key -> value spec
+  std::string why;
+};
+
+const std::vector<Flip>& flips() {
+  static const json kBind = {{"map", {{"OK", "EADDRINUSE"}, {"EADDRINUSE", "OK"}}}};
+  static const std::vector<Flip> rows = {
+      {"close_listener_with_queued_children", "*_migrate0",
+       {{"client_resets", 0}, {"kernel_orphaned_children", 0}, {"kernel_orphan_resets", 0},
+        {"netstat_migrate_req_success", "$queued_at_close"}, {"served", "$attempts"}},
+       "reset -> migrated: a kernel that migrates the queue although tcp_migrate_req=0"},
+      {"close_listener_with_queued_children", "*_migrate1",
+       {{"client_resets", "$queued_at_close"}, {"kernel_orphaned_children", "$queued_at_close"},
+        {"kernel_orphan_resets", "$queued_at_close"}, {"netstat_migrate_req_success", 0}},
+       "migrated -> reset: a kernel that resets the queue although tcp_migrate_req=1"},
+      {"listener_shutdown_and_kill", "*_migrate0",
+       {{"client_resets", 0}, {"kernel_orphaned_children", 0}, {"kernel_orphan_resets", 0},
+        {"netstat_migrate_req_success", "$queued_at_fault"}},
+       "reset -> migrated (shutdown() or exit)"},
+      {"listener_shutdown_and_kill", "*_migrate1",
+       {{"client_resets", "$queued_at_fault"}, {"kernel_orphaned_children", "$queued_at_fault"},
+        {"kernel_orphan_resets", "$queued_at_fault"}, {"netstat_migrate_req_success", 0}},
+       "migrated -> reset (shutdown() or exit)"},
+      {"migrate_bpf_program", "*_pick_*",
+       {{"client_resets", "$queued_at_close"}, {"kernel_orphaned_children", "$queued_at_close"},
+        {"kernel_orphan_resets", "$queued_at_close"}, {"netstat_migrate_req_success", 0}, {"program_migrated", 0}},
+       "migrated by the program -> reset: the program's pick ignored"},
+      {"migrate_bpf_program", "*_drop_*",
+       {{"client_resets", 0}, {"kernel_orphaned_children", 0}, {"kernel_orphan_resets", 0},
+        {"netstat_migrate_req_failure", 0}, {"netstat_migrate_req_success", "$queued_at_close"}},
+       "dropped by the program -> migrated: SK_DROP falling back to the hash"},
+      {"syn_recv_on_close", "*_migrate0", {{"final_ack_resets", 0}, {"accepted_by_other", 4}},
+       "reset at the final ACK -> accepted by another listener"},
+      {"syn_recv_on_close", "*_alone_migrate1", {{"final_ack_resets", 0}, {"accepted_by_other", 4}},
+       "no listener left: reset -> accepted (by nobody: a kernel that invents a target)"},
+      {"syn_recv_on_close", "*_k2_migrate1", {{"final_ack_resets", 4}, {"accepted_by_other", 0}},
+       "migrated at the final ACK -> reset"},
+      {"migrated_wakeup", "*_epoll", {{"woke", false}, {"waiter_result", "0 events"}},
+       "woke -> timed out (epoll_wait returned 0)"},
+      {"migrated_wakeup", "*_blocking_accept", {{"woke", false}, {"released_by_new_connection", true}},
+       "woke -> slept until the releasing connection"},
+      {"incoming_cpu", "*", {{"to_listener_of_their_cpu", {{"of", "expected_connections"}, {"times", 0.5}}}},
+       "steered by CPU -> hashed (about half reach the listener of their CPU)"},
+      {"bpf_steering", "*", {{"steered_to_target", {{"of", "flows"}, {"times", 0.25}}}},
+       "steered by the program -> hashed (a quarter on the target)"},
+      {"sk_reuseport_select", "tcp*_drop", {{"dropped_refused", 0}, {"dropped_served", "$flows"}, {"program_drops", 0}},
+       "SK_DROP -> passed to the hash"},
+      {"sk_reuseport_select", "udp*_drop", {{"dropped_answered", "$flows"}, {"program_drops", 0}},
+       "SK_DROP -> passed to the hash"},
+      {"sk_reuseport_select", "*_select",
+       {{"on_slot1_listener", {{"of", "flows"}, {"times", 0.25}}}, {"on_slot3_listener", {{"of", "flows"}, {"times", 0.25}}}},
+       "selected socket -> hashed"},
+      {"hash_spread", "*", {{"shares_within_tolerance", false}, {"chi_square_below_limit", false}},
+       "even -> skewed: the case reduces per_listener to these two judgements, which the judge sees"},
+      {"group_change_remap", "*_add", {{"moved_to_new_fraction", 0.0}, {"moved_fraction_matches_model", false}},
+       "the slot model -> the new socket takes nothing"},
+      {"group_change_remap", "*_close_slot*",
+       {{"moved_fraction_matches_model", false}, {"impossible_transitions", {{"of", "flows"}, {"times", 0.25}}}},
+       "the slot model -> flows moving between surviving sockets"},
+      {"bind_rules", "*", {{"second_bind", kBind}}, "bind allowed <-> refused"},
+      {"same_euid_rule", "*", {{"second_bind", kBind}}, "bind allowed <-> refused"},
+      {"time_wait_rebind", "*", {{"bind_reuseport", kBind}}, "SO_REUSEPORT rebind over TIME_WAIT allowed -> refused"},
+      {"unix_reuseport_rejected", "*",
+       {{"setsockopt_on", {{"map", {{"OK", "EOPNOTSUPP"}, {"EOPNOTSUPP", "OK"}}}}}, {"flag_after", {{"map", {{"0", 1}, {"1", 0}}}}}},
+       "SO_REUSEPORT on AF_UNIX accepted <-> rejected"},
+      {"dual_stack_preference", "*", {{"served_by_preferred", 0}, {"served_by_other", "$attempts"}},
+       "the preferred socket -> the other one"},
+      {"listen_after_shutdown", "*", {{"a_after_shutdown", 32}, {"b_after_shutdown", 32}},
+       "shut down listener detached -> still taking half the connections"},
+  };
+  return rows;
+}
+
+json flipped(const json& observed, const Flip& f) {
+  json o = observed;
+  for (auto& [key, spec] : f.set.items()) {
+    if (!observed.contains(key)) throw std::runtime_error("the flip sets '" + key + "', which the record lacks");
+    if (spec.is_string() && spec.get<std::string>().rfind('$', 0) == 0) {
+      o[key] = observed.at(spec.get<std::string>().substr(1));
+    } else if (spec.is_object() && spec.contains("of")) {
+      o[key] = std::llround(observed.at(spec["of"].get<std::string>()).get<double>() * spec["times"].get<double>());
+    } else if (spec.is_object() && spec.contains("map")) {
+      const json& old = observed[key];
+      const std::string k = old.is_string() ? old.get<std::string>() : old.dump();
+      if (!spec["map"].contains(k)) throw std::runtime_error("the flip of '" + key + "' does not know " + old.dump());
+      o[key] = spec["map"][k];
+    } else {
+      o[key] = spec;
+    }
+  }
+  return o;
+}
+
+const Expectation& entry_for(const Committed& c) {
+  const json& r = c.record;
+  const Resolved res = expectations().resolve(r.at("case"), r.at("variant"), c.kernel);
+  if (!res.entry) throw std::runtime_error("no expectation applies");
+  return *res.entry;
+}
+
+std::string name(const Committed& c) {
+  return c.file + " " + c.record.at("case").get<std::string>() + "/" + c.record.at("variant").get<std::string>();
+}
+
+bool judged(const Committed& c) { return c.record.contains("observed") && !c.record["observed"].empty(); }
+
+// Committed records the present judge gives another verdict, each with why.
+struct Changed {
+  std::string file, case_name, verdict, why;
+};
+const std::vector<Changed> kChanged = {
+    {"6.18.44-fc-v669", "close_listener_with_queued_children", "ERROR",
+     "recorded by a build before the counter table had kernel_listener_resets, which the bound on client_resets "
+     "needs to take the listener's replies to late FINs out of kernel_other_resets_sent; the same kernel's current "
+     "record is 6.18.44-fc-v657"},
+    {"6.18.44-fc-v669", "listener_shutdown_and_kill", "ERROR", "as for close_listener_with_queued_children"},
+};
+
+std::string verdict_now(const Committed& c) {
+  for (const auto& x : kChanged)
+    if (x.file == c.file && x.case_name == c.record.at("case")) return x.verdict;
+  return c.record.at("verdict");
+}
+
+TEST(CommittedResults, EveryKernelHasRecords) {
+  std::set<std::string> files;
+  for (const auto& c : committed()) files.insert(c.file);
+  EXPECT_GE(files.size(), 6u);
+}
+
+TEST(CommittedResults, JudgeAgainToTheirCommittedVerdict) {
+  int n = 0;
+  for (const auto& c : committed()) {
+    if (!judged(c)) continue;
+    const Judgement j = Expectations::judge(entry_for(c), c.record["observed"]);
+    EXPECT_EQ(to_string(j.verdict), verdict_now(c)) << name(c) << ": " << j.reason;
+    ++n;
+  }
+  EXPECT_GT(n, 1000);
+}
+
+TEST(CommittedResults, EveryCaseHasAFlip) {
+  std::set<std::string> with_flip;
+  for (const auto& f : flips()) with_flip.insert(f.case_name);
+  for (const auto& c : expectations().case_names()) EXPECT_TRUE(with_flip.count(c)) << c << " has no row in flips()";
+}
+
+TEST(CommittedResults, FlippedKeyEffectNeverPasses) {
+  std::map<std::string, int> flipped_per_case;
+  for (const auto& c : committed()) {
+    if (!judged(c) || c.record.at("verdict") != "PASS" || verdict_now(c) != "PASS") continue;
+    const std::string case_name = c.record.at("case");
+    const Flip* row = nullptr;
+    for (const auto& f : flips())
+      if (f.case_name == case_name && glob_match(f.variants, c.record.at("variant"))) {
+        row = &f;
+        break;
+      }
+    ASSERT_NE(row, nullptr) << name(c) << ": no flip row";
+    json o;
+    try {
+      o = flipped(c.record["observed"], *row);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << name(c) << ": " << e.what();
+      continue;
+    }
+    const Judgement j = Expectations::judge(entry_for(c), o);
+    EXPECT_NE(j.verdict, Verdict::Pass) << name(c) << " flipped (" << row->why << ") still passes: " << o.dump();
+    EXPECT_EQ(j.verdict, Verdict::Fail) << name(c) << " flipped (" << row->why << "): " << j.reason;
+    ++flipped_per_case[case_name];
+  }
+  // Every case PASSes somewhere in the committed results, so every case's flip ran.
+  for (const auto& c : expectations().case_names()) EXPECT_GT(flipped_per_case[c], 0) << c;
+}
+
+}  // namespace
+}  // namespace rp::cases
