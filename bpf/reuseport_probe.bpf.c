@@ -282,6 +282,19 @@ static __always_inline bool skb_tcp_ports(const struct sk_buff *skb, __u16 ports
 			    ports);
 }
 
+/* Whether the segment's FIN flag is set (struct tcphdr: the flags are byte 13). */
+static __always_inline bool skb_tcp_fin(const struct sk_buff *skb)
+{
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u8 flags = 0;
+
+	if (th == (__u16)~0U)
+		return false;
+	if (bpf_probe_read_kernel(&flags, sizeof(flags), BPF_CORE_READ(skb, head) + th + 13))
+		return false;
+	return flags & 0x01;
+}
+
 static __always_inline bool skb_netns_ok(const struct sk_buff *skb, const struct sock *sk)
 {
 	struct net_device *dev;
@@ -344,9 +357,12 @@ int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	if (!skb_netns_ok(skb, sk))
 		return 0;
 	count(&counters.other_resets_sent);
-	/* skc_state is in sock_common, which request and timewait sockets start with too. */
-	if (sk && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
-		count(&counters.listener_resets);
+	/* A listener answering a FIN: its client had closed (a late FIN), so no application
+	 * sees this reset. A listener answering a bare ACK (the final ACK of a request whose
+	 * listener closed) resets a connection its client thinks established: not counted
+	 * here. skc_state is in sock_common, which request and timewait sockets start with. */
+	if (sk && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN && skb_tcp_fin(skb))
+		count(&counters.listener_fin_resets);
 	return 0;
 }
 

@@ -24,7 +24,7 @@ struct rp_counters {
 	__u64 orphaned_children;    /* never-accepted child closed by its listener's close */
 	__u64 orphan_resets;        /* active RST sent by such a child (reason TCP_STATE) */
 	__u64 other_resets_sent;    /* every other RST whose local port is the port */
-	__u64 listener_resets;      /* ... of those, replies from a LISTEN socket (a late FIN) */
+	__u64 listener_fin_resets;  /* ... of those, a LISTEN socket's replies to a FIN */
 	__u64 resets_received;      /* RST received by a client of the port (remote port) */
 	__u64 resets_received_local;/* RST received by a socket bound to the port */
 	__u64 drops_out_of_range;   /* kfree_skb reason >= RP_MAX_DROP_REASONS */

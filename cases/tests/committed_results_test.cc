@@ -165,7 +165,7 @@ struct Changed {
 };
 const std::vector<Changed> kChanged = {
     {"6.18.44-fc-v669", "close_listener_with_queued_children", "ERROR",
-     "recorded by a build before the counter table had kernel_listener_resets, which the bound on client_resets "
+     "recorded by a build before the counter table had kernel_listener_fin_resets, which the bound on client_resets "
      "needs to take the listener's replies to late FINs out of kernel_other_resets_sent; the same kernel's current "
      "record is 6.18.44-fc-v657"},
     {"6.18.44-fc-v669", "listener_shutdown_and_kill", "ERROR", "as for close_listener_with_queued_children"},

@@ -162,13 +162,13 @@ def test_a_wrong_expectation_fails_the_run(cli, require_root, tmp_path):
     exp = json.loads((pathlib.Path(__file__).resolve().parents[1] / "expectations.json").read_text())
     for e in exp["cases"]["close_listener_with_queued_children"]:
         if e["variants"] == "*_migrate0":
-            e["expect"]["client_resets"] = {"max": "$kernel_other_resets_sent - $kernel_listener_resets"}
+            e["expect"]["client_resets"] = {"max": "$kernel_other_resets_sent - $kernel_listener_fin_resets"}
     f = tmp_path / "exp.json"
     f.write_text(json.dumps(exp))
     r = subprocess.run([cli, "run", "--case", ONE_VARIANT], capture_output=True, text=True, timeout=120,
                        env={"RP_EXPECTATIONS": str(f), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 1, r.stdout
-    assert "FAIL" in r.stdout and "client_resets: expected <= 0 ($kernel_other_resets_sent - $kernel_listener_resets), observed 9" in r.stdout
+    assert "FAIL" in r.stdout and "client_resets: expected <= 0 ($kernel_other_resets_sent - $kernel_listener_fin_resets), observed 9" in r.stdout
 
 
 def test_xfail_entry_gives_xfail_and_a_passing_run(cli, require_root, tmp_path):
@@ -176,7 +176,7 @@ def test_xfail_entry_gives_xfail_and_a_passing_run(cli, require_root, tmp_path):
     exp = json.loads((pathlib.Path(__file__).resolve().parents[1] / "expectations.json").read_text())
     e = exp["cases"]["close_listener_with_queued_children"][0]
     real = e["expect"]["client_resets"]
-    e["expect"]["client_resets"] = {"max": "$kernel_other_resets_sent - $kernel_listener_resets"}
+    e["expect"]["client_resets"] = {"max": "$kernel_other_resets_sent - $kernel_listener_fin_resets"}
     e["xfail"] = {"reason": "pretend this kernel differs", "expect": {"client_resets": real},
                   "evidence": "this test"}
     f = tmp_path / "exp.json"

@@ -76,10 +76,11 @@ std::string close_with_queue(bool by_inode) {
   return out;
 }
 
-// A bare ACK for no connection, sent with a raw socket to a listener: the listener itself
-// answers with an RST (tcp_rcv_state_process, LISTEN, ACK set). Returns
-// "<listener_resets> <other_resets_sent>".
-std::string ack_to_listener() {
+// A segment for no connection, sent with a raw socket to a listener: the listener itself
+// answers with an RST (tcp_rcv_state_process, LISTEN, ACK set). A bare ACK is what a client
+// whose request died with its listener sends (it sees that reset); a FIN is what a client
+// that had closed sends (it does not). Returns "<listener_fin_resets> <other_resets_sent>".
+std::string segment_to_listener(bool fin) {
   constexpr uint16_t kPort = 7312;
   rp::probes::KernelSampler k({.port = kPort});
   int l = socket(AF_INET, SOCK_STREAM, 0);
@@ -97,6 +98,7 @@ std::string ack_to_listener() {
   th.ack_seq = htonl(12345);
   th.doff = sizeof th / 4;
   th.ack = 1;
+  th.fin = fin ? 1 : 0;
   th.window = htons(1024);
   // The checksum over the pseudo-header (127.0.0.1 -> 127.0.0.1, TCP, length) and header.
   uint32_t sum = 0x7f00 + 0x0001 + 0x7f00 + 0x0001 + IPPROTO_TCP + sizeof th;
@@ -113,19 +115,25 @@ std::string ack_to_listener() {
   };
   close(raw);
   close(l);
-  return show("kernel_listener_resets") + " " + show("kernel_other_resets_sent");
+  return show("kernel_listener_fin_resets") + " " + show("kernel_other_resets_sent");
 }
 
-TEST(Sampler, a_listeners_reply_is_counted_apart) {
+class ListenerReply : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ListenerReply, only_a_reply_to_a_fin_is_counted_apart) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root: network namespace, raw socket, BPF";
-  auto r = rp::run_isolated([] { return ack_to_listener(); });
+  const bool fin = GetParam();
+  auto r = rp::run_isolated([&] { return segment_to_listener(fin); });
   ASSERT_TRUE(r.ok()) << r.describe();
 #ifdef RP_HAVE_BPF
-  EXPECT_EQ(r.payload, "1 1");
+  EXPECT_EQ(r.payload, fin ? "1 1" : "0 1");
 #else
   EXPECT_NE(r.payload.find("null(built without BPF"), std::string::npos) << r.payload;
 #endif
 }
+
+INSTANTIATE_TEST_SUITE_P(Segment, ListenerReply, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "fin_ack" : "bare_ack"; });
 
 class SamplerFilter : public ::testing::TestWithParam<bool> {};
 
