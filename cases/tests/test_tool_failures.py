@@ -109,3 +109,22 @@ def test_watch_with_the_probe_forced_off_exits_2_with_the_reason(cli, require_ro
                  "--interval", "0.2", "--json", str(out), "--quiet", timeout=30)
     assert r.returncode == 2, r
     assert "the reuseport probe did not attach" in r.stderr and "RP_TEST_PROBE_FAIL" in r.stderr, r.stderr
+
+
+def test_report_strategy_whose_program_does_not_load_is_an_error_not_unavailable(cli, require_root, tmp_path):
+    """The report's strategies e and f with our steering program failing on a kernel that
+    offers its type: their runs are errors (not "unavailable") and the report exits 1.
+    About 2 minutes: the rest of the quick profile runs once."""
+    r = run_with({"RP_TEST_STEER_FAIL": "1", "RP_SOURCE_DIR": str(SERVE.parents[2])}, cli, "report", "--host-only",
+                 "--no-render", "--repeats", "1", "--out", str(tmp_path), timeout=900)
+    assert r.returncode == 1, r.stdout + r.stderr
+    (data,) = (tmp_path / "data").glob("*.json")
+    doc = json.loads(data.read_text())
+    assert doc["complete"] is True
+    assert not {"e_migrate_bpf", "f_steer_drain"} & set(doc["strategies_unavailable"]), doc["strategies_unavailable"]
+    broken = [x for x in doc["runs"] if x["strategy"] in ("e_migrate_bpf", "f_steer_drain")]
+    assert broken and all(x["status"] == "error" and "our program is at fault" in x["error"] for x in broken), broken
+    others = [x for x in doc["runs"] if x not in broken]
+    assert others and all(x["status"] == "ok" and x["reconciled"] is True for x in others), [
+        (x["experiment"], x["strategy"], x["status"], x.get("error")) for x in others if x["status"] != "ok"]
+    assert f"{len(broken)} errors" in r.stderr and "report: ERROR runs[" in r.stderr, r.stderr
