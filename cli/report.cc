@@ -77,9 +77,11 @@ finished. Progress: on a terminal one updating line; in a log a status line at m
 Needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (and CAP_BPF, CAP_PERFMON for the probe
 and the steering programs).
 
-Exit status: 0 when every kernel's runs completed; 1 when a run ended in an error or a
-guest did not boot or hung (what was measured is kept and rendered); 2 on bad usage or
-an --out that cannot be written.
+Exit status: 0 when every kernel's runs completed and reconciled; 1 when a run ended in an
+error (a strategy whose probe failed counts: only the kernel's refusal makes it
+"unavailable"), a run's ledger did not reconcile (the run's record says so: "reconciled":
+false, "mismatches"), or a guest did not boot or hung (what was measured is kept and
+rendered); 2 on bad usage or an --out that cannot be written.
 
 Examples:
   sudo reuseport-check report --host-only
@@ -218,9 +220,19 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
   doc["profile"] = prof.name;
   doc["started_at"] = rp::cli::now_iso();
   doc["runs"] = json::array();
+  // Unavailable: the kernel (or the build) refuses it, and its runs are marked so. A probe
+  // that failed otherwise (our steering program did not load where the kernel offers its
+  // type) is the tool's error: every run of that strategy is an error, and so is the exit.
   json unavailable = json::object();
-  for (Strategy s : all_strategies())
-    if (std::string why = strategy_unavailable(s); !why.empty()) unavailable[to_string(s)] = why;
+  std::map<std::string, std::string> strategy_errors;
+  for (Strategy s : all_strategies()) {
+    try {
+      if (std::string why = strategy_unavailable(s); !why.empty()) unavailable[to_string(s)] = why;
+    } catch (const std::exception& e) {
+      strategy_errors[to_string(s)] = std::string("strategy probe: ") + e.what();
+      std::fprintf(stderr, "reuseport-check: %s: ERROR %s\n", to_string(s), strategy_errors[to_string(s)].c_str());
+    }
+  }
   doc["strategies_unavailable"] = unavailable;
   const auto data_path = out / "data" / (release + ".json");
 
@@ -285,6 +297,14 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
         doc["runs"].push_back(rec);
         continue;
       }
+      if (e.strategy && strategy_errors.count(to_string(*e.strategy))) {
+        rec["status"] = "error";
+        rec["error"] = strategy_errors[to_string(*e.strategy)];
+        ++failed_runs;
+        ++exp_errors;
+        doc["runs"].push_back(rec);
+        continue;
+      }
       char st[64];
       std::snprintf(st, sizeof st, " r%u (%.1f min)", rep, minutes());
       progress.status("[" + std::to_string(done) + "/" + std::to_string(total) + "] " + what + st);
@@ -341,8 +361,13 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
   const bool saved = save(true);
   std::fprintf(stderr, "report: %zu runs in %.1f min, %zu errors, %zu whose ledger did not reconcile; data: %s\n", total,
                minutes(), failed_runs, unreconciled, data_path.c_str());
+  // The exit status is the document's: which runs failed or did not reconcile is in their
+  // records ("status", "reconciled", "mismatches"); named here too.
+  const RunsOutcome outcome = runs_outcome(doc);
+  for (const auto& w : outcome.errors) std::fprintf(stderr, "report: ERROR %s\n", w.c_str());
+  for (const auto& w : outcome.unreconciled) std::fprintf(stderr, "report: DID NOT RECONCILE %s\n", w.c_str());
   if (!saved) return 1;
-  if (!render) return failed_runs ? 1 : 0;
+  if (!render) return outcome.exit_status();
 
   const auto script = source_dir() / "results" / "report" / "make_report.py";
   std::fprintf(stderr, "report: rendering with %s %s\n", python.c_str(), script.c_str());
@@ -350,7 +375,7 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
     std::fprintf(stderr, "reuseport-check: make_report.py failed; the data is in %s\n", data_path.c_str());
     return 1;
   }
-  return failed_runs ? 1 : 0;
+  return outcome.exit_status();
 }
 
 }  // namespace rp::cli

@@ -328,4 +328,32 @@ std::string describe(const Experiment& e, double rate) {
   return s;
 }
 
+RunsOutcome runs_outcome(const json& doc) {
+  RunsOutcome out;
+  const json& runs = doc.at("runs");
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const json& r = runs[i];
+    std::string name = "runs[" + std::to_string(i) + "] " + r.value("experiment", std::string("?"));
+    for (const char* k : {"strategy", "sharing"})
+      if (r.contains(k) && r[k].is_string()) name += " " + r[k].get<std::string>();
+    if (r.contains("repeat")) name += " r" + r["repeat"].dump();
+    const std::string status = r.value("status", std::string());
+    if (status == "error") {
+      out.errors.push_back(name + ": " + r.value("error", std::string("(no message)")));
+    } else if (status == "ok") {
+      // A run without the flag was not checked: as bad as one that did not reconcile.
+      const bool reconciled = r.contains("reconciled") && r["reconciled"].is_boolean() && r["reconciled"].get<bool>();
+      if (!reconciled) {
+        std::string why;
+        if (r.contains("mismatches") && r["mismatches"].is_array())
+          for (const auto& m : r["mismatches"]) why += (why.empty() ? "" : "; ") + (m.is_string() ? m.get<std::string>() : m.dump());
+        out.unreconciled.push_back(name + ": " + (why.empty() ? "ledger did not reconcile" : why));
+      }
+    } else if (status != "unavailable") {
+      out.errors.push_back(name + ": unknown status '" + status + "'");
+    }
+  }
+  return out;
+}
+
 }  // namespace rp::cli::report

@@ -60,6 +60,17 @@ std::string worker_run(const Experiment& e, double rate);
 // gets its run's record. Throws when the run fails.
 double measure_ceiling(nlohmann::json& record);
 
+// What a report's runs came to, for its exit status: the runs that ended in an error and
+// those whose ledger did not reconcile, each named as "runs[3] grid a_close r0: <why>"
+// (the index into the document's runs). A run that did not reconcile is left out of every
+// figure, so the report that has one did not measure what it set out to: exit 1, as for
+// an error.
+struct RunsOutcome {
+  std::vector<std::string> errors, unreconciled;
+  int exit_status() const { return errors.empty() && unreconciled.empty() ? 0 : 1; }
+};
+RunsOutcome runs_outcome(const nlohmann::json& doc);
+
 std::string machine_description();
 double loadavg();
 // "grid close closed:20 backlog 16 work 0us".

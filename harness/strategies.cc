@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -134,20 +135,38 @@ const std::vector<Strategy>& all_strategies() {
   return v;
 }
 
+namespace {
+
+#ifdef RP_HAVE_BPF
+// Our program first; when it does not load, a minimal program of the same type and attach
+// type asks the kernel (probes/reuseport_steer.h): only the kernel's refusal makes the
+// strategy unavailable, anything else is the tool's failure and throws.
+std::string steer_unavailable(probes::SteerProgram which) {
+  try {
+    probes::ReuseportSteer probe(which);
+    return "";
+  } catch (const std::exception& ours) {
+    const auto k = probes::kernel_answer(which);
+    if (k.kind == probes::KernelAnswer::Kind::Refuses) return "the kernel refuses it: " + k.why;
+    throw std::runtime_error(std::string(ours.what()) +
+                             (k.kind == probes::KernelAnswer::Kind::Offers ? "; yet " + k.why + ": our program is at fault"
+                                                                           : "; asking the kernel failed too: " + k.why));
+  }
+}
+#endif
+
+}  // namespace
+
 std::string strategy_unavailable(Strategy s) {
   switch (s) {
     case Strategy::MigrateSysctl:
-      return sysctl_exists(kMigrateSysctl) ? "" : std::string("no ") + kMigrateSysctl + " (added in 5.14)";
+      if (sysctl_exists(kMigrateSysctl)) return "";
+      if (errno != ENOENT) throw_sys(std::string("access ") + sysctl_path(kMigrateSysctl));
+      return std::string("no ") + kMigrateSysctl + " (added in 5.14)";
     case Strategy::MigrateBpf:
     case Strategy::SteerDrain:
 #ifdef RP_HAVE_BPF
-      try {
-        probes::ReuseportSteer probe(s == Strategy::MigrateBpf ? probes::SteerProgram::Migrate
-                                                               : probes::SteerProgram::Select);
-        return "";
-      } catch (const std::exception& e) {
-        return e.what();
-      }
+      return steer_unavailable(s == Strategy::MigrateBpf ? probes::SteerProgram::Migrate : probes::SteerProgram::Select);
 #else
       return "built without BPF (RP_ENABLE_BPF=OFF)";
 #endif

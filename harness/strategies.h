@@ -46,7 +46,10 @@ const char* to_string(Strategy s);
 std::optional<Strategy> strategy_from_string(const std::string& name);  // also "a", "close"
 const std::vector<Strategy>& all_strategies();
 // Why this build or the running kernel cannot run it (no BPF in the build, no
-// tcp_migrate_req); empty when it can. Probed, not inferred from the version.
+// tcp_migrate_req, a program type the kernel refuses); empty when it can. Probed, not
+// inferred from the version. Throws when the probe fails without the kernel's refusal (our
+// steering program does not load where the kernel offers the type): that is an error of
+// the tool, never "unavailable".
 std::string strategy_unavailable(Strategy s);
 
 struct DeployPlan {

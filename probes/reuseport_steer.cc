@@ -7,8 +7,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <linux/bpf.h>
+
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
 
 #include "bpf/reuseport_steer.h"
@@ -53,6 +57,11 @@ T load(T& field) {
 }  // namespace
 
 ReuseportSteer::ReuseportSteer(SteerProgram which) : impl_(std::make_unique<Impl>()) {
+  // Test hook: our program fails to load while the kernel offers everything it needs, so
+  // tests can show that this is an ERROR, not a kernel that lacks the feature.
+  if (const char* v = std::getenv("RP_TEST_STEER_FAIL"); v && *v && std::string(v) != "0")
+    throw SysError(std::string("bpf: load reuseport_steer (") + to_string(which) + ") (suppressed by RP_TEST_STEER_FAIL)",
+                   EPERM);
   impl_->skel = reuseport_steer__open();
   if (!impl_->skel) throw_sys("bpf: open reuseport_steer", errno);
   auto* s = impl_->skel;
@@ -108,6 +117,52 @@ SteerCounts ReuseportSteer::counts() const {
   c.migrate_dropped = load(b->migrate_dropped);
   c.migrate_errors = load(b->migrate_errors);
   return c;
+}
+
+KernelAnswer kernel_answer(SteerProgram which) {
+  // r0 = SK_PASS (1: also a harmless socket-filter length); exit. Migrate first reads
+  // md->migrating_sk, the field that came with the attach type (5.14, d5e4ddaeb6ab):
+  // kernels before it accept any expected_attach_type for sk_reuseport (their
+  // bpf_prog_load_check_attach() has no case for it), so only the field access tells.
+  const bpf_insn ret[] = {
+      {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1},
+      {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+  };
+  const bpf_insn migrate[] = {
+      {BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_2, BPF_REG_1, static_cast<__s16>(offsetof(sk_reuseport_md, migrating_sk)), 0},
+      ret[0],
+      ret[1],
+  };
+  const bool m = which == SteerProgram::Migrate;
+  const bpf_prog_type type = which == SteerProgram::Filter ? BPF_PROG_TYPE_SOCKET_FILTER : BPF_PROG_TYPE_SK_REUSEPORT;
+  char log[4096] = "";
+  bpf_prog_load_opts opts{};
+  opts.sz = sizeof opts;
+  opts.log_level = 1;
+  opts.log_size = sizeof log;
+  opts.log_buf = log;
+  if (which == SteerProgram::Select) opts.expected_attach_type = BPF_SK_REUSEPORT_SELECT;
+  if (m) opts.expected_attach_type = BPF_SK_REUSEPORT_SELECT_OR_MIGRATE;
+  errno = 0;
+  const int fd = m ? bpf_prog_load(type, "rp_probe", "GPL", migrate, 3, &opts)
+                   : bpf_prog_load(type, "rp_probe", "GPL", ret, 2, &opts);
+  const int err = errno;
+  if (fd >= 0) {
+    close(fd);
+    return {KernelAnswer::Kind::Offers, std::string("the kernel loads a minimal ") + to_string(which) + " program"};
+  }
+  std::string said = std::string(to_string(which)) + ": BPF_PROG_LOAD of a minimal program: " + errno_name(err);
+  std::string last(log);
+  while (!last.empty() && last.back() == '\n') last.pop_back();
+  if (auto nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
+  if (!last.empty()) said += " (verifier: " + last + ")";
+  // EINVAL: find_prog_type() or bpf_prog_load_check_attach() do not know the type or the
+  // attach type. EACCES with this line: sk_reuseport_is_valid_access() does not know
+  // md->migrating_sk.
+  if (err == EINVAL || err == EOPNOTSUPP) return {KernelAnswer::Kind::Refuses, said};
+  if (m && err == EACCES && std::string(log).find("invalid bpf_context access") != std::string::npos)
+    return {KernelAnswer::Kind::Refuses, said};
+  return {KernelAnswer::Kind::Unknown, said};
 }
 
 void attach_cbpf_index(int sock_fd, std::uint32_t index) {

@@ -65,6 +65,22 @@ class ReuseportSteer {
   std::unique_ptr<Impl> impl_;
 };
 
+// What the running kernel answers when asked for a program type (and, for Migrate, the
+// attach type and the context field the program needs), asked with a program of a few
+// fixed instructions that cannot be wrong, so that a failure to load OUR program (the
+// object, the verifier's view of it, a test hook) is told apart from a kernel that lacks
+// the feature: the first is an error of the tool, only the second a reason to skip.
+struct KernelAnswer {
+  enum class Kind {
+    Offers,   // the minimal program loaded
+    Refuses,  // EINVAL (unknown program or attach type), or the verifier names the
+              // context field unknown (Migrate on a kernel before 5.14)
+    Unknown,  // anything else (EPERM, ENOMEM, ...): the kernel was not really asked
+  } kind = Kind::Unknown;
+  std::string why;  // what the kernel said, for a message
+};
+KernelAnswer kernel_answer(SteerProgram which);
+
 // A classic BPF program (SO_ATTACH_REUSEPORT_CBPF) that returns `index` for every packet.
 void attach_cbpf_index(int sock_fd, std::uint32_t index);
 // SO_DETACH_REUSEPORT_BPF (5.3): the group goes back to the hash.

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 
+#include "cases/lib/kernel.h"
 #include "harness/isolate.h"
 
 namespace rp::cases {
@@ -71,6 +72,12 @@ Record run_case(const std::string& case_name, const std::string& variant, const 
   Resolved res;
   try {
     res = expectations().resolve(case_name, variant, running_kernel());
+  } catch (const FeatureProbeError& e) {
+    // A feature the entry needs could not be probed: the kernel was not shown to lack it,
+    // so this is the tool's failure (ERROR), not a SKIP.
+    r.verdict = Verdict::Error;
+    r.reason = e.what();
+    return finish();
   } catch (const std::exception& e) {
     r.verdict = Verdict::Error;
     r.reason = std::string("expectations: ") + e.what();

@@ -2,11 +2,16 @@
 
 #include <sched.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <mutex>
 #include <stdexcept>
+#include <variant>
+
+#include "harness/error.h"
 
 #include "harness/scope.h"
 #ifdef RP_HAVE_BPF
@@ -53,15 +58,59 @@ KernelVersion running_kernel() {
   return upstream_version(u.release, u.version);
 }
 
+FeatureProbeError::FeatureProbeError(const std::string& feature, const std::string& why)
+    : std::runtime_error("feature " + feature + ": the probe failed (the tool's failure, not the kernel's answer): " +
+                         why),
+      feature_(feature) {}
+
+namespace {
+
 // Whether /proc/net/netstat names a TcpExt counter: the counters come with the code that
-// increments them.
-static bool netstat_has(const std::string& name) {
+// increments them. A file that cannot be read, or has no TcpExt line, is no answer.
+bool netstat_has(const std::string& name) {
   std::ifstream f("/proc/net/netstat");
+  if (!f) throw std::runtime_error("cannot read /proc/net/netstat");
   std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("TcpExt:", 0) == 0 && (" " + line + " ").find(" " + name + " ") != std::string::npos) return true;
+  bool tcpext = false;
+  while (std::getline(f, line)) {
+    if (line.rfind("TcpExt:", 0) != 0) continue;
+    tcpext = true;
+    if ((" " + line + " ").find(" " + name + " ") != std::string::npos) return true;
+  }
+  if (!tcpext) throw std::runtime_error("/proc/net/netstat has no TcpExt line");
   return false;
 }
+
+// ENOENT is the kernel's answer (no such sysctl); any other failure to look is not.
+bool sysctl_present(const std::string& name) {
+  if (access(sysctl_path(name).c_str(), F_OK) == 0) return true;
+  if (errno == ENOENT) return false;
+  throw_sys("access " + sysctl_path(name));
+}
+
+#ifdef RP_HAVE_BPF
+// Our program first (it is what the cases load); only when it does not load is the kernel
+// asked with a minimal program of the same type, attach type and context field: a kernel
+// that refuses that lacks the feature; one that accepts it, or cannot be asked, leaves the
+// failure ours.
+bool steer_program_loads(rp::probes::SteerProgram which) {
+  try {
+    rp::probes::ReuseportSteer prog(which);
+    return true;
+  } catch (const std::exception& ours) {
+    const auto k = rp::probes::kernel_answer(which);
+    switch (k.kind) {
+      case rp::probes::KernelAnswer::Kind::Refuses: return false;
+      case rp::probes::KernelAnswer::Kind::Offers:
+        throw std::runtime_error(std::string(ours.what()) + "; yet " + k.why + ": our program is at fault");
+      case rp::probes::KernelAnswer::Kind::Unknown: break;
+    }
+    throw std::runtime_error(std::string(ours.what()) + "; asking the kernel failed too: " + k.why);
+  }
+}
+#endif
+
+}  // namespace
 
 const std::map<std::string, Feature>& features() {
   static const std::map<std::string, Feature> f = [] {
@@ -72,34 +121,32 @@ const std::map<std::string, Feature>& features() {
     add({"tcp_migrate_req",
          "request migration in the reuseport group (net.ipv4.tcp_migrate_req and its TcpExt.TCPMigrateReq* "
          "counters; 5.14, Documentation/networking/ip-sysctl.rst)",
-         [] { return sysctl_exists("net.ipv4.tcp_migrate_req") && netstat_has("TCPMigrateReqSuccess"); }});
+         [] { return sysctl_present("net.ipv4.tcp_migrate_req") && netstat_has("TCPMigrateReqSuccess"); }});
     // Loads the program and drops it at once (nothing attached): the kernel accepts an
     // sk_reuseport program with expected attach type BPF_SK_REUSEPORT_SELECT_OR_MIGRATE that
     // reads md->migrating_sk only from 5.14 (d5e4ddaeb6ab "bpf: Support socket migration by
-    // eBPF.").
+    // eBPF."). A load failure is the kernel's refusal only when a minimal program is refused
+    // too (probes/reuseport_steer.h, kernel_answer).
     add({"sk_reuseport_migrate",
          "an sk_reuseport/migrate program loads (BPF_SK_REUSEPORT_SELECT_OR_MIGRATE, md->migrating_sk; 5.14, "
          "d5e4ddaeb6ab 'bpf: Support socket migration by eBPF.')",
          [] {
 #ifdef RP_HAVE_BPF
-           try {
-             rp::probes::ReuseportSteer prog(rp::probes::SteerProgram::Migrate);
-             return true;
-           } catch (const std::exception&) {
-             return false;
-           }
+           return steer_program_loads(rp::probes::SteerProgram::Migrate);
 #else
            return false;  // built without BPF (RP_ENABLE_BPF=OFF)
 #endif
          }});
     add({"netns_cookie", "SO_NETNS_COOKIE (5.14)", [] { return current_netns_cookie().has_value(); }});
     // Asks the scheduler, not the CPU count: a guest with 1 vCPU, or a run confined by a
-    // cpuset, cannot put clients on two CPUs whatever the machine has.
+    // cpuset, cannot put clients on two CPUs whatever the machine has. A failing call is
+    // no answer.
     add({"two_cpus", "at least 2 CPUs this process may run on (sched_getaffinity), to pin clients to different CPUs",
          [] {
            cpu_set_t set;
            CPU_ZERO(&set);
-           return sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) >= 2;
+           if (sched_getaffinity(0, sizeof set, &set) != 0) throw_sys("sched_getaffinity");
+           return CPU_COUNT(&set) >= 2;
          }});
     return m;
   }();
@@ -107,14 +154,23 @@ const std::map<std::string, Feature>& features() {
 }
 
 bool has_feature(const std::string& name) {
+  // The answer, or the probe's failure: a failure is not probed again (it would load the
+  // program once per variant) but is thrown to every case that asks.
   static std::mutex mu;
-  static std::map<std::string, bool> cache;
+  static std::map<std::string, std::variant<bool, std::string>> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(name);
-  if (it != cache.end()) return it->second;
-  auto f = features().find(name);
-  if (f == features().end()) throw std::invalid_argument("unknown feature '" + name + "'");
-  return cache[name] = f->second.probe();
+  if (it == cache.end()) {
+    auto f = features().find(name);
+    if (f == features().end()) throw std::invalid_argument("unknown feature '" + name + "'");
+    try {
+      it = cache.emplace(name, f->second.probe()).first;
+    } catch (const std::exception& e) {
+      it = cache.emplace(name, std::string(e.what())).first;
+    }
+  }
+  if (const auto* why = std::get_if<std::string>(&it->second)) throw FeatureProbeError(name, *why);
+  return std::get<bool>(it->second);
 }
 
 }  // namespace rp::cases

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 namespace rp::cases {
@@ -27,13 +28,30 @@ KernelVersion running_kernel();
 KernelVersion upstream_version(const std::string& release, const std::string& version);
 
 // A feature the expectations may require: its name, what it means, and how it is probed.
+// The probe returns the kernel's answer: true, or false only when the kernel itself says it
+// lacks the feature (an unknown program type, a missing sysctl or counter, ENOPROTOOPT).
+// When the probe cannot get that answer (a file it cannot read, a program of ours that does
+// not load where the kernel offers the type) it throws: that is the tool's failure.
 struct Feature {
   std::string name;
   std::string description;
   std::function<bool()> probe;
 };
 const std::map<std::string, Feature>& features();
-// Probes once and remembers the answer; throws on an unknown name.
+
+// A feature probe that failed instead of answering: a case that needs the feature is an
+// ERROR with this message, never a SKIP (the kernel was not shown to lack anything).
+class FeatureProbeError : public std::runtime_error {
+ public:
+  FeatureProbeError(const std::string& feature, const std::string& why);
+  const std::string& feature() const noexcept { return feature_; }
+
+ private:
+  std::string feature_;
+};
+
+// Probes once and remembers the answer (or the failure, thrown again as FeatureProbeError
+// on every call); std::invalid_argument on an unknown name.
 bool has_feature(const std::string& name);
 
 }  // namespace rp::cases

@@ -137,6 +137,14 @@ def errors_in(doc: dict) -> int:
     return sum(1 for r in doc.get("runs", []) if r.get("status") == "error")
 
 
+def failures_in(doc: dict) -> str:
+    """Why the report exited 1, from its document: runs that ended in an error, and runs
+    whose ledger did not reconcile (the report's exit status counts both)."""
+    runs = doc.get("runs", [])
+    unreconciled = sum(1 for r in runs if r.get("status") == "ok" and r.get("reconciled") is not True)
+    return f"{errors_in(doc)} run(s) ended in an error, {unreconciled} did not reconcile"
+
+
 def run_host_report(binary: str, profile: str, repeats: int | None, out: Path,
                     say: _Say) -> tuple[bool, str]:
     """The running kernel: the dynamic binary on the host, its progress passed through."""
@@ -158,7 +166,7 @@ def run_host_report(binary: str, profile: str, repeats: int | None, out: Path,
     doc["environment"] = {"where": "host", "vcpus": os.cpu_count()}
     store(doc, out)
     if rc != 0:
-        return False, f"exit {rc}, {errors_in(doc)} run(s) ended in an error; data kept in {path}"
+        return False, f"exit {rc}, {failures_in(doc)}; data kept in {path}"
     return True, str(path)
 
 
@@ -197,7 +205,7 @@ def run_guest_report(name: str, *, binary: Path, matrix: dict, profile: str,
         return False, (f"phase {result.phase}: {result.error}; the runs that finished are kept "
                        f"in {path} ({where})")
     if result.exit_code != 0:
-        return False, (f"exit {result.exit_code}, {errors_in(doc)} run(s) ended in an error; "
+        return False, (f"exit {result.exit_code}, {failures_in(doc)}; "
                        f"data kept in {path} ({where})")
     return True, str(path)
 

@@ -7,6 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "harness/scope.h"
 #include "test_util.h"
 
@@ -30,6 +33,26 @@ DeployPlan small_plan(Strategy s, uint16_t port) {
 
 bool lossless(Strategy s) {
   return s == Strategy::MigrateSysctl || s == Strategy::MigrateBpf || s == Strategy::HandOver;
+}
+
+// Only the kernel's refusal makes a strategy unavailable: our steering program failing
+// to load (the test hook) where the kernel offers its type is an error, thrown.
+TEST(StrategyAvailability, OurProgramFailingIsAnErrorNotUnavailable) {
+  RP_REQUIRE_ROOT();
+  for (Strategy s : {Strategy::MigrateBpf, Strategy::SteerDrain}) {
+    if (std::string why = strategy_unavailable(s); !why.empty()) {
+      std::printf("%s unavailable here: %s\n", to_string(s), why.c_str());
+      continue;
+    }
+    setenv("RP_TEST_STEER_FAIL", "1", 1);
+    try {
+      const std::string why = strategy_unavailable(s);
+      ADD_FAILURE() << to_string(s) << ": no error, answered '" << why << "'";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("our program is at fault"), std::string::npos) << e.what();
+    }
+    unsetenv("RP_TEST_STEER_FAIL");
+  }
 }
 
 class StrategyTest : public ::testing::TestWithParam<Strategy> {

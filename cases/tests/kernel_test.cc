@@ -1,0 +1,66 @@
+// The feature probes of cases/lib/kernel.cc answer with the kernel's word only: our own
+// program failing to load where the kernel offers its type is an error that every case
+// needing the feature sees (FeatureProbeError), never "the kernel lacks it".
+#include "cases/lib/kernel.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "probes/reuseport_steer.h"
+
+namespace rp::cases {
+namespace {
+
+using probes::KernelAnswer;
+using probes::SteerProgram;
+
+bool our_program_loads(SteerProgram p) {
+  try {
+    probes::ReuseportSteer s(p);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+// The minimal program and ours agree on every kernel of the matrix: both load (5.14 and
+// later for Migrate), or the kernel refuses the minimal one too (Debian's 5.10).
+TEST(KernelAnswer, AgreesWithOurProgramOnThisKernel) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_LOAD)";
+  for (SteerProgram p : {SteerProgram::Filter, SteerProgram::Select, SteerProgram::Migrate}) {
+    const KernelAnswer k = probes::kernel_answer(p);
+    EXPECT_EQ(k.kind, our_program_loads(p) ? KernelAnswer::Kind::Offers : KernelAnswer::Kind::Refuses)
+        << probes::to_string(p) << ": " << k.why;
+  }
+}
+
+// The test hook fails our program; the kernel still offers the type: ERROR, every time it
+// is asked (the failure is remembered, not turned into "absent" on the second call).
+TEST(Feature, OurMigrateProgramFailingIsAProbeErrorNotAbsence) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_LOAD)";
+  if (probes::kernel_answer(SteerProgram::Migrate).kind != KernelAnswer::Kind::Offers)
+    GTEST_SKIP() << "this kernel refuses sk_reuseport/migrate: the absence is its answer";
+  setenv("RP_TEST_STEER_FAIL", "1", 1);
+  for (int call = 0; call < 2; ++call) {
+    try {
+      (void)has_feature("sk_reuseport_migrate");
+      ADD_FAILURE() << "call " << call << ": no error";
+    } catch (const FeatureProbeError& e) {
+      EXPECT_EQ(e.feature(), "sk_reuseport_migrate");
+      const std::string what = e.what();
+      EXPECT_NE(what.find("RP_TEST_STEER_FAIL"), std::string::npos) << what;
+      EXPECT_NE(what.find("our program is at fault"), std::string::npos) << what;
+    }
+  }
+  unsetenv("RP_TEST_STEER_FAIL");
+}
+
+TEST(Feature, UnknownNameIsAnArgumentError) {
+  EXPECT_THROW((void)has_feature("no_such_feature"), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace rp::cases
