@@ -20,6 +20,7 @@ import pytest
 
 from ci.matrix import driver
 from ci.vm.kernels import VmError
+from ci.vm import qemu
 from ci.vm.qemu import Timeouts
 
 
@@ -61,6 +62,10 @@ def pytest_configure(config):
     except VmError as e:
         raise pytest.UsageError(str(e)) from None
     controller = not hasattr(config, "workerinput")
+    if not controller:
+        # A worker dies with the pytest that started it, and its qemus with it: a SIGKILL of
+        # `reuseport-check matrix` (whose pytest gets SIGTERM) leaves no guest running on.
+        qemu.die_with_parent()
     try:
         binary = driver.ensure_static_binary(
             build=controller and not config.getoption("--no-build"),

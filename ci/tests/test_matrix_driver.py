@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -383,3 +384,47 @@ def test_guests_pass_and_a_broken_kernel_errors_without_stopping_the_others(
     lines = [json.loads(x) for x in events.read_text().splitlines()]
     errors = [e for e in lines if e["ev"] == "record" and e["kernel"] == "broken"]
     assert {e["record"]["verdict"] for e in errors} == {"ERROR"} and len(errors) == len(VARIANTS)
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # it ended meanwhile
+        return b""
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
+def test_a_sigkilled_matrix_leaves_no_guest_running(tmp_path, static_binary, processes_mentioning):
+    """SIGKILL `reuseport-check matrix` while two guests run cases: its pytest gets SIGTERM
+    (the parent-death signal it was spawned with), the xdist workers die with pytest and the
+    qemus with their workers. Nothing that mentions the run's directory is left a few
+    seconds later (before the workers had a parent-death signal, qemus ran on for 5-25 s here)."""
+    cli = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
+    if not cli.exists():
+        pytest.skip(f"{cli} is missing: build first (ci/setup.sh)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    proc = subprocess.Popen([cli, "matrix", "--kernels", "6.12,6.1", "--case", "close_listener_with_queued_children",
+                             "--results-dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "RP_SOURCE_DIR": str(REPO), "RP_STATIC_BIN": str(static_binary)})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            qemus = [p for p in processes_mentioning(str(tmp_path)) if b"qemu-system" in cmdline(p)]
+            if len(qemus) == 2:
+                break
+            assert proc.poll() is None, "matrix ended before both guests ran"
+            time.sleep(0.5)
+        assert len(qemus) == 2, "the guests never started"
+        time.sleep(8)  # booted, into the cases
+    finally:
+        proc.kill()
+        proc.wait()
+    # A SIGKILLed process's children get their parent-death signal at once; 2 s is slack for
+    # a loaded machine, far below the 15-25 s the guests lived on without it.
+    deadline = time.monotonic() + 2
+    while processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_mentioning(str(tmp_path)) == [], "left running after the SIGKILL"

@@ -201,8 +201,9 @@ def forget_kvm_verdict() -> None:
 # One qemu run.
 
 
-def _die_with_parent() -> None:
-    # If the Python process is killed outright, the kernel kills qemu with it.
+def die_with_parent() -> None:
+    """SIGKILL this process when the thread that started it dies (PR_SET_PDEATHSIG): qemu
+    with the Python process that runs it, an xdist worker with the pytest that started it."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -300,7 +301,7 @@ def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: P
             try:
                 proc = subprocess.Popen(cmd.argv(), stdin=subprocess.DEVNULL, stdout=qlog,
                                         stderr=subprocess.STDOUT,
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=die_with_parent)
             except OSError as e:
                 result.error = f"cannot start {cmd.qemu_args[0]}: {e.strerror}"
                 return result
