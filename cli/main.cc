@@ -50,14 +50,14 @@ const Command kCommands[] = {
 };
 
 constexpr const char* kExamples = R"EX(Examples:
-  sudo reuseport-check run
-  sudo reuseport-check run --case 'close_*' --repeat 20 --json results.json
-  sudo reuseport-check run --resume results.json
-  sudo reuseport-check run --case 'close_listener_with_queued_children/tcp6_*_migrate1'
+  reuseport-check run
+  reuseport-check run --case 'close_*' --repeat 20 --json results.json
+  reuseport-check run --resume results.json
+  reuseport-check run --case 'close_listener_with_queued_children/tcp6_*_migrate1'
   reuseport-check list
-  sudo reuseport-check watch --port 80 --pid "$(pgrep -o nginx)" --duration 60
-  sudo reuseport-check matrix --kernels 5.10,6.12 --case 'close_*'
-  sudo reuseport-check deploy --port 8080 --http / --junit deploy.xml \
+  reuseport-check watch --port 80 --pid "$(pgrep -o nginx)" --duration 60
+  reuseport-check matrix --kernels 5.10,6.12 --case 'close_*'
+  reuseport-check deploy --port 8080 --http / --junit deploy.xml \
       --start docs/examples/nginx/start.sh --deploy docs/examples/nginx/reload.sh
 
 Running cases needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN. Exit status 2: bad usage or

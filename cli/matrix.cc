@@ -65,8 +65,8 @@ Exit status: 0 when every cell is PASS, XFAIL or SKIP; 1 on any FAIL, XPASS or E
 when the driver cannot start.
 
 Examples:
-  sudo reuseport-check matrix
-  sudo reuseport-check matrix --kernels 5.10,6.12 --case 'close_*' --json matrix.json
+  reuseport-check matrix
+  reuseport-check matrix --kernels 5.10,6.12 --case 'close_*' --json matrix.json
 )FOOTER";
 
 struct Options {
@@ -409,18 +409,9 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
   EventFile ev(events);
   rp::cli::Progress progress(stdout);
   // A --json that fails mid-run (disk full) is said once; the end tries again.
-  bool json_failed = false;
+  rp::cli::RewrittenDocument json_doc(o.json_path);
   auto write_json = [&](bool complete) {
-    if (o.json_path.empty()) return true;
-    try {
-      rp::cli::write_atomic(o.json_path, matrix_document(state, complete).dump(1) + "\n");
-      json_failed = false;
-      return true;
-    } catch (const rp::cli::OutputError& e) {
-      if (!json_failed || complete) std::fprintf(stderr, "reuseport-check: %s\n", e.what());
-      json_failed = true;
-      return false;
-    }
+    return o.json_path.empty() || json_doc.write(matrix_document(state, complete).dump(1) + "\n", complete);
   };
   int status = 0;
   for (;;) {

@@ -84,9 +84,9 @@ false, "mismatches"), or a guest did not boot or hung (what was measured is kept
 rendered); 2 on bad usage or an --out that cannot be written.
 
 Examples:
-  sudo reuseport-check report --host-only
-  sudo reuseport-check report --kernels all
-  sudo reuseport-check report --kernels 5.10,6.12 --guest-profile quick -j 2
+  reuseport-check report --host-only
+  reuseport-check report --kernels all
+  reuseport-check report --kernels 5.10,6.12 --guest-profile quick -j 2
 )FOOTER";
 
 std::filesystem::path source_dir() {
@@ -250,19 +250,11 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
 
   // Every finished run is on disk before the next starts (write_atomic fsyncs): a killed
   // report leaves a whole document with "complete": false.
-  bool write_failed = false;
+  rp::cli::RewrittenDocument data_doc(data_path.string());
   auto save = [&](bool complete) {
     doc["complete"] = complete;
     doc["finished_at"] = rp::cli::now_iso();
-    try {
-      rp::cli::write_atomic(data_path.string(), doc.dump());
-      write_failed = false;
-      return true;
-    } catch (const rp::cli::OutputError& e) {
-      if (!write_failed || complete) std::fprintf(stderr, "reuseport-check: %s\n", e.what());
-      write_failed = true;
-      return false;
-    }
+    return data_doc.write(doc.dump(), complete);
   };
   save(false);
 
@@ -369,9 +361,14 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
   if (!saved) return 1;
   if (!render) return outcome.exit_status();
 
-  const auto script = source_dir() / "results" / "report" / "make_report.py";
-  std::fprintf(stderr, "report: rendering with %s %s\n", python.c_str(), script.c_str());
-  if (run_program({python, script.string(), "--data", (out / "data").string(), "--out", out.string()}) != 0) {
+  // The module of the source tree, which is the Python import root; paths absolute, since it
+  // runs there.
+  const std::string src = source_dir().string();
+  const auto abs_out = std::filesystem::absolute(out);
+  std::fprintf(stderr, "report: rendering with %s -m results.report.make_report (in %s)\n", python.c_str(), src.c_str());
+  if (run_program({python, "-P", "-m", "results.report.make_report", "--data", (abs_out / "data").string(), "--out",
+                   abs_out.string()},
+                  src, {{"PYTHONPATH", src}}) != 0) {
     std::fprintf(stderr, "reuseport-check: make_report.py failed; the data is in %s\n", data_path.c_str());
     return 1;
   }

@@ -56,10 +56,10 @@ Environment:
   RP_EXPECTATIONS=PATH  Judge against this expectations file instead of the built-in one.
 
 Examples:
-  sudo reuseport-check run
-  sudo reuseport-check run --case 'close_*' --repeat 20 --json results.json
-  sudo reuseport-check run --case 'close_*' --repeat 20 --resume results.json
-  sudo reuseport-check run --case 'close_listener_with_queued_children/tcp6_*_migrate1'
+  reuseport-check run
+  reuseport-check run --case 'close_*' --repeat 20 --json results.json
+  reuseport-check run --case 'close_*' --repeat 20 --resume results.json
+  reuseport-check run --case 'close_listener_with_queued_children/tcp6_*_migrate1'
   reuseport-check list
 
 Running cases needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (network namespaces, sysctls).
@@ -255,7 +255,7 @@ int run_command(const std::vector<std::string>& args, const std::vector<std::str
   if (!rp::cli::has_privileges(missing)) {
     std::fprintf(stderr,
                  "reuseport-check: running cases needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (missing:%s).\n"
-                 "Try: sudo reuseport-check run\n",
+                 "Run it as root.\n",
                  missing.c_str());
     return 2;
   }

@@ -47,7 +47,7 @@ listeners cannot be opened (port in use without SO_REUSEPORT, address not here).
 
 Examples:
   reuseport-check serve --port 8080 --workers 4 --pidfile /tmp/gen1.pid
-  sudo reuseport-check deploy --port 8080 \
+  reuseport-check deploy --port 8080 \
       --start "$PWD/docs/examples/serve/start.sh" --deploy "$PWD/docs/examples/serve/swap.sh"
 )FOOTER";
 

@@ -55,8 +55,8 @@ privileges or a probe that does not attach.
 Environment: needs root, or CAP_BPF/CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_PERFMON.
 
 Examples:
-  sudo reuseport-check watch --port 80 --duration 60
-  sudo reuseport-check watch --port 8080 --pid "$(pgrep -o nginx)" --json deploy.json
+  reuseport-check watch --port 80 --duration 60
+  reuseport-check watch --port 8080 --pid "$(pgrep -o nginx)" --json deploy.json
 )FOOTER";
 
 volatile sig_atomic_t g_stop = 0;
@@ -242,7 +242,7 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
   // document's size, so once that grows past a few percent of the time between samples
   // (hours at --interval 1), rewrites are spaced out to keep it there.
   double next_write = 0;
-  bool write_failed = false;
+  rp::cli::RewrittenDocument json_doc(o.json_path);
   auto write_doc = [&](bool complete) {
     if (o.json_path.empty() || (!complete && now_s() < next_write)) return true;
     json out = {{"schema", "reuseport-check/watch/1"}, {"complete", complete},      {"port", port},
@@ -250,15 +250,7 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
                 {"interval_s", o.interval},            {"samples", samples},        {"totals", totals_of()},
                 {"sources", sources_of()}};
     const double w0 = now_s();
-    try {
-      rp::cli::write_atomic(o.json_path, out.dump(2) + "\n");
-      write_failed = false;
-    } catch (const rp::cli::OutputError& e) {
-      // A full disk mid-watch: say so once and try again next interval.
-      if (!write_failed || complete) std::fprintf(stderr, "reuseport-check: %s\n", e.what());
-      write_failed = true;
-      return false;
-    }
+    if (!json_doc.write(out.dump(2) + "\n", complete)) return false;  // a full disk: next interval again
     const double took = now_s() - w0;
     next_write = now_s() + 20 * took;
     return true;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -85,6 +86,18 @@ void write_atomic(const std::string& path, const std::string& text) {
     int err = errno;
     ::unlink(tmp.c_str());
     fail(path, std::strerror(err));
+  }
+}
+
+bool RewrittenDocument::write(const std::string& text, bool final) {
+  try {
+    write_atomic(path_, text);
+    failing_ = false;
+    return true;
+  } catch (const OutputError& e) {
+    if (!failing_ || final) std::fprintf(stderr, "reuseport-check: %s\n", e.what());
+    failing_ = true;
+    return false;
   }
 }
 

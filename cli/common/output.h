@@ -31,6 +31,20 @@ void check_writable_dir(const std::string& dir);
 // renamed over it. Readers see the old document or the new one, never half of one.
 void write_atomic(const std::string& path, const std::string& text);
 
+// A summary document rewritten as a run goes (write_atomic each time). A failure (a full
+// disk) is said on stderr once, not at every rewrite, and again for the final document;
+// the next rewrite tries again. write() returns whether this one reached the disk.
+class RewrittenDocument {
+ public:
+  explicit RewrittenDocument(std::string path) : path_(std::move(path)) {}
+  bool write(const std::string& text, bool final);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  bool failing_ = false;
+};
+
 // An append-only JSON Lines file. Each append() is one line, written with one write(2) and
 // fdatasync()ed, so a killed process leaves whole lines and at most one torn last line.
 class JsonLines {

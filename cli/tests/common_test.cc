@@ -65,6 +65,25 @@ TEST(WriteAtomic, replaces_whole_documents) {
   EXPECT_EQ(std::distance(fs::directory_iterator(d.path), fs::directory_iterator()), 1);
 }
 
+TEST(RewrittenDocument, says_a_failure_once_and_again_at_the_end) {
+  TempDir d;
+  rp::cli::RewrittenDocument doc(d.path + "/gone/doc.json");  // a directory that is missing
+  testing::internal::CaptureStderr();
+  EXPECT_FALSE(doc.write("a", false));
+  EXPECT_FALSE(doc.write("b", false));
+  EXPECT_FALSE(doc.write("c", true));
+  const std::string err = testing::internal::GetCapturedStderr();
+  size_t lines = 0;
+  for (size_t at = err.find("cannot write"); at != std::string::npos; at = err.find("cannot write", at + 1)) ++lines;
+  EXPECT_EQ(lines, 2u) << err;
+  fs::create_directory(d.path + "/gone");
+  EXPECT_TRUE(doc.write("d", true));
+  std::ifstream f(d.path + "/gone/doc.json");
+  std::string s;
+  f >> s;
+  EXPECT_EQ(s, "d");
+}
+
 TEST(JsonLines, survives_a_torn_last_line) {
   TempDir d;
   const std::string p = d.path + "/r.jsonl";
