@@ -6,447 +6,224 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
-#include <cstring>
 #include <exception>
-#include <string_view>
 
 #include "harness/clock.h"
 #include "harness/error.h"
 #include "harness/fd.h"
+#include "harness/loadgen_internal.h"
 #include "harness/wire.h"
+
+// The epoll engine: the workers' event loop, the Wire protocol, and LoadGenerator itself.
+// HTTP request building and the Raw/Http stream protocols live in loadgen_protocol.cc.
 
 namespace rp {
 
-namespace {
-
-struct Conn {
-  int fd = -1;
-  Phase phase = Phase::Connecting;
-  uint8_t got = 0;
-  char buf[sizeof(wire::Reply)];
-  Attempt a;
-  uint64_t deadline_ns = 0;
-};
-
-// Per-connection state of the Raw and Http protocols. Kept beside Conn rather than in it,
-// so that the default Wire protocol's connections stay as small and cheap as they were.
-struct Stream {
-  size_t sent = 0;
-  uint64_t received = 0;
-  std::string head;        // Http: the response up to the end of its headers
-  bool headers_done = false;
-  int status = 0;
-  int64_t content_length = -1;  // -1: none given, the body ends at EOF
-  bool chunked = false;
-  uint64_t body = 0;
-  std::string tail;  // the last bytes of a chunked body
-};
-
-constexpr size_t kMaxHttpHead = 64 * 1024;
-constexpr std::string_view kLastChunk = "0\r\n\r\n";
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return std::tolower(x) == std::tolower(y); });
+LoadGenerator::Worker::Worker(LoadGenerator& lg, unsigned slots) : lg(lg), conns(slots), stream(lg.opts_.protocol != LoadOptions::Protocol::Wire) {
+  for (unsigned i = 0; i < slots; ++i) free_slots.push_back(slots - 1 - i);
+  if (stream) streams.resize(slots);
 }
 
-std::string_view trim(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-  return v;
+void LoadGenerator::Worker::finish(uint32_t slot, Outcome o, int err) {
+  Conn& c = conns[slot];
+  c.a.outcome = o;
+  c.a.err = err;
+  c.a.end_ns = monotonic_ns();
+  if (c.fd >= 0) ::close(c.fd);
+  c.fd = -1;
+  ledger.add(c.a);
+  completed.fetch_add(1, std::memory_order_relaxed);
+  if (o == Outcome::Served) served.fetch_add(1, std::memory_order_relaxed);
+  free_slots.push_back(slot);
 }
 
-// Parses the status line and the headers that decide where the body ends. False for
-// anything that is not an HTTP/1.x response.
-bool parse_http_head(Stream& s, std::string_view head) {
-  size_t eol = head.find("\r\n");
-  std::string_view line = head.substr(0, eol);
-  if (line.size() < 12 || line.substr(0, 7) != "HTTP/1." || line[8] != ' ') return false;
-  if (line.size() > 12 && line[12] != ' ') return false;
-  int status = 0;
-  for (size_t i = 9; i < 12; ++i) {
-    if (!std::isdigit(static_cast<unsigned char>(line[i]))) return false;
-    status = status * 10 + (line[i] - '0');
-  }
-  s.status = status;
-  while (eol != std::string_view::npos) {
-    size_t start = eol + 2;
-    eol = head.find("\r\n", start);
-    std::string_view h = head.substr(start, eol == std::string_view::npos ? std::string_view::npos : eol - start);
-    size_t colon = h.find(':');
-    if (colon == std::string_view::npos) continue;
-    std::string_view name = trim(h.substr(0, colon)), value = trim(h.substr(colon + 1));
-    if (iequals(name, "content-length")) {
-      int64_t n = 0;
-      if (value.empty()) return false;
-      for (char ch : value) {
-        if (!std::isdigit(static_cast<unsigned char>(ch)) || n > (INT64_MAX - 9) / 10) return false;
-        n = n * 10 + (ch - '0');
-      }
-      s.content_length = n;
-    } else if (iequals(name, "transfer-encoding")) {
-      std::string v(value);
-      std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return std::tolower(ch); });
-      s.chunked = v.find("chunked") != std::string::npos;
-    }
-  }
-  // RFC 9112 6.3: these have no body whatever the headers say; chunked overrides a length.
-  if ((status >= 100 && status < 200) || status == 204 || status == 304) s.content_length = 0;
-  else if (s.chunked) s.content_length = -1;
+// Claims one attempt of the global budget; false when the budget or the time is spent.
+bool LoadGenerator::Worker::claim(uint32_t& id, uint64_t end_ns) {
+  if (lg.stop_.load(std::memory_order_relaxed) || monotonic_ns() >= end_ns) return false;
+  uint64_t n = lg.next_id_.fetch_add(1, std::memory_order_relaxed);
+  if (n >= lg.opts_.max_attempts) return false;
+  id = static_cast<uint32_t>(n);
   return true;
 }
 
-}  // namespace
-
-const char* to_string(LoadOptions::Protocol p) {
-  switch (p) {
-    case LoadOptions::Protocol::Wire: return "wire";
-    case LoadOptions::Protocol::Raw: return "raw";
-    case LoadOptions::Protocol::Http: return "http";
-  }
-  return "?";
+void LoadGenerator::Worker::send_request(uint32_t slot) {
+  Conn& c = conns[slot];
+  c.phase = Phase::Connected;
+  c.a.connected_ns = monotonic_ns();
+  c.deadline_ns = c.a.connected_ns + static_cast<uint64_t>(lg.opts_.response_timeout.count()) * 1000000;
+  if (lg.opts_.record_source_port) note_source_port(c);
+  ssize_t n = send(c.fd, wire::kRequest, sizeof wire::kRequest, MSG_NOSIGNAL);
+  if (n != static_cast<ssize_t>(sizeof wire::kRequest))
+    finish(slot, n < 0 ? classify_error(errno, Phase::Connected) : Outcome::OtherError, n < 0 ? errno : EMSGSIZE);
 }
 
-std::string http_get_request(const std::string& path, const std::string& host) {
-  if (path.empty() || path[0] != '/')
-    throw std::invalid_argument("HTTP path must start with '/', got '" + path + "'");
-  for (unsigned char ch : path)
-    if (ch <= ' ' || ch == 0x7f) throw std::invalid_argument("HTTP path holds whitespace or a control character: '" + path + "'");
-  for (unsigned char ch : host)
-    if (ch <= ' ' || ch == 0x7f) throw std::invalid_argument("HTTP host holds whitespace or a control character: '" + host + "'");
-  return "GET " + path + " HTTP/1.1\r\nHost: " + host +
-         "\r\nUser-Agent: reuseport-check\r\nAccept: */*\r\nConnection: close\r\n\r\n";
-}
-
-struct LoadGenerator::Worker {
-  Worker(LoadGenerator& lg, unsigned slots) : lg(lg), conns(slots), stream(lg.opts_.protocol != LoadOptions::Protocol::Wire) {
-    for (unsigned i = 0; i < slots; ++i) free_slots.push_back(slots - 1 - i);
-    if (stream) streams.resize(slots);
+void LoadGenerator::Worker::start_one(uint32_t id) {
+  started.fetch_add(1, std::memory_order_relaxed);
+  ledger.note_started();
+  uint32_t slot = free_slots.back();
+  free_slots.pop_back();
+  Conn& c = conns[slot];
+  c = Conn{};
+  c.a.id = id;
+  c.a.start_ns = monotonic_ns();
+  c.deadline_ns = c.a.start_ns + static_cast<uint64_t>(lg.opts_.connect_timeout.count()) * 1000000;
+  c.fd = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (c.fd < 0) {
+    finish(slot, Outcome::OtherError, errno);
+    return;
   }
-
-  LoadGenerator& lg;
-  std::vector<Conn> conns;
-  std::vector<uint32_t> free_slots;
-  Ledger ledger;
-  UniqueFd ep;
-  sockaddr_storage addr{};
-  socklen_t addr_len = 0;
-  int af = AF_INET;
-  std::atomic<uint64_t> started{0}, completed{0}, served{0};
-  std::atomic<bool> finished{false};
-  std::exception_ptr error;
-  const bool stream;             // Raw or Http
-  std::vector<Stream> streams;   // by slot; empty for Wire
-
-  void finish(uint32_t slot, Outcome o, int err) {
-    Conn& c = conns[slot];
-    c.a.outcome = o;
-    c.a.err = err;
-    c.a.end_ns = monotonic_ns();
-    if (c.fd >= 0) ::close(c.fd);
-    c.fd = -1;
-    ledger.add(c.a);
-    completed.fetch_add(1, std::memory_order_relaxed);
-    if (o == Outcome::Served) served.fetch_add(1, std::memory_order_relaxed);
-    free_slots.push_back(slot);
+  int rc = connect(c.fd, reinterpret_cast<sockaddr*>(&addr), addr_len);
+  if (rc != 0 && errno != EINPROGRESS) {
+    finish(slot, classify_error(errno, Phase::Connecting), errno);
+    return;
   }
-
-  // Claims one attempt of the global budget; false when the budget or the time is spent.
-  bool claim(uint32_t& id, uint64_t end_ns) {
-    if (lg.stop_.load(std::memory_order_relaxed) || monotonic_ns() >= end_ns) return false;
-    uint64_t n = lg.next_id_.fetch_add(1, std::memory_order_relaxed);
-    if (n >= lg.opts_.max_attempts) return false;
-    id = static_cast<uint32_t>(n);
-    return true;
+  if (stream) {
+    start_stream(slot);
+    return;
   }
-
-  void send_request(uint32_t slot) {
-    Conn& c = conns[slot];
+  // On loopback the handshake has usually completed by the time connect() returns
+  // EINPROGRESS: sending at once saves waiting for EPOLLOUT. A socket still in SYN_SENT
+  // answers EAGAIN and is left to epoll.
+  bool connected = false;
+  ssize_t n = send(c.fd, wire::kRequest, sizeof wire::kRequest, MSG_NOSIGNAL);
+  if (n == static_cast<ssize_t>(sizeof wire::kRequest)) {
+    connected = true;
     c.phase = Phase::Connected;
     c.a.connected_ns = monotonic_ns();
     c.deadline_ns = c.a.connected_ns + static_cast<uint64_t>(lg.opts_.response_timeout.count()) * 1000000;
     if (lg.opts_.record_source_port) note_source_port(c);
-    ssize_t n = send(c.fd, wire::kRequest, sizeof wire::kRequest, MSG_NOSIGNAL);
-    if (n != static_cast<ssize_t>(sizeof wire::kRequest))
-      finish(slot, n < 0 ? classify_error(errno, Phase::Connected) : Outcome::OtherError, n < 0 ? errno : EMSGSIZE);
+  } else if (n >= 0 || errno != EAGAIN) {
+    // An error before the handshake completed (a refused SYN surfaces here).
+    finish(slot, n < 0 ? classify_error(errno, Phase::Connecting) : Outcome::OtherError, n < 0 ? errno : EMSGSIZE);
+    return;
   }
+  // Edge-triggered: one epoll_ctl per attempt.
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (connected ? 0u : static_cast<uint32_t>(EPOLLOUT));
+  ev.data.u32 = slot;
+  if (epoll_ctl(ep.get(), EPOLL_CTL_ADD, c.fd, &ev) != 0) finish(slot, Outcome::OtherError, errno);
+}
 
-  void start_one(uint32_t id) {
-    started.fetch_add(1, std::memory_order_relaxed);
-    ledger.note_started();
-    uint32_t slot = free_slots.back();
-    free_slots.pop_back();
-    Conn& c = conns[slot];
-    c = Conn{};
-    c.a.id = id;
-    c.a.start_ns = monotonic_ns();
-    c.deadline_ns = c.a.start_ns + static_cast<uint64_t>(lg.opts_.connect_timeout.count()) * 1000000;
-    c.fd = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c.fd < 0) {
-      finish(slot, Outcome::OtherError, errno);
-      return;
-    }
-    int rc = connect(c.fd, reinterpret_cast<sockaddr*>(&addr), addr_len);
-    if (rc != 0 && errno != EINPROGRESS) {
-      finish(slot, classify_error(errno, Phase::Connecting), errno);
-      return;
-    }
-    if (stream) {
-      start_stream(slot);
-      return;
-    }
-    // On loopback the handshake has usually completed by the time connect() returns
-    // EINPROGRESS: sending at once saves waiting for EPOLLOUT. A socket still in SYN_SENT
-    // answers EAGAIN and is left to epoll.
-    bool connected = false;
-    ssize_t n = send(c.fd, wire::kRequest, sizeof wire::kRequest, MSG_NOSIGNAL);
-    if (n == static_cast<ssize_t>(sizeof wire::kRequest)) {
-      connected = true;
-      c.phase = Phase::Connected;
-      c.a.connected_ns = monotonic_ns();
-      c.deadline_ns = c.a.connected_ns + static_cast<uint64_t>(lg.opts_.response_timeout.count()) * 1000000;
-      if (lg.opts_.record_source_port) note_source_port(c);
-    } else if (n >= 0 || errno != EAGAIN) {
-      // An error before the handshake completed (a refused SYN surfaces here).
-      finish(slot, n < 0 ? classify_error(errno, Phase::Connecting) : Outcome::OtherError, n < 0 ? errno : EMSGSIZE);
-      return;
-    }
-    // Edge-triggered: one epoll_ctl per attempt.
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (connected ? 0u : static_cast<uint32_t>(EPOLLOUT));
-    ev.data.u32 = slot;
-    if (epoll_ctl(ep.get(), EPOLL_CTL_ADD, c.fd, &ev) != 0) finish(slot, Outcome::OtherError, errno);
+void LoadGenerator::Worker::note_source_port(Conn& c) {
+  sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(c.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+    c.a.source_port = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);  // same offset in sockaddr_in6
+}
+
+void LoadGenerator::Worker::mark_connected(Conn& c) {
+  c.phase = Phase::Connected;
+  c.a.connected_ns = monotonic_ns();
+  c.deadline_ns = c.a.connected_ns + static_cast<uint64_t>(lg.opts_.response_timeout.count()) * 1000000;
+  if (lg.opts_.record_source_port) note_source_port(c);
+}
+
+// For a socket still connecting: true once the handshake completed; finishes the attempt
+// when it failed; false (nothing to do yet) otherwise.
+bool LoadGenerator::Worker::handshake_done(uint32_t slot, uint32_t events) {
+  Conn& c = conns[slot];
+  if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return false;
+  int err = 0;
+  socklen_t len = sizeof err;
+  getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  if (err != 0) {
+    finish(slot, classify_error(err, Phase::Connecting), err);
+    return false;
   }
+  return (events & EPOLLOUT) != 0;
+}
 
-  void note_source_port(Conn& c) {
-    sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (getsockname(c.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
-      c.a.source_port = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);  // same offset in sockaddr_in6
+void LoadGenerator::Worker::on_event(uint32_t slot, uint32_t events) {
+  Conn& c = conns[slot];
+  if (c.fd < 0) return;
+  if (stream) {
+    on_stream_event(slot, events);
+    return;
   }
-
-  void mark_connected(Conn& c) {
-    c.phase = Phase::Connected;
-    c.a.connected_ns = monotonic_ns();
-    c.deadline_ns = c.a.connected_ns + static_cast<uint64_t>(lg.opts_.response_timeout.count()) * 1000000;
-    if (lg.opts_.record_source_port) note_source_port(c);
-  }
-
-  void start_stream(uint32_t slot) {
-    Conn& c = conns[slot];
-    streams[slot] = Stream{};
-    // As for Wire: sending at once usually finds the handshake done already.
-    if (!stream_send(slot)) return;
-    // EPOLLOUT stays armed: a payload larger than the socket buffer goes out in parts.
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    ev.data.u32 = slot;
-    if (epoll_ctl(ep.get(), EPOLL_CTL_ADD, c.fd, &ev) != 0) finish(slot, Outcome::OtherError, errno);
-  }
-
-  // Sends what is left of the payload; false when that finished the attempt.
-  bool stream_send(uint32_t slot) {
-    Conn& c = conns[slot];
-    Stream& s = streams[slot];
-    const std::string& p = lg.opts_.payload;
-    while (s.sent < p.size()) {
-      ssize_t n = send(c.fd, p.data() + s.sent, p.size() - s.sent, MSG_NOSIGNAL);
-      if (n > 0) {
-        if (c.phase == Phase::Connecting) mark_connected(c);
-        s.sent += static_cast<size_t>(n);
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && errno == EAGAIN) return true;
-      finish(slot, n < 0 ? classify_error(errno, c.phase) : Outcome::OtherError, n < 0 ? errno : EMSGSIZE);
-      return false;
-    }
-    return true;
-  }
-
-  // Takes n received bytes; false when they finished the attempt.
-  bool stream_consume(uint32_t slot, const char* data, size_t n) {
-    Stream& s = streams[slot];
-    s.received += n;
-    if (lg.opts_.protocol != LoadOptions::Protocol::Http) return true;
-    if (!s.headers_done) {
-      s.head.append(data, n);
-      size_t end = s.head.find("\r\n\r\n");
-      if (end == std::string::npos) {
-        if (s.head.size() > kMaxHttpHead) {
-          finish(slot, Outcome::OtherError, EMSGSIZE);
-          return false;
-        }
-        return true;
-      }
-      s.headers_done = true;
-      if (!parse_http_head(s, std::string_view(s.head).substr(0, end + 2))) {
-        finish(slot, Outcome::OtherError, EBADMSG);
-        return false;
-      }
-      data = s.head.data() + end + 4;
-      n = s.head.size() - (end + 4);
-    }
-    s.body += n;
-    if (s.chunked) {
-      s.tail.append(data, n);
-      if (s.tail.size() > kLastChunk.size()) s.tail.erase(0, s.tail.size() - kLastChunk.size());
-    }
-    if (s.content_length >= 0 && s.body >= static_cast<uint64_t>(s.content_length)) {
-      conns[slot].a.http_status = static_cast<uint16_t>(s.status);
-      finish(slot, Outcome::Served, 0);
-      return false;
-    }
-    return true;
-  }
-
-  void stream_eof(uint32_t slot) {
-    Stream& s = streams[slot];
-    bool complete;
-    if (lg.opts_.protocol == LoadOptions::Protocol::Http) {
-      complete = s.headers_done && s.content_length < 0 && (!s.chunked || s.tail == kLastChunk);
-      if (complete) conns[slot].a.http_status = static_cast<uint16_t>(s.status);
-    } else {
-      complete = s.received > 0;
-    }
-    finish(slot, complete ? Outcome::Served : Outcome::ClosedWithoutResponse, 0);
-  }
-
-  // For a socket still connecting: true once the handshake completed; finishes the attempt
-  // when it failed; false (nothing to do yet) otherwise.
-  bool handshake_done(uint32_t slot, uint32_t events) {
-    Conn& c = conns[slot];
-    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return false;
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) {
-      finish(slot, classify_error(err, Phase::Connecting), err);
-      return false;
-    }
-    return (events & EPOLLOUT) != 0;
-  }
-
-  void on_stream_event(uint32_t slot, uint32_t events) {
-    Conn& c = conns[slot];
-    if (c.phase == Phase::Connecting) {
-      if (!handshake_done(slot, events)) return;
-      mark_connected(c);
-    }
-    if (!stream_send(slot)) return;
-    char buf[16384];
-    for (;;) {
-      ssize_t n = recv(c.fd, buf, sizeof buf, 0);
-      if (n > 0) {
-        if (!stream_consume(slot, buf, static_cast<size_t>(n))) return;
-        continue;
-      }
-      if (n == 0) {
-        stream_eof(slot);
-        return;
-      }
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) return;
-      finish(slot, classify_error(errno, Phase::Connected), errno);
-      return;
-    }
-  }
-
-  void on_event(uint32_t slot, uint32_t events) {
-    Conn& c = conns[slot];
+  if (c.phase == Phase::Connecting) {
+    if (!handshake_done(slot, events)) return;
+    send_request(slot);
     if (c.fd < 0) return;
-    if (stream) {
-      on_stream_event(slot, events);
-      return;
-    }
-    if (c.phase == Phase::Connecting) {
-      if (!handshake_done(slot, events)) return;
-      send_request(slot);
-      if (c.fd < 0) return;
-      if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))) return;
-    }
-    while (c.got < sizeof c.buf) {
-      ssize_t n = recv(c.fd, c.buf + c.got, sizeof c.buf - c.got, 0);
-      if (n > 0) {
-        c.got = static_cast<uint8_t>(c.got + n);
-        continue;
-      }
-      if (n == 0) {
-        finish(slot, Outcome::ClosedWithoutResponse, 0);
-        return;
-      }
-      if (errno == EAGAIN || errno == EINTR) return;
-      finish(slot, classify_error(errno, Phase::Connected), errno);
-      return;
-    }
-    uint32_t listener;
-    if (!wire::parse_reply(c.buf, listener)) {
-      finish(slot, Outcome::OtherError, EBADMSG);
-      return;
-    }
-    c.a.listener = static_cast<int32_t>(listener);
-    finish(slot, Outcome::Served, 0);
+    if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))) return;
   }
-
-  void expire(uint64_t now) {
-    for (uint32_t slot = 0; slot < conns.size(); ++slot) {
-      Conn& c = conns[slot];
-      if (c.fd >= 0 && now >= c.deadline_ns)
-        finish(slot, c.phase == Phase::Connecting ? Outcome::ConnectTimeout : Outcome::ResponseTimeout, ETIMEDOUT);
+  while (c.got < sizeof c.buf) {
+    ssize_t n = recv(c.fd, c.buf + c.got, sizeof c.buf - c.got, 0);
+    if (n > 0) {
+      c.got = static_cast<uint8_t>(c.got + n);
+      continue;
     }
+    if (n == 0) {
+      finish(slot, Outcome::ClosedWithoutResponse, 0);
+      return;
+    }
+    if (errno == EAGAIN || errno == EINTR) return;
+    finish(slot, classify_error(errno, Phase::Connected), errno);
+    return;
   }
+  uint32_t listener;
+  if (!wire::parse_reply(c.buf, listener)) {
+    finish(slot, Outcome::OtherError, EBADMSG);
+    return;
+  }
+  c.a.listener = static_cast<int32_t>(listener);
+  finish(slot, Outcome::Served, 0);
+}
 
-  void run(unsigned share_closed, double share_rate) {
-    const LoadOptions& o = lg.opts_;
-    ep.reset(epoll_create1(EPOLL_CLOEXEC));
-    if (!ep) throw_sys("epoll_create1");
-    addr_len = o.target.to_sockaddr(addr);
-    af = af_of(o.target.family);
-    const uint64_t t0 = monotonic_ns();
-    const uint64_t end_ns = t0 + static_cast<uint64_t>(o.max_duration.count()) * 1000000;
-    const bool open = o.mode == LoadOptions::Mode::Open;
-    const unsigned cap = open ? static_cast<unsigned>(conns.size()) : share_closed;
-    const double interval_ns = open && share_rate > 0 ? 1e9 / share_rate : 0;
-    double next_start = static_cast<double>(t0);
-    uint64_t next_scan = t0;
-    bool exhausted = false;
-    std::vector<epoll_event> evs(256);
-    for (;;) {
-      uint64_t now = monotonic_ns();
-      if (!exhausted) {
-        uint32_t id;
-        while (in_flight() < cap && (!open || now >= next_start)) {
-          if (!claim(id, end_ns)) {
-            exhausted = true;
-            break;
-          }
-          start_one(id);
-          if (open) next_start += interval_ns;
+void LoadGenerator::Worker::expire(uint64_t now) {
+  for (uint32_t slot = 0; slot < conns.size(); ++slot) {
+    Conn& c = conns[slot];
+    if (c.fd >= 0 && now >= c.deadline_ns)
+      finish(slot, c.phase == Phase::Connecting ? Outcome::ConnectTimeout : Outcome::ResponseTimeout, ETIMEDOUT);
+  }
+}
+
+void LoadGenerator::Worker::run(unsigned share_closed, double share_rate) {
+  const LoadOptions& o = lg.opts_;
+  ep.reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!ep) throw_sys("epoll_create1");
+  addr_len = o.target.to_sockaddr(addr);
+  af = af_of(o.target.family);
+  const uint64_t t0 = monotonic_ns();
+  const uint64_t end_ns = t0 + static_cast<uint64_t>(o.max_duration.count()) * 1000000;
+  const bool open = o.mode == LoadOptions::Mode::Open;
+  const unsigned cap = open ? static_cast<unsigned>(conns.size()) : share_closed;
+  const double interval_ns = open && share_rate > 0 ? 1e9 / share_rate : 0;
+  double next_start = static_cast<double>(t0);
+  uint64_t next_scan = t0;
+  bool exhausted = false;
+  std::vector<epoll_event> evs(256);
+  for (;;) {
+    uint64_t now = monotonic_ns();
+    if (!exhausted) {
+      uint32_t id;
+      while (in_flight() < cap && (!open || now >= next_start)) {
+        if (!claim(id, end_ns)) {
+          exhausted = true;
+          break;
         }
-        // An open loop that fell behind its schedule does not burst to catch up.
-        if (open && next_start < static_cast<double>(now) - 1e8) next_start = static_cast<double>(now);
+        start_one(id);
+        if (open) next_start += interval_ns;
       }
-      if (exhausted && in_flight() == 0) break;
-      int timeout = 10;
-      if (open && !exhausted) {
-        double wait_ms = (next_start - static_cast<double>(monotonic_ns())) / 1e6;
-        timeout = wait_ms <= 0 ? 0 : std::min(10, static_cast<int>(std::ceil(wait_ms)));
-      }
-      int n = epoll_wait(ep.get(), evs.data(), static_cast<int>(evs.size()), timeout);
-      if (n < 0 && errno != EINTR) throw_sys("epoll_wait");
-      for (int i = 0; i < n; ++i) on_event(evs[i].data.u32, evs[i].events);
-      now = monotonic_ns();
-      if (now >= next_scan) {
-        expire(now);
-        next_scan = now + 5000000;
-      }
+      // An open loop that fell behind its schedule does not burst to catch up.
+      if (open && next_start < static_cast<double>(now) - 1e8) next_start = static_cast<double>(now);
+    }
+    if (exhausted && in_flight() == 0) break;
+    int timeout = 10;
+    if (open && !exhausted) {
+      double wait_ms = (next_start - static_cast<double>(monotonic_ns())) / 1e6;
+      timeout = wait_ms <= 0 ? 0 : std::min(10, static_cast<int>(std::ceil(wait_ms)));
+    }
+    int n = epoll_wait(ep.get(), evs.data(), static_cast<int>(evs.size()), timeout);
+    if (n < 0 && errno != EINTR) throw_sys("epoll_wait");
+    for (int i = 0; i < n; ++i) on_event(evs[i].data.u32, evs[i].events);
+    now = monotonic_ns();
+    if (now >= next_scan) {
+      expire(now);
+      next_scan = now + 5000000;
     }
   }
-
-  unsigned in_flight() const { return static_cast<unsigned>(conns.size() - free_slots.size()); }
-};
+}
 
 LoadGenerator::LoadGenerator(LoadOptions opts) : opts_(std::move(opts)) {
   if (opts_.threads == 0) throw std::invalid_argument("load: threads must be at least 1");
