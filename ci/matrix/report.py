@@ -211,9 +211,10 @@ def run_guest_report(name: str, *, binary: Path, matrix: dict, profile: str,
 
 
 def render(out: Path, python: str) -> bool:
-    script = driver.REPO / "results" / "report" / "make_report.py"
-    proc = subprocess.run([python, str(script), "--data", str(out / "data"), "--out", str(out)],
-                          stdin=subprocess.DEVNULL)
+    out = out.resolve()  # the module runs at the top of the tree, the import root
+    proc = subprocess.run([python, "-P", "-m", "results.report.make_report", "--data", str(out / "data"),
+                           "--out", str(out)], stdin=subprocess.DEVNULL, cwd=driver.REPO,
+                          env={**os.environ, "PYTHONPATH": str(driver.REPO)})
     return proc.returncode == 0
 
 

@@ -1,9 +1,10 @@
 """One item per kernel x case x variant: its record's verdict must be PASS, XFAIL or SKIP.
 
-The parametrization and the fixtures are in conftest.py; booting and parsing in driver.py.
+The parametrization and the fixtures are in conftest.py; booting in driver.py, parsing
+in results.py.
 """
 
-from ci.matrix.driver import GOOD_VERDICTS
+from ci.matrix.common import GOOD_VERDICTS
 
 
 def test_variant(record):

@@ -1,0 +1,208 @@
+"""The "Measured here" paragraphs of docs/semantics.md, one per case (results/figures.py
+makes each a block). A paragraph is f(c, rs, recs): the case, all its records, and recs(c,
+pattern), its records whose variant matches pattern; results/figures.py reads them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from .figures_format import count, obs_all, pct, quoted, span, total
+
+Records = Callable[..., list]  # recs(case, pattern="*")
+SEMANTICS: dict[str, Callable[[str, list, Records], str]] = {}  # in the page's order
+
+
+def semantics(case: str) -> Callable:
+    """Makes f the paragraph of the block `case`."""
+    def register(f: Callable[[str, list, Records], str]) -> Callable[[str, list, Records], str]:
+        SEMANTICS[case] = f
+        return f
+    return register
+
+
+@semantics("close_listener_with_queued_children")
+def m_close_listener(c: str, rs: list[dict], recs: Records) -> str:
+    m0, m1 = recs(c, "*migrate0"), recs(c, "*migrate1")
+    return (
+        f"Backlog B held B+1 children (queued_at_close = backlog + 1 in "
+        f"{count(m0 + m1, lambda o: o['queued_at_close'] == o['backlog'] + 1)} variants: "
+        f"{span(m0, 'queued_at_close', either=True)}). Migration off: client resets = queued = kernel "
+        f"orphans = orphan RSTs in "
+        f"{count(m0, lambda o: o['client_resets'] == o['queued_at_close'] == o['kernel_orphaned_children'] == o['kernel_orphan_resets'])}"
+        f" variants, every other attempt served ({total(m0, 'lost_other')} lost otherwise). "
+        f"Migration on: {total(m1, 'client_resets')} client resets, TCPMigrateReqSuccess = "
+        f"queued in {count(m1, lambda o: o['netstat_migrate_req_success'] == o['queued_at_close'])}, "
+        f"every attempt served in {count(m1, lambda o: o['served'] == o['attempts'])}.")
+
+
+@semantics("hash_spread")
+def m_hash_spread(c: str, rs: list[dict], recs: Records) -> str:
+    tcp, udp = recs(c, "tcp*"), recs(c, "udp*")
+    return (
+        f"Largest share deviation {span(rs, 'max_share_deviation', pct)}, chi-square "
+        f"{span(rs, 'chi_square')}; {total(rs, 'tuples_moved')} tuples moved of "
+        f"{span(tcp, 'tuples_rechecked')} (TCP) and {span(udp, 'tuples_rechecked')} (UDP) "
+        f"rechecked; {span(udp, 'one_port_answered')} of {span(udp, 'one_port_datagrams')} "
+        f"datagrams of one port at {span(udp, 'one_port_listeners')} listener. The load "
+        f"generator reuses a source port once its last connection is gone: TCP took "
+        f"{span(tcp, 'attempts')} connections to see {span(tcp, 'distinct_source_ports')} "
+        f"distinct ports ({span(tcp, 'load_port_reused')} reused one, "
+        f"{total(tcp, 'load_port_reused_moved')} of those at another listener), so the case "
+        f"runs rounds of connections until 20,000 distinct ports were seen.")
+
+
+@semantics("group_change_remap")
+def m_group_change_remap(c: str, rs: list[dict], recs: Records) -> str:
+    parts = []
+    for proto in ("udp4", "udp6", "tcp4", "tcp6"):
+        add = recs(c, f"{proto}_add")
+        moves = ", ".join(span(recs(c, f"{proto}_close_{s}"), "moved_fraction")
+                          for s in ("slot0", "slot1", "slot3"))
+        parts.append(f"{proto}: {span(add, 'moved_fraction')} (add, "
+                     f"{span(add, 'moved_to_new_fraction')} to the new socket), {moves}")
+    return (
+        f"Moved fraction (add; close slot 0, 1, 3) {'; '.join(parts)}; "
+        f"{total(recs(c), 'impossible_transitions')} impossible transitions.")
+
+
+@semantics("bpf_steering")
+def m_bpf_steering(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"Index 2: every flow at listener 2 in "
+        f"{count(rs, lambda o: o['steered_to_target'] == o['flows'])} variants; index 7 and "
+        f"after detach: {total(rs, 'fallback_differs_from_hash')} and "
+        f"{total(rs, 'detached_differs_from_hash')} flows differ from the hash's choice; the "
+        f"bind after attach: {span(rs, 'attach_before_bind_bind')} (TCP and UDP). The eBPF "
+        f"program ran once per datagram ({span(recs(c, 'udp*_ebpf'), 'program_runs')} runs for "
+        f"{span(recs(c, 'udp*_ebpf'), 'flows')} flows in the two phases with a program) and "
+        f"once per SYN ({span(recs(c, 'tcp*_ebpf'), 'program_runs')} for "
+        f"{span(recs(c, 'tcp*_ebpf'), 'flows')} flows): the handshake's "
+        f"final ACK finds the request socket and does not consult the group.")
+
+
+@semantics("sk_reuseport_select")
+def m_sk_reuseport_select(c: str, rs: list[dict], recs: Records) -> str:
+    sel, tdrop, udrop = recs(c, "*_select"), recs(c, "tcp*_drop"), recs(c, "udp*_drop")
+    return (
+        f"select: every flow at the chosen listener in both phases in "
+        f"{count(sel, lambda o: o['on_slot1_listener'] == o['on_slot3_listener'] == o['flows'])}"
+        f" variants ({span(recs(c, 'tcp*_select'), 'flows')} TCP, "
+        f"{span(recs(c, 'udp*_select'), 'flows')} UDP flows); one program selection per SYN "
+        f"or datagram in {count(sel, lambda o: o['program_selected'] == o['answered'])}. drop: "
+        f"a dropped SYN is not silent: the kernel answers with a RST, "
+        f"{span(tdrop, 'dropped_refused')} of {span(tdrop, 'dropped_attempts')} TCP clients "
+        f"got ECONNREFUSED ({span(tdrop, 'program_drops')} program drops); "
+        f"{total(udrop, 'dropped_answered')} UDP datagrams answered, "
+        f"{span(udrop, 'program_drops')} drops; SK_PASS again: all flows at slot 2 in "
+        f"{count(tdrop + udrop, lambda o: o['after_pass_on_slot2_listener'] == o['flows'])}.")
+
+
+@semantics("incoming_cpu")
+def m_incoming_cpu(c: str, rs: list[dict], recs: Records) -> str:
+    per_cpu = span(rs, "accepted_per_client_cpu",
+                   lambda v: ", ".join(f"`{k}: {v[k]}`" for k in sorted(v)))
+    return (
+        f"{span(rs, 'to_listener_of_their_cpu')} of {span(rs, 'connections')} connections at "
+        f"the listener of their client's CPU ({per_cpu}), "
+        f"{span(rs, 'children_with_client_cpu')} accepted children reporting the client's "
+        f"CPU.")
+
+
+@semantics("migrated_wakeup")
+def m_migrated_wakeup(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"Waiter asleep in {count(rs, lambda o: o['waiter_was_asleep'] is True)}, woke=true in "
+        f"{count(rs, lambda o: o['woke'] is True)} (accept: "
+        f"{span(recs(c, '*accept'), 'waiter_result', quoted)}; epoll_wait: "
+        f"{span(recs(c, '*epoll'), 'waiter_result', quoted)}), {span(rs, 'migrated')} of "
+        f"{span(rs, 'children')} children migrated to B.")
+
+
+def _rows(recs: Records, case: str, rows: Iterable[str], key: str) -> str:
+    return ", ".join(f"{row} {span(recs(case, '*_' + row), key)}" for row in rows)
+
+
+@semantics("bind_rules")
+def m_bind_rules(c: str, rs: list[dict], recs: Records) -> str:
+    return "As claimed, every row."
+
+
+@semantics("same_euid_rule")
+def m_same_euid_rule(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"{_rows(recs, c, ('same_uid', 'other_uid', 'root_socket_then_setuid', 'other_fsuid'), 'second_bind')}"
+        f" (second bind), for all four protocol/family pairs.")
+
+
+@semantics("time_wait_rebind")
+def m_time_wait_rebind(c: str, rs: list[dict], recs: Records) -> str:
+
+    def row(pattern: str) -> str:
+        r = recs(c, pattern)
+        return (f"plain {span(r, 'bind_plain')}, `SO_REUSEADDR` {span(r, 'bind_reuseaddr')}, "
+                f"`SO_REUSEPORT` {span(r, 'bind_reuseport')} (and listen "
+                f"{span(r, 'listen_reuseport')})")
+    return (
+        f"{span(rs, 'time_wait_on_port')} TIME_WAIT socket, {span(rs, 'listeners_on_port')} "
+        f"listeners on the port. Listener with `SO_REUSEPORT` only: "
+        f"{row('*_listener_reuseport')}. Listener with both: "
+        f"{row('*_listener_reuseport_reuseaddr')}.")
+
+
+@semantics("unix_reuseport_rejected")
+def m_unix(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"setsockopt on: {span(rs, 'setsockopt_on')}, flag reads {span(rs, 'flag_after')}, "
+        f"off: {span(rs, 'setsockopt_off')}, second bind to the same abstract address: "
+        f"{span(rs, 'second_bind')}.")
+
+
+@semantics("dual_stack_preference")
+def m_dual_stack(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"{span(rs, 'served_by_preferred')} of {span(rs, 'attempts')} connections (TCP) and "
+        f"datagrams (UDP) reached the preferred socket in "
+        f"{count(rs, lambda o: o['served_by_preferred'] == o['attempts'])} variants; the "
+        f"other served {total(rs, 'served_by_other')}.")
+
+
+@semantics("listen_after_shutdown")
+def m_listen_after_shutdown(c: str, rs: list[dict], recs: Records) -> str:
+    lost = sum(sum(o.get(k) or 0 for k in ("lost_before", "lost_after_shutdown",
+                                          "lost_after_relisten")) for o in obs_all(rs))
+    return (
+        f"Before: A {span(rs, 'a_before')}, B {span(rs, 'b_before')}. After shutdown: A "
+        f"{span(rs, 'a_after_shutdown')}, B {span(rs, 'b_after_shutdown')}. listen() "
+        f"{span(rs, 'relisten')}; after it A {span(rs, 'a_after_relisten')}, B "
+        f"{span(rs, 'b_after_relisten')}; {lost} lost in any phase.")
+
+
+@semantics("listener_shutdown_and_kill")
+def m_listener_shutdown_and_kill(c: str, rs: list[dict], recs: Records) -> str:
+    s0, s1 = recs(c, "*_shutdown_migrate0"), recs(c, "*_shutdown_migrate1")
+    k0, k1 = recs(c, "*_sigkill_*_migrate0"), recs(c, "*_sigkill_*_migrate1")
+    return (
+        f"shutdown, migrate=0: {span(s0, 'queued_at_fault')} queued, "
+        f"{span(s0, 'client_resets')} client resets = {span(s0, 'kernel_orphaned_children')} "
+        f"kernel orphans = {span(s0, 'kernel_resets_received')} RSTs received, "
+        f"{total(s0, 'lost_other')} lost otherwise; migrate=1: {total(s1, 'client_resets')} "
+        f"resets, {span(s1, 'netstat_migrate_req_success')} migrations. SIGKILL, migrate=0: "
+        f"{span(k0, 'queued_at_fault')} queued, {span(k0, 'client_resets')} resets; "
+        f"migrate=1: {total(k1, 'client_resets')} resets, every attempt served in "
+        f"{count(k1, lambda o: o['served'] == o['attempts'])} variants, but TcpExt TCPMigrateReqSuccess "
+        f"read {span(k1, 'netstat_migrate_req_success')} for {span(k1, 'queued_at_fault')} "
+        f"queued children.")
+
+
+@semantics("syn_recv_on_close")
+def m_syn_recv_on_close(c: str, rs: list[dict], recs: Records) -> str:
+    m0, k2m1, alone1 = recs(c, "*_migrate0"), recs(c, "*_k2_migrate1"), recs(c, "*_alone_migrate1")
+    return (
+        f"{span(rs, 'syn_recv_before_close')} requests in SYN_RECV before the close in "
+        f"{count(rs, lambda o: o['syn_recv_before_close'] == o['requests'])} variants. "
+        f"migrate=0: {span(m0, 'final_ack_resets')} RSTs for {span(m0, 'requests')} final "
+        f"ACKs (k2 and alone); migrate=1 with a second listener: "
+        f"{span(k2m1, 'accepted_by_other')} children accepted there, "
+        f"{span(k2m1, 'final_ack_resets')} RSTs; migrate=1 alone: "
+        f"{span(alone1, 'final_ack_resets')} RSTs.")
