@@ -228,10 +228,7 @@ def test_driver_rejects_unknown_kernels_as_usage_error(tmp_path):
     assert "Traceback" not in r.stdout + r.stderr
 
 
-def test_matrix_command_rejects_unknown_kernels_with_exit_2(tmp_path):
-    cli = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
-    if not cli.exists():
-        pytest.skip(f"{cli} is missing: build first (ci/setup.sh)")
+def test_matrix_command_rejects_unknown_kernels_with_exit_2(tmp_path, cli):
     if subprocess.run([cli, "matrix", "--help"], capture_output=True).returncode != 0:
         pytest.skip(f"{cli} predates the matrix command")
     r = subprocess.run([cli, "matrix", "--kernels", "9.9", "--results-dir", str(tmp_path)],
@@ -242,14 +239,9 @@ def test_matrix_command_rejects_unknown_kernels_with_exit_2(tmp_path):
         in r.stderr
 
 
-def test_matrix_command_on_the_running_kernel_writes_json_results_and_junit(tmp_path, static_binary):
+def test_matrix_command_on_the_running_kernel_writes_json_results_and_junit(tmp_path, static_binary, cli, require_root):
     """No guest: `matrix --kernels running` runs the static binary on the host, through the
     same pytest plugin, and writes the three documents a CI job reads."""
-    cli = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
-    if not cli.exists():
-        pytest.skip(f"{cli} is missing: build first (ci/setup.sh)")
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
     results, out = tmp_path / "results", tmp_path / "matrix.json"
     r = subprocess.run([cli, "matrix", "--kernels", "running", "--case", VARIANTS[0],
                         "--results-dir", str(results), "--json", str(out)],
@@ -276,14 +268,9 @@ def test_matrix_command_on_the_running_kernel_writes_json_results_and_junit(tmp_
         [(f"test_variant[running-{VARIANTS[0]}]", "passed")]
 
 
-def test_matrix_case_x_leaves_the_other_variants_records_in_place(tmp_path, static_binary):
+def test_matrix_case_x_leaves_the_other_variants_records_in_place(tmp_path, static_binary, cli, require_root):
     """`matrix --case X` twice with different X into one results dir: the file holds the
     union, `runs` names the run of each record, and running X again replaces X's record."""
-    cli = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
-    if not cli.exists():
-        pytest.skip(f"{cli} is missing: build first (ci/setup.sh)")
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
     results = tmp_path / "results"
     release = os.uname().release
     path = results / release / "results.json"
@@ -395,16 +382,11 @@ def cmdline(pid: int) -> bytes:
 
 @pytest.mark.vm
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
-def test_a_sigkilled_matrix_leaves_no_guest_running(tmp_path, static_binary, processes_mentioning):
+def test_a_sigkilled_matrix_leaves_no_guest_running(tmp_path, static_binary, processes_mentioning, cli, require_root):
     """SIGKILL `reuseport-check matrix` while two guests run cases: its pytest gets SIGTERM
     (the parent-death signal it was spawned with), the xdist workers die with pytest and the
     qemus with their workers. Nothing that mentions the run's directory is left a few
     seconds later (before the workers had a parent-death signal, qemus ran on for 5-25 s here)."""
-    cli = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
-    if not cli.exists():
-        pytest.skip(f"{cli} is missing: build first (ci/setup.sh)")
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
     proc = subprocess.Popen([cli, "matrix", "--kernels", "6.12,6.1", "--case", "close_listener_with_queued_children",
                              "--results-dir", str(tmp_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,

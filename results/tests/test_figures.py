@@ -144,13 +144,8 @@ def test_compact_marks_what_differs_as_run_does():
     assert figures.table([skipped])[1].endswith("SKIP     skipped: kernel lacks x")
 
 
-def test_the_table_is_the_one_run_prints(tmp_path):
+def test_the_table_is_the_one_run_prints(tmp_path, cli, require_root):
     """figures.table() of a run's records is the table `reuseport-check run` printed."""
-    cli = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
-    if not cli.exists():
-        pytest.skip(f"{cli} is missing: build first (ci/setup.sh)")
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
     out = tmp_path / "run.json"
     r = subprocess.run([cli, "run", "--case", "close_listener_with_queued_children/tcp4_close_k2_b8_*",
                         "--case", "unix_reuseport_rejected/dgram", "--json", str(out)],

@@ -1,9 +1,12 @@
+"""Fixtures every test directory shares (cases/tests, ci/tests, results/tests): the
+reuseport-check binary of this tree ($RP_BUILD_DIR, else build/) and a root check."""
+
 import os
 import pathlib
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="session")
@@ -18,4 +21,3 @@ def cli():
 def require_root():
     if os.geteuid() != 0:
         pytest.skip("needs root")
-
