@@ -76,9 +76,11 @@ constexpr uint16_t kPort = 47950;
 constexpr int kTargetBacklog = 8;
 constexpr uint32_t kVictimSlot = 0;
 constexpr uint32_t kTargetSlot = 1;
-// Long enough to fill the victim's queue, close it and read the target's queue; shorter than
-// the clients' first SYN retry (1 s), so retried SYNs find the target serving.
-// Scaled in emulated guests, where the close itself can take longer than 600 ms.
+// The target stops accepting until its queue has been read after the close (it resumes
+// then), at most this long: long enough to fill the victim's queue, close it and read the
+// target's queue; shorter than the clients' first SYN retry (1 s) on the host, so retried
+// SYNs find the target serving. Scaled in emulated guests, where the close itself can take
+// longer than 600 ms; the resume keeps a long limit from costing the time it allows.
 std::chrono::milliseconds stall_length() { return std::chrono::milliseconds(600) * timeout_scale(); }
 // Attempts beyond the victim's B+1: their SYNs find its queue full.
 constexpr int kExtra = 4;
@@ -149,6 +151,7 @@ nlohmann::json scenario(const Variant& v) {
     events = inject(group, load, {fault});
     target_after = tcp_listener_by_inode(kPort, group.inode(target_id));
     read_at = std::chrono::steady_clock::now();
+    group.resume(target_id);
   } catch (...) {
     load.stop();
     throw;

@@ -67,6 +67,7 @@ when the driver cannot start.
 Examples:
   reuseport-check matrix
   reuseport-check matrix --kernels 5.10,6.12 --case 'close_*' --json matrix.json
+  reuseport-check matrix --kernels 6.12 --vcpus 4 --case 'incoming_cpu'
 )FOOTER";
 
 struct Options {
@@ -74,6 +75,7 @@ struct Options {
   std::vector<std::string> globs;
   std::string json_path, results_dir, python = "/usr/bin/python3";
   int jobs = 2;
+  int vcpus = 2;
 };
 
 struct KernelState {
@@ -341,6 +343,10 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
   app->add_option("--json", o.json_path, "Write every record (each with its kernel release) to PATH")
       ->type_name("PATH");
   app->add_option("-j,--jobs", o.jobs, "Kernels at a time (pytest-xdist workers; default 2)")->check(CLI::Range(1, 16));
+  app->add_option("--vcpus", o.vcpus,
+                  "CPUs of each guest (default 2: the CPU cases need two; under TCG run as ci/vm/accel.toml says)")
+      ->type_name("N")
+      ->check(CLI::Range(1, 64));
   app->add_option("--results-dir", o.results_dir,
                   "results/<release>/results.json, junit.xml and the VM logs (runs/) go here (default: results/ of "
                   "the source tree)")
@@ -380,6 +386,7 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
                                    "--junitxml", results + "/junit.xml"};
   for (const auto& g : o.globs) argv.insert(argv.end(), {"--case", g});
   if (o.jobs > 1) argv.insert(argv.end(), {"-n", std::to_string(o.jobs), "--dist", "loadgroup"});
+  argv.insert(argv.end(), {"--vcpus", std::to_string(o.vcpus)});
 
   const auto t0 = std::chrono::steady_clock::now();
   pid_t pid = -1;

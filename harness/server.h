@@ -76,6 +76,7 @@ class ListenerGroup {
   void terminate(int id);               // Process: SIGTERM, which the listener handles as drain()
   void kill(int id);                    // Process: SIGKILL
   void stall(int id, std::chrono::milliseconds d);  // stop accepting for d
+  void resume(int id) { stall(id, std::chrono::milliseconds(0)); }  // end a stall early
   void stop_all();                      // end of run: stop every listener still running
 
   ListenerState state(int id) const;

@@ -41,6 +41,9 @@ def pytest_addoption(parser):
     g.addoption("--run-timeout", type=float, default=None, metavar="S",
                 help="the whole catalogue of one kernel, seconds (default 60 + 20 per "
                      "variant)")
+    g.addoption("--vcpus", type=int, default=qemu.DEFAULT_VCPUS, metavar="N",
+                help=f"CPUs of each guest (default {qemu.DEFAULT_VCPUS}; under TCG run as "
+                     "ci/vm/accel.toml says for this QEMU)")
     g.addoption("--no-build", action="store_true",
                 help="use the static binary as it is ($RP_STATIC_BIN or "
                      "build-static/bin/reuseport-check), do not run ninja")
@@ -66,6 +69,8 @@ def pytest_configure(config):
         # A worker dies with the pytest that started it, and its qemus with it: a SIGKILL of
         # `reuseport-check matrix` (whose pytest gets SIGTERM) leaves no guest running on.
         qemu.die_with_parent()
+    if not 1 <= config.getoption("--vcpus") <= 64:
+        raise pytest.UsageError(f"--vcpus must be 1 to 64, not {config.getoption('--vcpus')}")
     try:
         binary = driver.ensure_static_binary(
             build=controller and not config.getoption("--no-build"),
@@ -102,16 +107,19 @@ def kernel_run(request) -> driver.KernelRun:
     globs = request.config.getoption("rp_case")
     n = len(rp["variants"])
     run_timeout = request.config.getoption("--run-timeout") or driver.run_timeout(n)
-    timeouts = Timeouts(boot=request.config.getoption("--boot-timeout"), run=run_timeout)
+    timeouts = Timeouts(boot=request.config.getoption("--boot-timeout"), run=run_timeout,
+                        idle=driver.IDLE_S)
+    kw = {} if rp["matrix"][name].is_host else {"vcpus": request.config.getoption("--vcpus")}
     run = driver.run_kernel(name, globs, n, binary=rp["binary"],
                             runs_dir=rp["results"] / "runs", matrix=rp["matrix"],
-                            timeouts=timeouts)
+                            timeouts=timeouts, **kw)
     written = driver.write_results(rp["results"], run, log=lambda m: _say(request.config, m)) \
         if run.ok else None
     driver.emit({"ev": "kernel", "kernel": name, "state": "done" if run.ok else "error",
                  "release": run.release, "error": run.error, "results": str(written or ""),
                  "boot_s": run.boot_time, "first_result_s": run.first_result_time,
-                 "duration_s": round(run.duration, 2),
+                 "duration_s": round(run.duration, 2), "vcpus": run.vcpus,
+                 "tcg_thread": run.tcg_thread, "timeout_scale": run.timeout_scale,
                  "console_log": str(run.console_log or run.output_log or "")})
     if not run.records:
         reason = f"kernel {name}: {run.error} ({run.where()})"

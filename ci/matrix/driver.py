@@ -26,9 +26,10 @@ from typing import Callable, Iterable
 from ci.matrix.common import (  # noqa: F401
     BEGIN, CI_DIR, DIAG_MODULES, END, GOOD_VERDICTS, GUEST_BIN, GUEST_JSON, PROGRESS_RE, REPO,
     VERDICTS, DriverError, _locked, emit)
+from ci.matrix import speed
 from ci.matrix.modules import _decompress, _module_package, fetch_modules  # noqa: F401
 from ci.matrix.results import (  # noqa: F401
-    KernelRun, _read_old, _run_entry, _sorted_records, between_markers, error_record,
+    KernelRun, _read_old, add_console_tail, console_tail, _run_entry, _sorted_records, between_markers, error_record,
     parse_progress, parse_results, record_ref, results_document, write_results)
 from ci.matrix.static import (  # noqa: F401
     _run_logged, ensure_static_binary, guest_copy, is_static_elf, list_variants,
@@ -36,17 +37,20 @@ from ci.matrix.static import (  # noqa: F401
 from ci.vm.kernels import (  # noqa: F401
     FetchedKernel, Kernel, PrivateApt, VmError, archive_uris, cache_dir, fetch_kernel,
     load_matrix)
-from ci.vm.qemu import Timeouts, VmResult, run_in_vm
+from ci.vm.qemu import DEFAULT_VCPUS, Timeouts, VmResult, run_in_vm
 
 
-def guest_script(globs: Iterable[str], modules: Iterable[str]) -> str:
+def guest_script(globs: Iterable[str], modules: Iterable[str], vcpus: int = DEFAULT_VCPUS,
+                 host_us: int | None = None) -> str:
     run = [GUEST_BIN, "run", "--json", GUEST_JSON]
     for g in globs:
         run += ["--case", g]
     lines = [f"insmod {shlex.quote(m)} || echo 'RP-MATRIX-WARN: insmod {m} failed'"
              for m in modules]
-    # TCG runs the guest ~10x slower than the host: the cases' own timeouts scale with it.
-    lines += ["export RP_TIMEOUT_SCALE=10", shlex.join(run), "rc=$?",
+    # The cases' own timeouts scale with how much slower than the host the guest is,
+    # measured here with as many copies at once as the guest has CPUs (speed.py).
+    lines += speed.guest_lines(vcpus, host_us)
+    lines += [shlex.join(run), "rc=$?",
               f"if [ -f {GUEST_JSON} ]; then echo; echo {BEGIN}; cat {GUEST_JSON}; "
               f"echo; echo {END}; fi",
               "exit $rc"]
@@ -91,9 +95,14 @@ class _Watcher:
 
 
 def run_timeout(n_variants: int) -> float:
-    # A variant takes 0.5-3 s under TCG and at most ~20 s (its own connect/response
-    # timeouts) when the kernel misbehaves; past this the guest is taken as hung.
+    # The backstop for a whole catalogue (a variant takes 0.5-8 s under TCG). A hung guest
+    # ends long before, by the idle limit (IDLE_S x the guest's measured scale).
     return 60.0 + 20.0 * n_variants
+
+
+# No new line from the guest for this long, times its measured RP-SCALE, and it is hung:
+# a variant's own limit (run_isolated, 60 s x scale) fires before, and prints an ERROR line.
+IDLE_S = 90.0
 
 
 @dataclasses.dataclass
@@ -110,6 +119,7 @@ def boot_guest(name: str, make_script: Callable[[list[str]], str], *, binary: Pa
                workdir: Path, timeouts: Timeouts, matrix: dict[str, Kernel] | None = None,
                vmlinuz: Path | None = None, initrd: Path | None = None,
                memory_mb: int = 256, watch: Callable[[], object] | None = None,
+               vcpus: int = DEFAULT_VCPUS, tcg_thread: str | None = None,
                log: Callable[[str], None] = lambda m: None) -> GuestBoot:
     """Fetch `name`, put the stripped static binary and the kernel's diag modules into a
     fresh initramfs and run make_script(<the modules' paths in the guest>) in it.
@@ -137,7 +147,8 @@ def boot_guest(name: str, make_script: Callable[[list[str]], str], *, binary: Pa
         try:
             result = run_in_vm(fetched, make_script(guest_modules), files=files,
                                timeouts=timeouts, workdir=workdir, initrd=initrd,
-                               memory_mb=memory_mb, log=log)
+                               memory_mb=memory_mb, vcpus=vcpus, tcg_thread=tcg_thread,
+                               log=log)
         except VmError as e:
             return GuestBoot(fetched, None, error=str(e), duration=time.monotonic() - t0)
     return GuestBoot(fetched, result, duration=result.duration)
@@ -146,16 +157,18 @@ def boot_guest(name: str, make_script: Callable[[list[str]], str], *, binary: Pa
 def run_guest(name: str, globs: list[str], n_variants: int, *, binary: Path, workdir: Path,
               matrix: dict[str, Kernel] | None = None, timeouts: Timeouts | None = None,
               vmlinuz: Path | None = None, initrd: Path | None = None,
+              vcpus: int = DEFAULT_VCPUS, tcg_thread: str | None = None,
               log: Callable[[str], None] = lambda m: None) -> KernelRun:
     """Boot `name` once and run the selected cases in it.
 
     vmlinuz / initrd replace the fetched kernel or the generated initramfs (tests).
     """
     watcher = _Watcher(lambda: list(workdir.glob("output.*.log")), name, n_variants)
-    boot = boot_guest(name, lambda mods: guest_script(globs, mods), binary=binary,
+    boot = boot_guest(name, lambda mods: guest_script(globs, mods, vcpus), binary=binary,
                       workdir=workdir, matrix=matrix,
-                      timeouts=timeouts or Timeouts(run=run_timeout(n_variants)),
-                      vmlinuz=vmlinuz, initrd=initrd, watch=lambda: watcher, log=log)
+                      timeouts=timeouts or Timeouts(run=run_timeout(n_variants), idle=IDLE_S),
+                      vmlinuz=vmlinuz, initrd=initrd, watch=lambda: watcher, vcpus=vcpus,
+                      tcg_thread=tcg_thread, log=log)
     fetched, result = boot.fetched, boot.result
     if result is None:
         return KernelRun(name, fetched.release if fetched else None, False, error=boot.error,
@@ -164,7 +177,8 @@ def run_guest(name: str, globs: list[str], n_variants: int, *, binary: Path, wor
                     console_log=result.console_log, output_log=result.output_log,
                     accel=result.accel, package=fetched.package, version=fetched.version,
                     boot_time=result.boot_time, first_result_time=watcher.first_result,
-                    duration=result.duration)
+                    duration=result.duration, vcpus=result.vcpus,
+                    tcg_thread=result.tcg_thread, timeout_scale=result.scale)
     run.progress = parse_progress(result.output)
     if result.release and result.release != fetched.release:
         run.error = (f"the guest reports release {result.release}, the package "
@@ -173,6 +187,7 @@ def run_guest(name: str, globs: list[str], n_variants: int, *, binary: Path, wor
     try:
         run.doc = parse_results(result.output)
         run.records = run.doc["records"]
+        add_console_tail(run)
     except ValueError as e:
         if result.ok:
             run.error = f"exit {result.exit_code}, {e}"

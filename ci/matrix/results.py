@@ -31,6 +31,9 @@ class KernelRun:
     first_result_time: float | None = None  # qemu start (or process start) -> 1st record
     duration: float = 0.0
     progress: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    vcpus: int | None = None  # the guest's; None on the host
+    tcg_thread: str | None = None
+    timeout_scale: int | None = None  # RP_TIMEOUT_SCALE the guest measured (speed.py)
 
     def record(self, case: str, variant: str) -> dict | None:
         for r in self.records:
@@ -102,6 +105,9 @@ def results_document(run: KernelRun, old: dict | None = None) -> tuple[dict, lis
     record of another kernel in it (a copied file) would be judged as this kernel's.
     """
     matrix = {"kernel": run.name, "package": run.package, "version": run.version}
+    if run.vcpus is not None:  # a guest: how it ran
+        matrix.update(accel=run.accel, vcpus=run.vcpus, tcg_thread=run.tcg_thread,
+                      timeout_scale=run.timeout_scale)
     doc = dict(run.doc or {})
     doc.pop("runs", None)
     notes: list[str] = []
@@ -179,7 +185,38 @@ def write_results(results_dir: Path, run: KernelRun,
 
 def error_record(run: KernelRun, case: str, variant: str, reason: str) -> dict:
     """A record for a variant whose kernel never produced one (infrastructure ERROR)."""
-    return {"case": case, "variant": variant, "kernel": run.release or run.name,
-            "repeat": 0, "expected": {}, "observed": {}, "verdict": "ERROR",
-            "reason": reason, "source": "", "duration_s": 0.0}
+    rec = {"case": case, "variant": variant, "kernel": run.release or run.name,
+           "repeat": 0, "expected": {}, "observed": {}, "verdict": "ERROR",
+           "reason": reason, "source": "", "duration_s": 0.0}
+    tail = console_tail(run.console_log)
+    if tail:
+        rec["console_tail"] = tail
+    return rec
+
+
+CONSOLE_TAIL_LINES = 20
+
+
+def console_tail(console_log: Path | None) -> str:
+    """The last lines of a guest's console (ttyS0): what the kernel said before it ended."""
+    if console_log is None:
+        return ""
+    try:
+        lines = Path(console_log).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(line.rstrip() for line in lines[-CONSOLE_TAIL_LINES:])
+
+
+def add_console_tail(run: KernelRun) -> None:
+    """A guest's ERROR records (a variant that timed out or died in it) carry the console's
+    tail: a hung task, an Oops or a soft lockup there is the likeliest why."""
+    if run.console_log is None:
+        return
+    tail = None
+    for r in run.records:
+        if r.get("verdict") == "ERROR" and "console_tail" not in r:
+            tail = console_tail(run.console_log) if tail is None else tail
+            if tail:
+                r["console_tail"] = tail
 

@@ -19,7 +19,7 @@ FAKE_QEMU = textwrap.dedent(r'''
     #!/usr/bin/python3
     import base64, os, subprocess, sys, time
     argv = sys.argv[1:]
-    accel = argv[argv.index("-accel") + 1]
+    accel = argv[argv.index("-accel") + 1].split(",")[0]  # "tcg,thread=single"
     out = [a[5:] for a in argv if a.startswith("file:")][1]
     append = dict(kv.split("=", 1) for kv in argv[argv.index("-append") + 1].split() if "=" in kv)
     mode = os.environ["FAKE_MODE"]
@@ -212,3 +212,60 @@ def test_long_commands_travel_in_the_initramfs(tmp_path, fake):
     subprocess.run(["cpio", "-id", "--quiet", "rp/cmd"], cwd=out, check=True,
                    stdin=open(tmp_path / "work" / "initramfs.cpio", "rb"))
     assert (out / "rp" / "cmd").read_text() == long
+
+
+def test_idle_limit_is_the_guests_measured_scale_times_idle(fake):
+    # The guest says it is 2x slower; idle 1 s: hung after 2 s without output, although the
+    # run phase as a whole may last 60 s.
+    start = time.monotonic()
+    result = fake("echo 'RP-SCALE 2 100 1000 2'; echo partial", mode="run-hang", accel="tcg",
+                  timeouts=Timeouts(run=60, idle=1.0))
+    assert (result.status, result.phase) == ("ERROR", "run")
+    assert result.error.startswith("timeout: no output in phase run for 2 s (1 s x the "
+                                   "guest's measured scale 2)")
+    assert result.scale == 2 and result.output.endswith("partial\n")
+    assert 2 <= time.monotonic() - start < 10
+
+
+def test_smp_guests_take_the_tcg_thread_model_of_accel_toml(tmp_path, monkeypatch):
+    data = tmp_path / "accel.toml"
+    data.write_text('[[smp]]\naccel = "tcg"\nqemu = "*"\nthread = "multi"\nevidence = "x"\n')
+    monkeypatch.setattr(qemu, "load_smp_choices", lambda path=data: [
+        qemu.SmpChoice("tcg", "*", "multi", "x")])
+    one = build_command(tmp_path / "v", tmp_path / "i", TCG, console_log=tmp_path / "c",
+                        output_log=tmp_path / "o", nonce="n", command="true")
+    assert one.qemu_args[1:5] == ["-accel", "tcg", "-cpu", "max,-cx16"]
+    assert one.qemu_args[one.qemu_args.index("-smp") + 1] == "1"
+    two = build_command(tmp_path / "v", tmp_path / "i", TCG, console_log=tmp_path / "c",
+                        output_log=tmp_path / "o", nonce="n", command="true", vcpus=2)
+    assert two.qemu_args[1:3] == ["-accel", "tcg,thread=multi"]  # as the data says
+    forced = build_command(tmp_path / "v", tmp_path / "i", TCG, console_log=tmp_path / "c",
+                           output_log=tmp_path / "o", nonce="n", command="true", vcpus=2,
+                           tcg_thread="single")
+    assert forced.qemu_args[1:3] == ["-accel", "tcg,thread=single"]
+    assert forced.qemu_args[forced.qemu_args.index("-smp") + 1] == "2"
+    kvm = build_command(tmp_path / "v", tmp_path / "i", KVM, console_log=tmp_path / "c",
+                        output_log=tmp_path / "o", nonce="n", command="true", vcpus=4)
+    assert kvm.qemu_args[1:3] == ["-accel", "kvm"]
+    with pytest.raises(qemu.VmError, match="vcpus must be 1 to 64"):
+        build_command(tmp_path / "v", tmp_path / "i", TCG, console_log=tmp_path / "c",
+                      output_log=tmp_path / "o", nonce="n", command="true", vcpus=0)
+
+
+def test_accel_toml_is_read_by_qemu_version_and_checked(tmp_path, monkeypatch):
+    data = tmp_path / "accel.toml"
+    data.write_text('[[smp]]\naccel = "tcg"\nqemu = "7.2"\nthread = "multi"\nevidence = "m"\n'
+                    '[[smp]]\naccel = "tcg"\nqemu = "*"\nthread = "single"\nevidence = "s"\n')
+    monkeypatch.setattr(qemu, "_qemu_versions", {"q72": "7.2", "q90": "9.0"})
+    assert qemu.smp_choice("tcg", "q72", data).thread == "multi"
+    assert qemu.smp_choice("tcg", "q90", data).thread == "single"
+    assert qemu.smp_choice("kvm", "q90", data) is None
+    data.write_text('[[smp]]\naccel = "tcg"\nqemu = "*"\nthread = "fast"\nevidence = "x"\n')
+    with pytest.raises(qemu.VmError, match="thread = single or multi"):
+        qemu.load_smp_choices(data)
+    data.write_text('[[smp]]\naccel = "tcg"\nqemu = "*"\nthread = "single"\nwhy = "x"\n')
+    with pytest.raises(qemu.VmError, match="unknown keys \\['why'\\]"):
+        qemu.load_smp_choices(data)
+    # The project's own file: every entry valid, and one for any QEMU version.
+    choices = qemu.load_smp_choices()
+    assert any(c.accel == "tcg" and c.qemu == "*" for c in choices)

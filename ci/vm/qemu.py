@@ -9,6 +9,10 @@ markers carrying the nonce on ttyS1, which qemu writes to a host file polled her
     <the command's stdout and stderr, byte for byte>
     \\nRP-EXIT <nonce> <code>         the command ended
 
+The command may print "RP-SCALE <n> ..." (ci/matrix/speed.py: how many times slower than
+the host the guest measured itself): with Timeouts.idle set, the run phase then ends as
+hung after idle * n seconds without new output, instead of after a fixed time.
+
 A VM that panics, exits or goes quiet past its phase's timeout is an ERROR at that
 phase, never a test failure; qemu is killed and reaped on every path.
 """
@@ -62,6 +66,79 @@ KVM = Accel("kvm", ("-accel", "kvm", "-cpu", "host"))
 # QEMU 7.2 TCG with -cpu max crashed some 6.12 boots early (cmpxchg16b in kmalloc).
 TCG = Accel("tcg", ("-accel", "tcg", "-cpu", "max,-cx16"))
 ACCELS = {a.name: a for a in (KVM, TCG)}
+# Guests get 2 vCPUs unless told otherwise: the CPU cases (SO_INCOMING_CPU, per-CPU
+# spreading) need two, and parallel variants in the guest use them.
+DEFAULT_VCPUS = 2
+ACCEL_DATA = Path(__file__).resolve().parent / "accel.toml"
+_qemu_versions: dict[str, str | None] = {}
+
+
+def qemu_version(qemu: str) -> str | None:
+    """"7.2" for QEMU 7.2.x: the key of accel.toml; None when qemu cannot say."""
+    if qemu not in _qemu_versions:
+        try:
+            out = subprocess.run([qemu, "--version"], capture_output=True, text=True,
+                                 timeout=10).stdout
+            m = re.search(r"version (\d+)\.(\d+)", out)
+            _qemu_versions[qemu] = f"{m.group(1)}.{m.group(2)}" if m else None
+        except (OSError, subprocess.TimeoutExpired):
+            _qemu_versions[qemu] = None
+    return _qemu_versions[qemu]
+
+
+@dataclasses.dataclass(frozen=True)
+class SmpChoice:
+    """How one accelerator runs a guest of more than one vCPU (an [[smp]] of accel.toml)."""
+
+    accel: str
+    qemu: str  # "7.2", or "*" for a QEMU version nobody measured
+    thread: str | None  # TCG: "single" or "multi"; None for KVM
+    evidence: str
+
+
+def load_smp_choices(path: Path = ACCEL_DATA) -> list[SmpChoice]:
+    import tomllib
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise VmError(f"{path}: {e}") from None
+    out = []
+    for i, e in enumerate(data.get("smp", [])):
+        unknown = set(e) - {"accel", "qemu", "thread", "evidence", "measured"}
+        missing = {"accel", "qemu", "evidence"} - set(e)
+        if unknown or missing:
+            raise VmError(f"{path}: [[smp]] #{i + 1}: unknown keys {sorted(unknown)} or "
+                          f"missing keys {sorted(missing)}")
+        if e["accel"] == "tcg" and e.get("thread") not in ("single", "multi"):
+            raise VmError(f"{path}: [[smp]] #{i + 1}: tcg needs thread = single or multi")
+        out.append(SmpChoice(e["accel"], str(e["qemu"]), e.get("thread"), e["evidence"]))
+    return out
+
+
+def smp_choice(accel: str, qemu: str, path: Path = ACCEL_DATA) -> SmpChoice | None:
+    """The entry for this accelerator and QEMU version, else its "*" entry."""
+    version = qemu_version(qemu)
+    entries = [c for c in load_smp_choices(path) if c.accel == accel]
+    for want in (version, "*"):
+        for c in entries:
+            if c.qemu == want:
+                return c
+    return None
+
+
+def accel_args(accel: Accel, qemu: str, vcpus: int, tcg_thread: str | None = None) -> list[str]:
+    """The accelerator's arguments; for TCG the thread model of accel.toml (or tcg_thread)."""
+    args = list(accel.args)
+    if accel.name == "tcg":
+        thread = tcg_thread
+        if thread is None and vcpus > 1:
+            choice = smp_choice("tcg", qemu)
+            thread = choice.thread if choice else "single"
+        if thread is not None:
+            if thread not in ("single", "multi"):
+                raise VmError(f"unknown TCG thread model {thread!r}: use single or multi")
+            args[args.index("tcg")] = f"tcg,thread={thread}"
+    return args
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +146,8 @@ class Timeouts:
     boot: float = 60.0  # qemu start -> RP-BOOTED under TCG on a loaded 2-core host
     kvm_boot: float = 8.0  # the same under KVM; past it KVM is taken as broken
     setup: float = 20.0
-    run: float = 120.0
+    run: float = 120.0  # the whole run phase
+    idle: float | None = None  # run phase: no new output for idle * RP-SCALE seconds -> hung
     shutdown: float = 10.0  # RP-EXIT -> qemu exit; past it qemu is killed, result kept
 
 
@@ -89,6 +167,9 @@ class VmResult:
     output_log: Path  # ttyS1: markers and command output
     error: str = ""  # why status is ERROR
     notes: list[str] = dataclasses.field(default_factory=list)
+    vcpus: int = 1
+    tcg_thread: str | None = None  # "single" or "multi" when accel is tcg and said so
+    scale: int | None = None  # the RP-SCALE the guest measured, when it printed one
 
     @property
     def ok(self) -> bool:
@@ -114,16 +195,19 @@ class QemuCommand:
 def build_command(vmlinuz: Path, initrd: Path, accel: Accel, *, console_log: Path,
                   output_log: Path, nonce: str, command: str | None,
                   memory_mb: int = 256, qemu: str | None = None,
-                  verbose: bool = False,
+                  verbose: bool = False, vcpus: int = 1, tcg_thread: str | None = None,
                   extra_kernel_args: Sequence[str] = ()) -> QemuCommand:
     """command=None means it is in the initramfs as /rp/cmd."""
     for p in (console_log, output_log):
         if "," in str(p):
             raise VmError(f"qemu cannot take a path with a comma: {p}")
+    if not 1 <= vcpus <= 64:
+        raise VmError(f"vcpus must be 1 to 64, not {vcpus}")
+    qemu = qemu or os.environ.get("RP_QEMU", QEMU)
     qemu_args = [
-        qemu or os.environ.get("RP_QEMU", QEMU),
-        *accel.args,
-        "-machine", "pc", *_firmware_args(), "-m", str(memory_mb), "-smp", "1",
+        qemu,
+        *accel_args(accel, qemu, vcpus, tcg_thread),
+        "-machine", "pc", *_firmware_args(), "-m", str(memory_mb), "-smp", str(vcpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", f"file:{console_log}",
         "-serial", f"file:{output_log}",
@@ -210,6 +294,9 @@ def die_with_parent() -> None:
         pass
 
 
+_SCALE = re.compile(rb"(?:^|\n)RP-SCALE (\d+)[ \n]")
+
+
 class _Stream:
     """Parses ttyS1 as it grows."""
 
@@ -225,6 +312,8 @@ class _Stream:
         self.setup_failed: str | None = None
         self.exit_code: int | None = None
         self.exit_at: int | None = None
+        self.scale = 1  # the guest's RP-SCALE, once it printed one
+        self._scale_seen = False
         self._scanned = 0
 
     def feed(self, data: bytes) -> None:
@@ -244,6 +333,9 @@ class _Stream:
         if self.output_start is not None and self.exit_code is None:
             if m := self.exit.search(self.buf, max(start, self.output_start - 1)):
                 self.exit_code, self.exit_at = int(m.group(1)), m.start()
+        if self.output_start is not None and not self._scale_seen:
+            if m := _SCALE.search(self.buf, self.output_start - 1):
+                self.scale, self._scale_seen = max(1, int(m.group(1))), True
 
     @property
     def phase(self) -> str:
@@ -275,7 +367,8 @@ def _console_hint(console_log: Path) -> str:
 def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: Path, *,
          nonce: str, command: str | None, timeouts: Timeouts = Timeouts(),
          boot_timeout: float | None = None, memory_mb: int = 256,
-         qemu: str | None = None, verbose: bool = False,
+         qemu: str | None = None, verbose: bool = False, vcpus: int = 1,
+         tcg_thread: str | None = None,
          extra_kernel_args: Sequence[str] = ()) -> VmResult:
     """Run qemu once with one accelerator; no fallback here."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -285,12 +378,14 @@ def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: P
     cmd = build_command(vmlinuz, initrd, accel, console_log=console_log,
                         output_log=output_log, nonce=nonce, command=command,
                         memory_mb=memory_mb, qemu=qemu, verbose=verbose,
+                        vcpus=vcpus, tcg_thread=tcg_thread,
                         extra_kernel_args=extra_kernel_args)
     (workdir / f"cmdline.{tag}").write_text(shlex.join(cmd.argv()) + "\n")
+    thread = next((a.split("thread=")[1] for a in cmd.qemu_args if "thread=" in a), None)
     output_log.write_bytes(b"")
     stream = _Stream(nonce)
     result = VmResult(kernel_name, None, accel.name, "boot", "ERROR", None, "", None, None,
-                      0.0, console_log, output_log)
+                      0.0, console_log, output_log, vcpus=vcpus, tcg_thread=thread)
     deadlines = {"boot": boot_timeout or timeouts.boot, "setup": timeouts.setup,
                  "run": timeouts.run}
     start = time.monotonic()
@@ -306,10 +401,14 @@ def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: P
                 result.error = f"cannot start {cmd.qemu_args[0]}: {e.strerror}"
                 return result
             exited = None
+            last_output = start
             while True:
                 exited = proc.poll()
-                stream.feed(out.read())  # after poll, so a dead qemu's last bytes count
+                data = out.read()  # after poll, so a dead qemu's last bytes count
+                stream.feed(data)
                 now = time.monotonic()
+                if data:
+                    last_output = now
                 if stream.phase != phase:
                     if phase == "boot":
                         result.boot_time = now - start
@@ -322,6 +421,12 @@ def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: P
                 if now - phase_start > deadlines[phase]:
                     result.error = (f"timeout: no progress in phase {phase} after "
                                     f"{deadlines[phase]:.0f} s")
+                    break
+                if phase == "run" and timeouts.idle and \
+                        now - last_output > timeouts.idle * stream.scale:
+                    result.error = (f"timeout: no output in phase run for "
+                                    f"{timeouts.idle * stream.scale:.0f} s ({timeouts.idle:.0f}"
+                                    f" s x the guest's measured scale {stream.scale})")
                     break
                 time.sleep(POLL_S)
             if stream.exit_code is not None and exited is None:
@@ -338,6 +443,7 @@ def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: P
         result.duration = time.monotonic() - start
     result.phase, result.release, result.output = stream.phase, stream.release, stream.output()
     result.exit_code = stream.exit_code
+    result.scale = stream.scale if stream._scale_seen else None
     if stream.exit_code is not None:
         result.status, result.error = "OK", ""
     elif not result.error:
@@ -399,12 +505,15 @@ def run_in_vm(kernel: str | Kernel | FetchedKernel, command: str | Sequence[str]
               workdir: Path | str | None = None, memory_mb: int = 256,
               qemu: str | None = None, verbose: bool = False, keep_initrd: bool = False,
               initrd: Path | None = None, extra_kernel_args: Sequence[str] = (),
+              vcpus: int = DEFAULT_VCPUS, tcg_thread: str | None = None,
               log: Callable[[str], None] | None = None) -> VmResult:
     """Boot `kernel` with a fresh initramfs holding `files` and run `command`.
 
     command: a shell string, or an argv list (quoted with shlex). accel: "auto" tries
     KVM, falls back to TCG by itself and remembers the verdict; "kvm"/"tcg" force one
     (so does the RP_ACCEL environment variable). initrd: use this cpio as is (tests).
+    vcpus: the guest's CPUs; TCG runs them as ci/vm/accel.toml says for this QEMU
+    (tcg_thread overrides it: the SMP soak compares both).
     Raises VmError only for a kernel that cannot be fetched or files that cannot be
     read; anything that goes wrong in qemu is a VmResult with status ERROR.
     """
@@ -435,6 +544,7 @@ def run_in_vm(kernel: str | Kernel | FetchedKernel, command: str | Sequence[str]
                           command=command if in_cmdline else None, timeouts=timeouts,
                           boot_timeout=timeouts.kvm_boot if acc is KVM else None,
                           memory_mb=memory_mb, qemu=qemu, verbose=verbose,
+                          vcpus=vcpus, tcg_thread=tcg_thread,
                           extra_kernel_args=extra_kernel_args)
             result.notes[:0] = notes
             if probing and result.phase == "boot" and not result.ok:
