@@ -50,7 +50,11 @@ def guest_script(globs: Iterable[str], modules: Iterable[str], vcpus: int = DEFA
     # The cases' own timeouts scale with how much slower than the host the guest is,
     # measured here with as many copies at once as the guest has CPUs (speed.py).
     lines += speed.guest_lines(vcpus, host_us)
-    lines += [shlex.join(run), "rc=$?",
+    # Every record also goes out on ttyS2 the moment `run` journals it: a guest that hangs
+    # or dies later still gave the host what it finished (journal_records).
+    lines += [f"stty raw -echo </dev/ttyS2 2>/dev/null && "
+              f"{{ tail -F -n +1 {GUEST_JSON}.jsonl >/dev/ttyS2 2>/dev/null & rp_tail=$!; }}",
+              shlex.join(run), "rc=$?", '[ -z "$rp_tail" ] || kill $rp_tail',
               f"if [ -f {GUEST_JSON} ]; then echo; echo {BEGIN}; cat {GUEST_JSON}; "
               f"echo; echo {END}; fi",
               "exit $rc"]
@@ -196,9 +200,34 @@ def run_guest(name: str, globs: list[str], n_variants: int, *, binary: Path, wor
         if run.progress:
             run.error += (f" (after {len(run.progress)} of {n_variants} variants; "
                           f"last: {run.progress[-1][1]}/{run.progress[-1][2]})")
+        # What the guest finished before it went: real records, kept; the rest ERROR.
+        run.records = journal_records(result.journal_log, run.release)
+        if run.records:
+            run.error += f"; {len(run.records)} record(s) kept from the guest's journal"
+            add_console_tail(run)
         return run
     run.ok = True
     return run
+
+
+def journal_records(journal: Path | None, release: str | None) -> list[dict]:
+    """The records the guest streamed on ttyS2 (one JSON line each, as `run` journals
+    them); a line cut off by the end of the guest is not one."""
+    if journal is None:
+        return []
+    try:
+        text = journal.read_bytes().decode(errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "verdict" in rec and rec.get("kernel") == release:
+            out.append(rec)
+    return out
 
 
 def run_host(globs: list[str], n_variants: int, *, binary: Path, workdir: Path,

@@ -410,3 +410,34 @@ def test_a_sigkilled_matrix_leaves_no_guest_running(tmp_path, static_binary, pro
     while processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_mentioning(str(tmp_path)) == [], "left running after the SIGKILL"
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
+def test_a_guest_that_hangs_after_some_cases_keeps_their_records(tmp_path, static_binary,
+                                                                 monkeypatch):
+    """The guest runs a few variants and then hangs (a sleep standing for a kernel that
+    stops answering). The driver ends it at its idle limit (idle x the guest's own scale),
+    says so, and keeps the records the guest streamed on ttyS2 before: real verdicts, not
+    ERRORs. The console's tail comes with the run's error records."""
+    real_script = driver.guest_script
+
+    def hanging(globs, modules, vcpus=2, host_us=None):
+        # After the cases, before the document comes back: the journal has it all.
+        return real_script(globs, modules, vcpus, host_us).replace("rc=$?", "rc=$?; sleep 1000")
+
+    monkeypatch.setattr(driver, "guest_script", hanging)
+    selection = ["bind_rules/tcp4_*"]
+    n = len(driver.list_variants(static_binary, selection))
+    run = driver.run_guest("5.10", selection, n, binary=static_binary, workdir=tmp_path,
+                           timeouts=driver.Timeouts(run=600, idle=1.0))
+    assert not run.ok
+    assert "no output in phase run" in run.error and "x the guest's measured scale" in run.error
+    assert f"{n} record(s) kept from the guest's journal" in run.error
+    assert sorted(r["variant"] for r in run.records) == \
+        sorted(v for _, v in driver.list_variants(static_binary, selection))
+    assert {r["verdict"] for r in run.records} == {"PASS"}
+    assert all(r["kernel"] == run.release for r in run.records)
+    assert run.timeout_scale is not None and run.vcpus == 2
+    broken = driver.error_record(run, "c", "v", run.error)
+    assert "console_tail" in broken or not run.console_log.read_text().strip()

@@ -9,6 +9,9 @@ markers carrying the nonce on ttyS1, which qemu writes to a host file polled her
     <the command's stdout and stderr, byte for byte>
     \\nRP-EXIT <nonce> <code>         the command ended
 
+A third serial port, ttyS2, goes to journal.<accel>.log: what the guest writes there is the
+host's even when the guest hangs or dies (the matrix streams its records through it).
+
 The command may print "RP-SCALE <n> ..." (ci/matrix/speed.py: how many times slower than
 the host the guest measured itself): with Timeouts.idle set, the run phase then ends as
 hung after idle * n seconds without new output, instead of after a fixed time.
@@ -170,6 +173,7 @@ class VmResult:
     vcpus: int = 1
     tcg_thread: str | None = None  # "single" or "multi" when accel is tcg and said so
     scale: int | None = None  # the RP-SCALE the guest measured, when it printed one
+    journal_log: Path | None = None  # ttyS2
 
     @property
     def ok(self) -> bool:
@@ -194,11 +198,12 @@ class QemuCommand:
 
 def build_command(vmlinuz: Path, initrd: Path, accel: Accel, *, console_log: Path,
                   output_log: Path, nonce: str, command: str | None,
+                  journal_log: Path | None = None,
                   memory_mb: int = 256, qemu: str | None = None,
                   verbose: bool = False, vcpus: int = 1, tcg_thread: str | None = None,
                   extra_kernel_args: Sequence[str] = ()) -> QemuCommand:
     """command=None means it is in the initramfs as /rp/cmd."""
-    for p in (console_log, output_log):
+    for p in (console_log, output_log, journal_log or output_log):
         if "," in str(p):
             raise VmError(f"qemu cannot take a path with a comma: {p}")
     if not 1 <= vcpus <= 64:
@@ -211,6 +216,7 @@ def build_command(vmlinuz: Path, initrd: Path, accel: Accel, *, console_log: Pat
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", f"file:{console_log}",
         "-serial", f"file:{output_log}",
+        *(["-serial", f"file:{journal_log}"] if journal_log else []),
         "-kernel", str(vmlinuz), "-initrd", str(initrd),
     ]
     kernel_args = ["console=ttyS0", "panic=-1", "mitigations=off"]
@@ -374,9 +380,11 @@ def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: P
     workdir.mkdir(parents=True, exist_ok=True)
     tag = accel.name
     console_log, output_log = workdir / f"console.{tag}.log", workdir / f"output.{tag}.log"
+    journal_log = workdir / f"journal.{tag}.log"
     qemu_log = workdir / f"qemu.{tag}.log"
     cmd = build_command(vmlinuz, initrd, accel, console_log=console_log,
                         output_log=output_log, nonce=nonce, command=command,
+                        journal_log=journal_log,
                         memory_mb=memory_mb, qemu=qemu, verbose=verbose,
                         vcpus=vcpus, tcg_thread=tcg_thread,
                         extra_kernel_args=extra_kernel_args)
@@ -385,7 +393,8 @@ def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: P
     output_log.write_bytes(b"")
     stream = _Stream(nonce)
     result = VmResult(kernel_name, None, accel.name, "boot", "ERROR", None, "", None, None,
-                      0.0, console_log, output_log, vcpus=vcpus, tcg_thread=thread)
+                      0.0, console_log, output_log, vcpus=vcpus, tcg_thread=thread,
+                      journal_log=journal_log)
     deadlines = {"boot": boot_timeout or timeouts.boot, "setup": timeouts.setup,
                  "run": timeouts.run}
     start = time.monotonic()
