@@ -195,7 +195,7 @@ def run_guest_report(name: str, *, binary: Path, matrix: dict, profile: str,
     if result.release and doc.get("kernel_release") != result.release:
         return False, (f"the document is for {doc.get('kernel_release')}, the guest runs "
                        f"{result.release} ({where})")
-    doc["environment"] = {"where": "guest", "accel": result.accel, "vcpus": 1,
+    doc["environment"] = {"where": "guest", "accel": result.accel, "vcpus": result.vcpus,
                           "memory_mb": GUEST_MEMORY_MB, "matrix_kernel": name,
                           "package": boot.fetched.package, "version": boot.fetched.version,
                           "boot_s": result.boot_time,
