@@ -13,7 +13,6 @@ namespace rp::cli::matrix {
 void State::apply(const nlohmann::json& ev) {
   const std::string type = ev.value("ev", "");
   if (type == "plan") {
-    planned = true;
     kernels = ev.value("kernels", std::vector<std::string>{});
     variants = ev.value("variants", std::vector<std::string>{});
     if (ev.contains("shard") && ev["shard"].is_object()) shard = ev["shard"];

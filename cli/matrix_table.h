@@ -23,7 +23,6 @@ struct KernelState {
 };
 
 struct State {
-  bool planned = false;  // a plan event came
   std::vector<std::string> kernels, variants;
   std::map<std::string, KernelState> by_kernel;
   std::map<std::pair<std::string, std::string>, nlohmann::json> records;  // (kernel, c/v)

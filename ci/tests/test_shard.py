@@ -126,3 +126,30 @@ def test_matrix_command_takes_a_bad_shard_as_one_line_and_exit_2(cli, tmp_path, 
     lines = r.stderr.strip().splitlines()
     assert "--shard" in lines[0] and "expected K/N with 1 <= K <= N" in lines[0], r.stderr
     assert not (tmp_path / "runs" / "matrix-pytest.log").exists(), "pytest was started"
+
+
+def test_a_shard_holding_nothing_boots_nothing_and_exits_0(cli, tmp_path, require_root):
+    """More shards than items: shard 1/2 of one item is empty. No kernel runs, the --json
+    document says which shard it was, and `merge` takes it with the other shard."""
+    from ci.matrix.static import ensure_static_binary
+    try:
+        binary = ensure_static_binary(build=False)
+    except DriverError as e:
+        pytest.skip(f"no static binary: {e}")
+    env = {**os.environ, "RP_SOURCE_DIR": str(REPO), "RP_STATIC_BIN": str(binary)}
+    dirs = []
+    for k in (1, 2):
+        d = tmp_path / f"shard{k}"
+        r = subprocess.run([cli, "matrix", "--kernels", "running", "--case", "bind_rules/tcp4_both_reuseport",
+                            "--shard", f"{k}/2", "--results-dir", str(d), "--json", str(d / "matrix.json")],
+                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        dirs.append(d)
+    import json
+    empty = json.loads((dirs[0] / "matrix.json").read_text())
+    assert (empty["kernels"], empty["records"], empty["shard"]["index"]) == ([], [], 1)
+    assert not list(dirs[0].glob("*/results.json"))
+    r = subprocess.run([cli, "merge", *map(str, dirs), "--results-dir", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "matrix: 1 kernel(s) x 1 variant(s)" in r.stdout
