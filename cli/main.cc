@@ -29,9 +29,14 @@ const Command kCommands[] = {
      "Attach to a port someone else's server listens on and show, each second, what the kernel saw: listeners "
      "joining and leaving, resets by cause, children orphaned in a closed listener's queue, overflows, "
      "migrations; then a summary."},
-    {"matrix", rp::cli::matrix_command, "matrix [--kernels LIST] [--case GLOB]... [--json PATH] [-j N]",
+    {"matrix", rp::cli::matrix_command, "matrix [--kernels LIST] [--case GLOB]... [--json PATH] [-j N] [--shard K/N]",
      "Run the cases on every kernel of ci/kernels.toml (Debian kernels booted in qemu, plus the running one) and "
      "print a case x kernel table, differences marked."},
+    {"merge", rp::cli::merge_command,
+     "merge DIR... [--results-dir OUT] [--json PATH] [--junit PATH]",
+     "Merge the results dirs of several matrix runs (the shards of `matrix --shard K/N` on several machines) "
+     "into one table, JUnit, --json document and results/<release>/results.json; disagreeing inputs are an "
+     "error."},
     {"deploy", rp::cli::deploy_command,
      "deploy --start CMD --deploy CMD --port P [--load closed:N|rate:R]\n"
      "                         [--request FILE | --http PATH] [--settle S] [--max-lost K]\n"

@@ -30,6 +30,7 @@
 #include "cli/common/options.h"
 #include "cli/common/output.h"
 #include "cli/common/progress.h"
+#include "cli/matrix_table.h"
 #include "harness/process.h"
 
 #ifndef RP_SOURCE_DIR
@@ -68,101 +69,24 @@ Examples:
   reuseport-check matrix
   reuseport-check matrix --kernels 5.10,6.12 --case 'close_*' --json matrix.json
   reuseport-check matrix --kernels 6.12 --vcpus 4 --case 'incoming_cpu'
+  reuseport-check matrix --shard 2/3 --results-dir shard2 --json shard2/matrix.json
 )FOOTER";
 
 struct Options {
   std::string kernels = "all";
   std::vector<std::string> globs;
-  std::string json_path, results_dir, python = "/usr/bin/python3";
+  std::string json_path, results_dir, shard, python = "/usr/bin/python3";
   int jobs = 2;
   int vcpus = 2;
 };
 
-struct KernelState {
-  std::string state = "waiting", release, error, console_log;
-  int done = 0, total = 0;
-  double duration_s = -1;
-  std::string shown;  // the last state a line that stays was printed for
-};
-
-struct State {
-  std::vector<std::string> kernels, variants;
-  std::map<std::string, KernelState> by_kernel;
-  std::map<std::pair<std::string, std::string>, nlohmann::json> records;  // (kernel, c/v)
-
-  // (kernel, state) in the order the states came: one poll may read a kernel's booting,
-  // its first progress and more at once, and each deserves its line.
-  std::vector<std::pair<std::string, std::string>> transitions;
-
-  void apply(const nlohmann::json& ev) {
-    const std::string type = ev.value("ev", "");
-    if (type == "plan") {
-      kernels = ev.value("kernels", std::vector<std::string>{});
-      variants = ev.value("variants", std::vector<std::string>{});
-    } else if (type == "kernel") {
-      const std::string name = ev.value("kernel", "?");
-      auto& k = by_kernel[name];
-      k.state = ev.value("state", k.state);
-      if (ev.contains("release") && ev["release"].is_string()) k.release = ev["release"];
-      if (ev.contains("error") && ev["error"].is_string()) k.error = ev["error"];
-      if (ev.contains("console_log") && ev["console_log"].is_string()) k.console_log = ev["console_log"];
-      if (ev.contains("duration_s") && ev["duration_s"].is_number()) k.duration_s = ev["duration_s"];
-      transitions.emplace_back(name, k.state);
-    } else if (type == "progress") {
-      const std::string name = ev.value("kernel", "?");
-      auto& k = by_kernel[name];
-      k.done = ev.value("done", 0);
-      k.total = ev.value("total", 0);
-      if (k.state == "booting") {
-        k.state = "running";
-        transitions.emplace_back(name, k.state);
-      }
-    } else if (type == "record" && ev.contains("record")) {
-      const auto& r = ev["record"];
-      records[{ev.value("kernel", "?"), r.value("case", "") + "/" + r.value("variant", "")}] = r;
-    }
-  }
-
-  // Verdict -> count over the records of `kernel` so far; `n` their number.
-  std::map<std::string, int> verdicts(const std::string& kernel, size_t* n = nullptr) const {
-    std::map<std::string, int> out;
-    size_t total = 0;
-    for (const auto& [key, r] : records)
-      if (key.first == kernel) {
-        ++out[r.value("verdict", "?")];
-        ++total;
-      }
-    if (n) *n = total;
-    return out;
-  }
-};
-
-// Reads the lines appended since the last call.
-class EventFile {
- public:
-  explicit EventFile(std::string path) : path_(std::move(path)) {}
-  void poll(State& s) {
-    std::ifstream f(path_);
-    if (!f) return;
-    f.seekg(static_cast<std::streamoff>(offset_));
-    std::string line;
-    while (std::getline(f, line)) {
-      if (f.eof()) break;  // a line still being written: read it next time
-      offset_ += line.size() + 1;
-      try {
-        s.apply(nlohmann::json::parse(line));
-      } catch (const nlohmann::json::exception&) {
-      }
-    }
-  }
-
- private:
-  std::string path_;
-  size_t offset_ = 0;
-};
+using matrix::EventFile;
+using matrix::KernelState;
+using matrix::State;
 
 std::string progress_line(const State& s, double elapsed) {
-  size_t total = s.kernels.size() * s.variants.size();
+  size_t total = 0;
+  for (const auto& k : s.kernels) total += s.expected(k);
   char head[96];
   std::snprintf(head, sizeof head, "matrix %3.0fs [%zu/%zu]", elapsed, s.records.size(), total);
   std::string line = head;
@@ -175,56 +99,6 @@ std::string progress_line(const State& s, double elapsed) {
     line += "  " + k + ":" + st;
   }
   return line;
-}
-
-bool bad(const std::string& verdict) { return verdict != "PASS" && verdict != "XFAIL" && verdict != "SKIP"; }
-
-int print_table(const State& s, bool tty) {
-  if (s.kernels.empty()) return 0;
-  size_t wrow = 12;
-  for (const auto& v : s.variants) wrow = std::max(wrow, v.size());
-  std::vector<size_t> wcol;
-  for (const auto& k : s.kernels) wcol.push_back(std::max<size_t>(k.size(), 5));
-  std::printf("\n  %-*s", static_cast<int>(wrow), "case/variant");
-  for (size_t i = 0; i < s.kernels.size(); ++i) std::printf("  %-*s", static_cast<int>(wcol[i]), s.kernels[i].c_str());
-  std::printf("\n");
-  int differing = 0, failing = 0;
-  std::map<std::string, std::map<std::string, int>> totals;
-  for (const auto& v : s.variants) {
-    std::vector<std::string> cells;
-    std::set<std::string> distinct;
-    for (const auto& k : s.kernels) {
-      auto it = s.records.find({k, v});
-      std::string cell = it == s.records.end() ? "-" : it->second.value("verdict", "?");
-      cells.push_back(cell);
-      if (cell != "-") distinct.insert(cell);
-      ++totals[k][cell];
-      if (cell != "-" && bad(cell)) ++failing;
-    }
-    const bool differs = distinct.size() > 1;
-    differing += differs;
-    std::printf("%s %-*s", differs ? (tty ? "\033[1m*" : "*") : " ", static_cast<int>(wrow), v.c_str());
-    for (size_t i = 0; i < cells.size(); ++i) {
-      const char* c = !tty ? "" : cells[i] == "PASS" ? "\033[32m" : bad(cells[i]) && cells[i] != "-" ? "\033[1;31m" : "\033[33m";
-      std::printf("  %s%-*s%s", c, static_cast<int>(wcol[i]), cells[i].c_str(), tty ? "\033[0m" : "");
-    }
-    std::printf("%s\n", differs && tty ? "\033[0m" : "");
-  }
-  std::printf("\n");
-  for (const auto& k : s.kernels) {
-    auto it = s.by_kernel.find(k);
-    std::string line = "  " + k;
-    if (it != s.by_kernel.end() && !it->second.release.empty()) line += " (" + it->second.release + ")";
-    line += ":";
-    for (const auto& [verdict, n] : totals[k]) line += " " + std::to_string(n) + " " + verdict;
-    std::printf("%s\n", line.c_str());
-    if (it != s.by_kernel.end() && !it->second.error.empty())
-      std::printf("      error: %s\n      log: %s\n", it->second.error.c_str(), it->second.console_log.c_str());
-  }
-  std::printf("\nmatrix: %zu kernel(s) x %zu variant(s); %d row(s) differ between kernels (*); %d cell(s) FAIL, XPASS or "
-              "ERROR\n",
-              s.kernels.size(), s.variants.size(), differing, failing);
-  return failing;
 }
 
 std::string tail_of(const std::string& path, size_t lines) {
@@ -273,7 +147,7 @@ bool kernel_lines(State& s, rp::cli::Progress& progress, bool at_end) {
       k.shown = state;
     } else if (state == "running" && (k.shown.empty() || k.shown == "booting")) {
       progress.line(who(name) + (k.shown == "booting" ? ": booted, running " : ": running ") +
-                    std::to_string(s.variants.size()) + " variant(s)");
+                    std::to_string(s.expected(name)) + " variant(s)");
       k.shown = state;
     }
   }
@@ -286,7 +160,7 @@ bool kernel_lines(State& s, rp::cli::Progress& progress, bool at_end) {
     if ((k.state != "done" && k.state != "error") || k.shown == "done" || k.shown == "error") continue;
     size_t n = 0;
     const auto counts = s.verdicts(name, &n);
-    if (n < s.variants.size() && !at_end) continue;
+    if (n < s.expected(name) && !at_end) continue;
     if (k.state == "error") {
       progress.line(who(name) + ": ERROR: " + k.error + (k.console_log.empty() ? "" : " (log: " + k.console_log + ")"));
     } else {
@@ -304,25 +178,6 @@ bool kernel_lines(State& s, rp::cli::Progress& progress, bool at_end) {
     finished = true;
   }
   return finished;
-}
-
-nlohmann::json matrix_document(const State& state, bool complete) {
-  nlohmann::json out = {{"schema", "reuseport-check/matrix/1"}, {"complete", complete},
-                        {"kernels", nlohmann::json::array()},     {"records", nlohmann::json::array()}};
-  for (const auto& k : state.kernels) {
-    auto it = state.by_kernel.find(k);
-    nlohmann::json kj = {{"name", k}};
-    if (it != state.by_kernel.end()) {
-      kj["release"] = it->second.release;
-      kj["error"] = it->second.error;
-    }
-    out["kernels"].push_back(kj);
-    for (const auto& v : state.variants) {
-      auto r = state.records.find({k, v});
-      if (r != state.records.end()) out["records"].push_back(r->second);
-    }
-  }
-  return out;
 }
 
 volatile sig_atomic_t g_child = 0;
@@ -351,6 +206,17 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
                   "results/<release>/results.json, junit.xml and the VM logs (runs/) go here (default: results/ of "
                   "the source tree)")
       ->type_name("DIR");
+  app->add_option("--shard", o.shard,
+                  "Run only shard K of N of the kernel x case/variant items: every machine computes the same split "
+                  "(ci/matrix/shard.py); `reuseport-check merge` combines the shards' results dirs")
+      ->type_name("K/N")
+      ->check([](const std::string& v) {
+        unsigned k = 0, n = 0;
+        char end = 0;
+        return std::sscanf(v.c_str(), "%u/%u%c", &k, &n, &end) == 2 && k >= 1 && k <= n
+                   ? std::string()
+                   : "expected K/N with 1 <= K <= N, e.g. 1/3";
+      });
   app->add_option("--python", o.python, "The Python that runs pytest (default /usr/bin/python3)")->type_name("PATH");
   if (auto rc = rp::cli::parse(*app, args)) return *rc;
 
@@ -385,6 +251,7 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
                                    "--kernels", o.kernels, "--results-dir", results,
                                    "--junitxml", results + "/junit.xml"};
   for (const auto& g : o.globs) argv.insert(argv.end(), {"--case", g});
+  if (!o.shard.empty()) argv.insert(argv.end(), {"--shard", o.shard});
   if (o.jobs > 1) argv.insert(argv.end(), {"-n", std::to_string(o.jobs), "--dist", "loadgroup"});
   argv.insert(argv.end(), {"--vcpus", std::to_string(o.vcpus)});
 
@@ -418,7 +285,7 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
   // A --json that fails mid-run (disk full) is said once; the end tries again.
   rp::cli::RewrittenDocument json_doc(o.json_path);
   auto write_json = [&](bool complete) {
-    return o.json_path.empty() || json_doc.write(matrix_document(state, complete).dump(1) + "\n", complete);
+    return o.json_path.empty() || json_doc.write(matrix::document(state, complete).dump(1) + "\n", complete);
   };
   int status = 0;
   for (;;) {
@@ -444,7 +311,7 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
     }
     return 2;
   }
-  const int failing = print_table(state, tty);
+  const int failing = matrix::print_table(state, tty);
   std::printf("junit: %s/junit.xml, pytest log: %s\n", results.c_str(), log.c_str());
 
   if (!o.json_path.empty()) {

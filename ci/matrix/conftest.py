@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ci.matrix import driver
+from ci.matrix.shard import parse_shard, shard_items
 from ci.vm.kernels import VmError
 from ci.vm import qemu
 from ci.vm.qemu import Timeouts
@@ -44,6 +45,10 @@ def pytest_addoption(parser):
     g.addoption("--vcpus", type=int, default=qemu.DEFAULT_VCPUS, metavar="N",
                 help=f"CPUs of each guest (default {qemu.DEFAULT_VCPUS}; under TCG run as "
                      "ci/vm/accel.toml says for this QEMU)")
+    g.addoption("--shard", default=None, metavar="K/N", dest="rp_shard",
+                help="run only shard K of N of the kernel x case/variant items (the same "
+                     "split on every machine: ci/matrix/shard.py); `reuseport-check merge` "
+                     "puts the shards' results back together")
     g.addoption("--no-build", action="store_true",
                 help="use the static binary as it is ($RP_STATIC_BIN or "
                      "build-static/bin/reuseport-check), do not run ninja")
@@ -62,6 +67,8 @@ def pytest_configure(config):
     try:
         matrix = driver.load_matrix(config.getoption("--matrix"))
         kernels = driver.parse_kernels(config.getoption("--kernels"), matrix)
+        shard = config.getoption("rp_shard")
+        shard = parse_shard(shard) if shard is not None else None
     except VmError as e:
         raise pytest.UsageError(str(e)) from None
     controller = not hasattr(config, "workerinput")
@@ -80,11 +87,48 @@ def pytest_configure(config):
         if "no case matches" in str(e):
             raise pytest.UsageError(str(e)) from None
         pytest.exit(f"matrix: {e}", returncode=3)
+    plan = {"ev": "plan", "kernels": kernels, "variants": [f"{c}/{v}" for c, v in variants]}
+    items = None
+    if shard:
+        # The whole plan goes along, so that `merge` can tell a missing shard; this run's
+        # table and items are the shard's kernels and variants.
+        items = shard_items(kernels, variants, *shard)
+        plan["shard"] = {"index": shard[0], "count": shard[1], "kernels": plan["kernels"],
+                         "variants": plan["variants"]}
+        kernels = [k for k in kernels if k in items]
+        held = {cv for k in kernels for cv in items[k]}
+        variants = [cv for cv in variants if cv in held]
+        plan.update(kernels=kernels, variants=[f"{c}/{v}" for c, v in variants],
+                    items={k: len(items[k]) for k in kernels})
     config._rp = {"matrix": matrix, "kernels": kernels, "binary": binary,
-                  "variants": variants, "results": Path(config.getoption("--results-dir"))}
+                  "variants": variants, "items": items,
+                  "results": Path(config.getoption("--results-dir"))}
     if controller:
-        driver.emit({"ev": "plan", "kernels": kernels,
-                     "variants": [f"{c}/{v}" for c, v in variants]})
+        driver.emit(plan)
+    if items is not None and not kernels:
+        # More shards than items. pytest-xdist stumbles over a session without items, and a
+        # shard with nothing to do has not failed: its --json says which shard it was.
+        pytest.exit(f"matrix: shard {shard[0]}/{shard[1]} holds none of the "
+                    f"{len(plan['shard']['kernels']) * len(plan['shard']['variants'])} "
+                    "kernel x case/variant item(s)", returncode=0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under --shard, the kernel x variant items that another shard holds."""
+    held = getattr(config, "_rp", {}).get("items")
+    if held is None:
+        return
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None) and item.callspec.params
+        if params and "case_variant" in params and \
+                tuple(params["case_variant"]) not in held.get(params["kernel_run"], ()):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def pytest_generate_tests(metafunc):
@@ -105,7 +149,11 @@ def kernel_run(request) -> driver.KernelRun:
     rp = request.config._rp
     name = request.param
     globs = request.config.getoption("rp_case")
-    n = len(rp["variants"])
+    selected = rp["variants"]
+    if rp["items"] is not None:  # exactly this shard's variants of the kernel
+        selected = rp["items"][name]
+        globs = [f"{c}/{v}" for c, v in selected]
+    n = len(selected)
     run_timeout = request.config.getoption("--run-timeout") or driver.run_timeout(n)
     timeouts = Timeouts(boot=request.config.getoption("--boot-timeout"), run=run_timeout,
                         idle=driver.IDLE_S)
@@ -123,7 +171,7 @@ def kernel_run(request) -> driver.KernelRun:
                  "console_log": str(run.console_log or run.output_log or "")})
     if not run.records:
         reason = f"kernel {name}: {run.error} ({run.where()})"
-        for case, variant in rp["variants"]:
+        for case, variant in selected:
             driver.emit({"ev": "record", "kernel": name,
                          "record": driver.error_record(run, case, variant, reason)})
         pytest.fail(reason, pytrace=False)
