@@ -78,7 +78,9 @@ def test_three_shards_merged_equal_one_run(tmp_path, static_binary, cli, require
         b = json.loads((out / release / "results.json").read_text())
         assert schemas.errors(b, "results") == []
         assert [comparable(x) for x in b["records"]] == [comparable(x) for x in a["records"]]
-        assert b["matrix"] == a["matrix"]
+        # The guest's measured speed differs from boot to boot, like durations.
+        measured = lambda m: {k: v for k, v in m.items() if k != "timeout_scale"}  # noqa: E731
+        assert measured(b["matrix"]) == measured(a["matrix"])
         named = sorted(ref for run in b["runs"] for ref in run["records"])
         assert named == sorted(ref for run in a["runs"] for ref in run["records"])
     # 5.10 ran in shards 1 and 2: two runs in its file, each naming its own records.
