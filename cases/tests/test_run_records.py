@@ -86,19 +86,24 @@ def started_variants(stdout):
     return re.findall(r"^\w+ +\[(\d+)/(\d+)\] (\S+) \(", stdout, re.M)
 
 
-def test_killed_run_keeps_its_records_and_resume_completes_it(cli, require_root, tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_killed_run_keeps_its_records_and_resume_completes_it(cli, require_root, tmp_path, jobs):
     doc = tmp_path / "out.json"
     jl = tmp_path / "out.json.jsonl"
     total = len([l for l in run(cli, "list", "--case", SELECTION).stdout.splitlines() if l.startswith("  ")])
     assert total >= 8
     log = open(tmp_path / "first.log", "w")
-    p = subprocess.Popen([cli, "run", "--case", SELECTION, "--json", str(doc)], stdout=log, stderr=subprocess.STDOUT)
+    p = subprocess.Popen([cli, "run", "-j", jobs, "--case", SELECTION, "--json", str(doc)], stdout=log,
+                         stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     kids = {}
     while time.monotonic() < deadline:
         n = len(journal(jl)[0]) if jl.exists() else 0
         kids = descendants(p.pid)
-        if n >= 3 and kids:  # kill it while a case (and its namespace) is running
+        # Kill it while a case (and its namespace) is running; with -j 2, two at once (a
+        # case's child in a namespace of its own under each worker).
+        namespaces = {ns for ns in kids.values() if ns != os.readlink("/proc/self/ns/net")}
+        if n >= 3 and len(namespaces) >= int(jobs):
             break
         assert p.poll() is None, (tmp_path / "first.log").read_text()
         time.sleep(0.05)
@@ -129,7 +134,7 @@ def test_killed_run_keeps_its_records_and_resume_completes_it(cli, require_root,
     with open(jl, "a") as f:
         f.write(json.dumps(recs[0])[:40])
 
-    r = run(cli, "run", "--case", SELECTION, "--resume", str(jl))
+    r = run(cli, "run", "-j", jobs, "--case", SELECTION, "--resume", str(jl))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{len(recs)} record(s) kept (a torn last line skipped), {total - len(recs)} to run" in r.stdout
     ran = started_variants(r.stdout)
