@@ -177,6 +177,29 @@ def test_resume_from_a_document_runs_only_the_missing_repeats(cli, require_root,
     assert json.loads(old.read_text()) == half  # the file resumed from is left alone
 
 
+def test_parallel_run_is_the_serial_run_in_catalogue_order_with_alone_cases_last(cli, require_root, tmp_path):
+    # incoming_cpu declares RP_RUNS_ALONE; the other two come after it in the catalogue, so
+    # a run that ignored the declaration would finish incoming_cpu variants before theirs.
+    sel = ["--case", "incoming_cpu", "--case", "same_euid_rule", "--case", "time_wait_rebind", "--repeat", "2"]
+    docs = {}
+    for jobs in ("1", "2"):
+        doc = tmp_path / f"j{jobs}.json"
+        r = run(cli, "run", "-j", jobs, *sel, "--json", str(doc))
+        assert r.returncode == 0, r.stdout + r.stderr
+        docs[jobs] = json.loads(doc.read_text())
+        finished = [v.split("/")[0] for _, _, v in started_variants(r.stdout)]
+        assert len(finished) == len(docs[jobs]["records"]) == 2 * (4 + 16 + 4), r.stdout
+        if jobs == "2":
+            assert "2 at a time; 4 variant(s) of cases that run alone after them" in r.stdout
+            assert finished[-8:] == ["incoming_cpu"] * 8 and "incoming_cpu" not in finished[:-8], finished
+    # Same records in the same order (repeat by repeat, catalogue order), same verdicts;
+    # each case x variant x repeat exactly once.
+    assert [(key(x), x["verdict"]) for x in docs["2"]["records"]] == \
+        [(key(x), x["verdict"]) for x in docs["1"]["records"]]
+    assert len({key(x) for x in docs["2"]["records"]}) == len(docs["2"]["records"])
+    assert errors(docs["2"], "run") == []
+
+
 @pytest.mark.parametrize("change,args,says", [
     (lambda r: dict(r, kernel="2.6.32-other"), [], "from kernel 2.6.32-other"),
     (lambda r: dict(r, repeat=3), ["--repeat", "2"], "--repeat 4"),
