@@ -29,6 +29,7 @@
 #include "cli/common/output.h"
 #include "cli/common/progress.h"
 #include "cli/run_output.h"
+#include "cli/run_parallel.h"
 
 namespace rp::cli {
 
@@ -38,7 +39,8 @@ namespace {
 constexpr const char* kDescription =
     "Run the cases on the running kernel. Each variant runs in a network namespace of its own, with its\n"
     "own timeout; sysctls it sets are per namespace and die with it. Prints one row per case x variant x\n"
-    "repeat (expected, observed, verdict) and a summary.";
+    "repeat (expected, observed, verdict) and a summary. Variants run -j at a time (default: the CPUs\n"
+    "this process may use); a case that needs the machine to itself runs alone, after the others.";
 
 constexpr const char* kFooter = R"(Files (--json PATH):
   PATH.jsonl  every record, one JSON line each, written the moment it exists.
@@ -49,6 +51,11 @@ constexpr const char* kFooter = R"(Files (--json PATH):
   and runs only the missing case x variant x repeat; without --json it goes on writing
   into FILE's pair of files.
 
+Parallel runs (-j N, N > 1): N worker processes take the next variant not yet taken; the
+records, the table and the files are in catalogue order as with -j 1, whatever order the
+variants finished in. Cases declared to run alone (CPU pinning, rates) run after the
+others, one variant at a time. -j 1 runs everything in this process, one after another.
+
 Exit status: 0 when every row is PASS, XFAIL or SKIP; 1 on any FAIL, XPASS or ERROR; 2 on
 bad usage, an output that cannot be written, or missing privileges.
 
@@ -57,6 +64,7 @@ Environment:
 
 Examples:
   reuseport-check run
+  reuseport-check run -j 1 --json serial.json
   reuseport-check run --case 'close_*' --repeat 20 --json results.json
   reuseport-check run --case 'close_*' --repeat 20 --resume results.json
   reuseport-check run --case 'close_listener_with_queued_children/tcp6_*_migrate1'
@@ -68,6 +76,7 @@ Running cases needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (network namespaces
 struct Options {
   std::vector<std::string> globs;
   int repeat = 1;
+  int jobs = 0;  // 0: usable_cpus()
   std::string json_path, resume;
   bool verbose = false;
 };
@@ -121,11 +130,12 @@ class Console {
   }
   void finished(const Record& r) {
     ++counts_[r.verdict];
+    ++done_;
     char head[64];
     std::snprintf(head, sizeof head, "%-5s", to_string(r.verdict));
     std::string line = progress_.tty() ? std::string(color(r.verdict)) + head + "\033[0m" : head;
     char rest[64];
-    std::snprintf(rest, sizeof rest, " [%zu/%zu] ", n_, to_run_);
+    std::snprintf(rest, sizeof rest, " [%zu/%zu] ", done_, to_run_);
     std::snprintf(head, sizeof head, " (%.1fs)", r.duration_s);
     line += rest + r.case_name + "/" + r.variant + head;
     if (is_failure(r.verdict) || r.verdict == Verdict::Xfail || r.verdict == Verdict::Skip)
@@ -152,7 +162,7 @@ class Console {
     return isatty(fileno(stdout)) == 1 && term && *term && std::string(term) != "dumb";
   }
   rp::cli::Progress progress_{stdout, smart_terminal(), 10.0};
-  size_t to_run_, n_ = 0;
+  size_t to_run_, n_ = 0, done_ = 0;  // started, finished (the same with -j 1)
   double t0_;
   std::string current_;
   std::map<Verdict, size_t> counts_;
@@ -208,6 +218,11 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--resume", o.resume,
                  "Keep the records of an earlier run's PATH or PATH.jsonl and run only the missing ones.")
       ->type_name("FILE");
+  app.add_option("-j,--jobs", o.jobs,
+                 "Run N variants at a time, each in its own network namespace (default: the CPUs this "
+                 "process may run on; 1: one after another).")
+      ->type_name("N")
+      ->check(CLI::Range(1, 1024));
   app.add_flag("--verbose", o.verbose, "Also print each record's observed counts in full.");
 }
 
@@ -308,8 +323,14 @@ int run_command(const std::vector<std::string>& args, const std::vector<std::str
   auto* listener = new Listener;
   listeners.Append(listener);
 
+  if (o.jobs == 0) o.jobs = usable_cpus();
   std::printf("reuseport-check: %zu variant(s) x %d repeat(s) on kernel %s\n", chosen.size(), o.repeat,
               kernel.c_str());
+  if (o.jobs > 1) {
+    const auto alone = std::count_if(chosen.begin(), chosen.end(), [](const CaseId& id) { return runs_alone(id.case_name); });
+    std::printf("reuseport-check: %d at a time; %ld variant(s) of cases that run alone after them\n", o.jobs,
+                static_cast<long>(alone));
+  }
   if (resumed)
     std::printf("reuseport-check: resuming %s: %zu record(s) kept%s, %zu to run\n", resumed->file.c_str(),
                 kept.size(), resumed->torn ? " (a torn last line skipped)" : "", total - kept.size());
@@ -317,27 +338,53 @@ int run_command(const std::vector<std::string>& args, const std::vector<std::str
   std::fflush(stdout);
 
   Console console(total - kept.size());
-  set_planner([&](const std::string& c, const std::string& v, int repeat) {
-    if (kept.count({c, v, repeat})) return Plan::Keep;
-    if (!write_error.empty()) return Plan::Drop;
-    console.starting(c, v);
-    return Plan::Run;
-  });
-  set_record_sink([&](const Record& r) {
+  // What becomes of a record, wherever it ran; false once records can no longer be saved.
+  auto accept = [&](const Record& r) {
     records.push_back(r);
-    listener->record_seen();
     console.finished(r);
-    if (!out || !write_error.empty()) return;
+    if (!out || !write_error.empty()) return write_error.empty();
     try {
       out->add(r.to_json());
     } catch (const rp::cli::OutputError& e) {
       write_error = e.what();
       std::fprintf(stderr, "reuseport-check: %s; no further case runs\n", e.what());
     }
-  });
-  const int gtest_rc = RUN_ALL_TESTS();
-  set_planner(nullptr);
-  set_record_sink(nullptr);
+    return write_error.empty();
+  };
+  auto is_kept = [&](const std::string& c, const std::string& v, int repeat) {
+    return kept.count({c, v, repeat}) > 0;
+  };
+  int gtest_rc = 0;
+  std::string worker_problems;
+  if (o.jobs == 1) {
+    set_planner([&](const std::string& c, const std::string& v, int repeat) {
+      if (is_kept(c, v, repeat)) return Plan::Keep;
+      if (!write_error.empty()) return Plan::Drop;
+      console.starting(c, v);
+      return Plan::Run;
+    });
+    set_record_sink([&](const Record& r) {
+      listener->record_seen();
+      accept(r);
+    });
+    gtest_rc = RUN_ALL_TESTS();
+    set_planner(nullptr);
+    set_record_sink(nullptr);
+  } else {
+    ParallelRun pr;
+    for (const auto& id : chosen) pr.items.push_back({id.full, id.case_name, id.variant, runs_alone(id.case_name)});
+    pr.repeat = o.repeat;
+    pr.jobs = o.jobs;
+    pr.kept = is_kept;
+    pr.starting = [&](const std::string& c, const std::string& v) { console.starting(c, v); };
+    pr.finished = accept;
+    pr.record_seen_in_worker = [listener] { listener->record_seen(); };
+    try {
+      worker_problems = run_parallel(pr);
+    } catch (const std::runtime_error& e) {
+      worker_problems = e.what();
+    }
+  }
   console.done();
 
   // A resumed run's table reads like an uninterrupted one: repeat by repeat, catalogue order.
@@ -358,6 +405,10 @@ int run_command(const std::vector<std::string>& args, const std::vector<std::str
     failed = true;
   }
   if (gtest_rc != 0 && !failed) failed = true;
+  if (!worker_problems.empty()) {
+    std::printf("reuseport-check: %s\n", worker_problems.c_str());
+    failed = true;
+  }
 
   if (out && write_error.empty()) {
     try {

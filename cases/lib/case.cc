@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <set>
 
 #include "cases/lib/kernel.h"
 #include "harness/isolate.h"
@@ -36,6 +37,14 @@ Planner g_planner;
 }  // namespace
 
 void set_planner(Planner planner) { g_planner = std::move(planner); }
+
+// A function-local set: the declarations run during static initialization, in any order.
+static std::set<std::string>& alone() {
+  static std::set<std::string> cases;
+  return cases;
+}
+bool declare_runs_alone(const char* case_name) { return alone().insert(case_name).second; }
+bool runs_alone(const std::string& case_name) { return alone().count(case_name) > 0; }
 
 static void tell_gtest(const Record& r) {
   const std::string what = r.case_name + "/" + r.variant + ": " + to_string(r.verdict) +

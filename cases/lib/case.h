@@ -26,9 +26,20 @@ Record run_case(const std::string& case_name, const std::string& variant, const 
 // decides: `run --resume` keeps the records an earlier run finished (they are neither run
 // again nor emitted: the CLI has them), and a run that can no longer save its records stops
 // running cases rather than measure what it would lose. Without a planner, everything runs.
-enum class Plan { Run, Keep, Drop };
+// Under `run -j N` every worker process walks the whole selection and runs only what it
+// claimed first; what another worker runs is Elsewhere: no record here, no GoogleTest result.
+enum class Plan { Run, Keep, Drop, Elsewhere };
 using Planner = std::function<Plan(const std::string& case_name, const std::string& variant, int repeat)>;
 void set_planner(Planner planner);
+
+// A case whose verdict needs the machine to itself (it pins threads to CPUs, or counts what
+// happens within a time window) declares so in its own file, with the reason in a comment:
+//   RP_RUNS_ALONE(incoming_cpu);
+// `run -j N` then runs its variants after the parallel ones, one at a time, nothing beside.
+bool declare_runs_alone(const char* case_name);
+bool runs_alone(const std::string& case_name);
+#define RP_RUNS_ALONE(NAME) \
+  [[maybe_unused]] static const bool rp_runs_alone_##NAME = ::rp::cases::declare_runs_alone(#NAME)
 
 // How much slower than the host this machine runs: $RP_TIMEOUT_SCALE (1..100; the matrix
 // sets 10 in emulated guests), 1 otherwise. Case timeouts and windows are multiplied by it.

@@ -45,6 +45,9 @@ def test_bad_usage_exits_2_with_a_message(cli, args):
                                         (["run", "--repeat=abc"], ["--repeat", "abc"]),
                                         (["run", "--repeat", "0"], ["--repeat", "0"]),
                                         (["run", "--frobnicate"], ["--frobnicate"]),
+                                        (["run", "-j", "0"], ["--jobs", "0"]),
+                                        (["run", "-j", "abc"], ["--jobs", "abc"]),
+                                        (["run", "--jobs=1025"], ["--jobs", "1025"]),
                                         (["frobnicate"], ["frobnicate"])])
 def test_usage_errors_name_the_option_and_the_value(cli, args, named):
     r = run(cli, *args)

@@ -86,19 +86,24 @@ def started_variants(stdout):
     return re.findall(r"^\w+ +\[(\d+)/(\d+)\] (\S+) \(", stdout, re.M)
 
 
-def test_killed_run_keeps_its_records_and_resume_completes_it(cli, require_root, tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_killed_run_keeps_its_records_and_resume_completes_it(cli, require_root, tmp_path, jobs):
     doc = tmp_path / "out.json"
     jl = tmp_path / "out.json.jsonl"
     total = len([l for l in run(cli, "list", "--case", SELECTION).stdout.splitlines() if l.startswith("  ")])
     assert total >= 8
     log = open(tmp_path / "first.log", "w")
-    p = subprocess.Popen([cli, "run", "--case", SELECTION, "--json", str(doc)], stdout=log, stderr=subprocess.STDOUT)
+    p = subprocess.Popen([cli, "run", "-j", jobs, "--case", SELECTION, "--json", str(doc)], stdout=log,
+                         stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     kids = {}
     while time.monotonic() < deadline:
         n = len(journal(jl)[0]) if jl.exists() else 0
         kids = descendants(p.pid)
-        if n >= 3 and kids:  # kill it while a case (and its namespace) is running
+        # Kill it while a case (and its namespace) is running; with -j 2, two at once (a
+        # case's child in a namespace of its own under each worker).
+        namespaces = {ns for ns in kids.values() if ns != os.readlink("/proc/self/ns/net")}
+        if n >= 3 and len(namespaces) >= int(jobs):
             break
         assert p.poll() is None, (tmp_path / "first.log").read_text()
         time.sleep(0.05)
@@ -129,7 +134,7 @@ def test_killed_run_keeps_its_records_and_resume_completes_it(cli, require_root,
     with open(jl, "a") as f:
         f.write(json.dumps(recs[0])[:40])
 
-    r = run(cli, "run", "--case", SELECTION, "--resume", str(jl))
+    r = run(cli, "run", "-j", jobs, "--case", SELECTION, "--resume", str(jl))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{len(recs)} record(s) kept (a torn last line skipped), {total - len(recs)} to run" in r.stdout
     ran = started_variants(r.stdout)
@@ -170,6 +175,29 @@ def test_resume_from_a_document_runs_only_the_missing_repeats(cli, require_root,
     assert [x["repeat"] for x in new["records"]] == [0, 1]
     assert new["records"][0] == full["records"][0]
     assert json.loads(old.read_text()) == half  # the file resumed from is left alone
+
+
+def test_parallel_run_is_the_serial_run_in_catalogue_order_with_alone_cases_last(cli, require_root, tmp_path):
+    # incoming_cpu declares RP_RUNS_ALONE; the other two come after it in the catalogue, so
+    # a run that ignored the declaration would finish incoming_cpu variants before theirs.
+    sel = ["--case", "incoming_cpu", "--case", "same_euid_rule", "--case", "time_wait_rebind", "--repeat", "2"]
+    docs = {}
+    for jobs in ("1", "2"):
+        doc = tmp_path / f"j{jobs}.json"
+        r = run(cli, "run", "-j", jobs, *sel, "--json", str(doc))
+        assert r.returncode == 0, r.stdout + r.stderr
+        docs[jobs] = json.loads(doc.read_text())
+        finished = [v.split("/")[0] for _, _, v in started_variants(r.stdout)]
+        assert len(finished) == len(docs[jobs]["records"]) == 2 * (4 + 16 + 4), r.stdout
+        if jobs == "2":
+            assert "2 at a time; 4 variant(s) of cases that run alone after them" in r.stdout
+            assert finished[-8:] == ["incoming_cpu"] * 8 and "incoming_cpu" not in finished[:-8], finished
+    # Same records in the same order (repeat by repeat, catalogue order), same verdicts;
+    # each case x variant x repeat exactly once.
+    assert [(key(x), x["verdict"]) for x in docs["2"]["records"]] == \
+        [(key(x), x["verdict"]) for x in docs["1"]["records"]]
+    assert len({key(x) for x in docs["2"]["records"]}) == len(docs["2"]["records"])
+    assert errors(docs["2"], "run") == []
 
 
 @pytest.mark.parametrize("change,args,says", [
