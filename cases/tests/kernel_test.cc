@@ -62,9 +62,6 @@ TEST(Feature, UnknownNameIsAnArgumentError) {
   EXPECT_THROW((void)has_feature("no_such_feature"), std::invalid_argument);
 }
 
-}  // namespace
-}  // namespace rp::cases
-
 // What a kernel without them is told: the SKIP reason is "<name> absent: <description>".
 TEST(Feature, KernelFeaturesNameTheirConfigOptions) {
   EXPECT_NE(features().at("sock_diag").description.find("CONFIG_INET_DIAG"), std::string::npos);
@@ -80,3 +77,6 @@ TEST(Feature, KernelFeaturesArePresentWhereTheKernelHasThem) {
   EXPECT_TRUE(has_feature("bpf_syscall"));
   EXPECT_EQ(has_feature("btf"), access("/sys/kernel/btf/vmlinux", F_OK) == 0);
 }
+
+}  // namespace
+}  // namespace rp::cases
