@@ -128,7 +128,7 @@ def boot_guest(name: str, make_script: Callable[[list[str]], str], *, binary: Pa
         modules = fetch_modules(fetched, log=log) if initrd is None else []
         for note in fetched.notes:
             log(note)
-            emit({"ev": "kernel", "kernel": name, "state": "note", "note": note})
+            emit({"ev": "note", "kernel": name, "note": note})
     except VmError as e:
         return GuestBoot(None, None, error=str(e))
     files = [(guest_copy(binary), GUEST_BIN)]
