@@ -61,6 +61,14 @@ built by the driver on first use (ninja -j2), or $RP_STATIC_BIN / $RP_STATIC_BUI
 The source tree: $RP_SOURCE_DIR, else the one this binary was built from.
 Kernels are downloaded once into ~/.cache/reuseport-check ($RP_CACHE_DIR).
 
+Your own kernel: --kernel-image PATH boots a bzImage/vmlinuz (named image:<basename>), with
+the sock_diag modules of the --modules DIR after it (its /lib/modules/<release>);
+--kernel-deb FILE boots the image of a linux-image .deb with the modules it holds (named
+deb:<package>_<version>); --kernel-name NAME names the one before it. They are repeatable,
+replace the default "all" unless --kernels is given too, and results go under
+<results-dir>/<release>/ with the release the guest reports. A kernel that lacks what a
+case needs (sock_diag modules, BPF, BTF) gives SKIPs naming the missing option.
+
 Exit status: 0 when every cell is PASS, XFAIL or SKIP; 1 on any FAIL, XPASS or ERROR;
 2 on bad usage (unknown kernel, no matching case, an output that cannot be written) or
 when the driver cannot start.
@@ -70,10 +78,13 @@ Examples:
   reuseport-check matrix --kernels 5.10,6.12 --case 'close_*' --json matrix.json
   reuseport-check matrix --kernels 6.12 --vcpus 4 --case 'incoming_cpu'
   reuseport-check matrix --shard 2/3 --results-dir shard2 --json shard2/matrix.json
+  reuseport-check matrix --kernel-image arch/x86/boot/bzImage --modules /lib/modules/6.12.0-rc1
+  reuseport-check matrix --kernels 6.12 --kernel-deb linux-image-6.12.48+deb13-amd64_6.12.48-1_amd64.deb
 )FOOTER";
 
 struct Options {
-  std::string kernels = "all";
+  std::string kernels;  // empty: pytest's default (all, or only the local kernels)
+  std::vector<std::string> images, modules, debs, names;  // your own kernels
   std::vector<std::string> globs;
   std::string json_path, results_dir, shard, python = "/usr/bin/python3";
   int jobs = 2;
@@ -180,6 +191,19 @@ bool kernel_lines(State& s, rp::cli::Progress& progress, bool at_end) {
   return finished;
 }
 
+// --kernel-image/--modules/--kernel-deb/--kernel-name for pytest, in the order given.
+std::vector<std::string> local_args(const CLI::App& app, const Options& o) {
+  const std::pair<const char*, const std::vector<std::string>*> opts[] = {
+      {"--kernel-image", &o.images}, {"--modules", &o.modules}, {"--kernel-deb", &o.debs}, {"--kernel-name", &o.names}};
+  std::map<std::string, size_t> next;
+  std::vector<std::string> out;
+  for (const CLI::Option* opt : app.parse_order())
+    for (const auto& [name, values] : opts)
+      if (opt->check_lname(std::string(name).substr(2)) && next[name] < values->size())
+        out.insert(out.end(), {name, (*values)[next[name]++]});
+  return out;
+}
+
 volatile sig_atomic_t g_child = 0;
 void forward(int sig) {
   if (g_child > 0) kill(g_child, sig);
@@ -192,6 +216,20 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
   auto app = rp::cli::make_app("matrix", kMatrixDescription, kMatrixFooter);
   app->add_option("--kernels", o.kernels, "Comma-separated names from ci/kernels.toml (default: all)")
       ->type_name("LIST");
+  // Your own kernels; their order matters (a --modules belongs to the --kernel-image before
+  // it), so they are passed on in the order given (local_args below).
+  app->add_option("--kernel-image", o.images, "Boot this kernel image (bzImage/vmlinuz) too (repeatable)")
+      ->type_name("PATH")
+      ->allow_extra_args(false);
+  app->add_option("--modules", o.modules, "The modules tree (/lib/modules/<release>) of the --kernel-image before it")
+      ->type_name("DIR")
+      ->allow_extra_args(false);
+  app->add_option("--kernel-deb", o.debs, "Boot the kernel in this linux-image .deb too (repeatable)")
+      ->type_name("FILE")
+      ->allow_extra_args(false);
+  app->add_option("--kernel-name", o.names, "Name the --kernel-image or --kernel-deb before it")
+      ->type_name("NAME")
+      ->allow_extra_args(false);
   app->add_option("--case", o.globs, "Cases or CASE/VARIANT globs, as `run --case` (repeatable)")
       ->type_name("GLOB")
       ->allow_extra_args(false);
@@ -248,8 +286,10 @@ int matrix_command(const std::vector<std::string>& args, const std::vector<std::
   unlink(events.c_str());
 
   std::vector<std::string> argv = {o.python, "-m", "pytest", src + "/ci/matrix", "-q", "-rfE", "-p", "no:cacheprovider",
-                                   "--kernels", o.kernels, "--results-dir", results,
+                                   "--results-dir", results,
                                    "--junitxml", results + "/junit.xml"};
+  if (!o.kernels.empty()) argv.insert(argv.end(), {"--kernels", o.kernels});
+  for (const auto& a : local_args(*app, o)) argv.push_back(a);
   for (const auto& g : o.globs) argv.insert(argv.end(), {"--case", g});
   if (!o.shard.empty()) argv.insert(argv.end(), {"--shard", o.shard});
   if (o.jobs > 1) argv.insert(argv.end(), {"-n", std::to_string(o.jobs), "--dist", "loadgroup"});

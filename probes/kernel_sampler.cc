@@ -1,5 +1,8 @@
 #include "probes/kernel_sampler.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <stdexcept>
@@ -18,7 +21,8 @@ using nlohmann::json;
 struct KernelSampler::Impl {
   Options options;
   std::string probe_error, filter, netstat_error;
-  bool probe_absent_by_build = false;  // RP_ENABLE_BPF=OFF or not requested: not our failure
+  // RP_ENABLE_BPF=OFF, not requested, or a kernel without bpf() or BTF: not our failure
+  bool probe_absent_by_build = false;
   std::optional<ns::Counters> netstat_base;
 #ifdef RP_HAVE_BPF
   std::optional<ReuseportProbe> probe;
@@ -43,6 +47,22 @@ json KernelCounts::to_json(bool with_provenance) const {
   return j;
 }
 
+namespace {
+
+// What the probe needs of the kernel: the bpf() syscall (ENOSYS for an unknown command
+// only without it) and the kernel's BTF, which it reads its capabilities from and is
+// relocated with. Empty when both are there.
+[[maybe_unused]] std::string kernel_lacks_probe_support() {
+  errno = 0;
+  if (syscall(__NR_bpf, -1, nullptr, 0) != 0 && errno == ENOSYS)
+    return "this kernel has no bpf() syscall (CONFIG_BPF_SYSCALL)";
+  if (access("/sys/kernel/btf/vmlinux", F_OK) != 0 && errno == ENOENT && access("/sys/kernel", F_OK) == 0)
+    return "this kernel has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)";
+  return {};
+}
+
+}  // namespace
+
 KernelSampler::KernelSampler(const Options& options) : impl_(std::make_unique<Impl>()) {
   impl_->options = options;
 #ifdef RP_HAVE_BPF
@@ -66,6 +86,12 @@ KernelSampler::KernelSampler(const Options& options) : impl_(std::make_unique<Im
     } catch (const std::exception& e) {
       impl_->probe_error = e.what();
       impl_->filter.clear();
+      // A kernel that cannot run the probe at all does not offer its counts: they are not
+      // observable there (the cases SKIP, naming the option), not a failure of ours.
+      if (auto lacks = kernel_lacks_probe_support(); !lacks.empty()) {
+        impl_->probe_error = lacks + " (" + e.what() + ")";
+        impl_->probe_absent_by_build = true;
+      }
     }
   } else {
     impl_->probe_error = "the probe was not attached by this sampler";

@@ -1,6 +1,7 @@
 #include "cases/lib/kernel.h"
 
 #include <sched.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include "harness/error.h"
 
 #include "harness/scope.h"
+#include "harness/sockdiag.h"
 #ifdef RP_HAVE_BPF
 #include "probes/reuseport_steer.h"
 #endif
@@ -88,6 +90,38 @@ bool sysctl_present(const std::string& name) {
   throw_sys("access " + sysctl_path(name));
 }
 
+// A dump of the namespace's TCP listeners, the request the cases make. A kernel without
+// inet_diag or tcp_diag (not built in, module not loaded: the guest has no modprobe)
+// answers ENOENT (sock_diag_rcv_msg / inet_diag_lock_handler find no handler), one
+// without NETLINK_SOCK_DIAG fails socket() with EPROTONOSUPPORT; EOPNOTSUPP is the
+// refusal of a handler that does not dump. Any other failure is not the kernel's answer.
+bool sock_diag_answers() {
+  try {
+    (void)rp::tcp_listening_ports();
+    return true;
+  } catch (const rp::SysError& e) {
+    if (e.err() == ENOENT || e.err() == EOPNOTSUPP || e.err() == EPROTONOSUPPORT) return false;
+    throw;
+  }
+}
+
+// bpf() with a command no kernel has: ENOSYS only without CONFIG_BPF_SYSCALL; a kernel
+// that has the syscall answers EINVAL (or EPERM, unprivileged).
+bool bpf_syscall_present() {
+  errno = 0;
+  if (syscall(__NR_bpf, -1, nullptr, 0) == 0) return true;
+  return errno != ENOSYS;
+}
+
+// The kernel's BTF is in sysfs; an absent file is the kernel's answer only where sysfs is
+// mounted (the guest's init mounts it; a run without /sys cannot tell).
+bool kernel_btf_present() {
+  if (access("/sys/kernel/btf/vmlinux", F_OK) == 0) return true;
+  if (errno != ENOENT) throw_sys("access /sys/kernel/btf/vmlinux");
+  if (access("/sys/kernel", F_OK) != 0) throw_sys("access /sys/kernel (is sysfs mounted?)");
+  return false;
+}
+
 #ifdef RP_HAVE_BPF
 // Our program first (it is what the cases load); only when it does not load is the kernel
 // asked with a minimal program of the same type, attach type and context field: a kernel
@@ -137,6 +171,22 @@ const std::map<std::string, Feature>& features() {
            return false;  // built without BPF (RP_ENABLE_BPF=OFF)
 #endif
          }});
+    // The accept-queue length of a listener comes only from sock_diag (what `ss -lnt`
+    // shows): Debian builds it as modules, which the matrix loads from the kernel's
+    // package; a kernel given as a bare image may have neither.
+    add({"sock_diag",
+         "sock_diag dumps of TCP sockets (NETLINK_SOCK_DIAG, what ss reads): CONFIG_INET_DIAG and "
+         "CONFIG_INET_TCP_DIAG, built in or as loaded modules inet_diag and tcp_diag (CONFIG_INET_UDP_DIAG, "
+         "udp_diag, is the UDP half)",
+         [] { return sock_diag_answers(); }});
+    // Listed before the program features in `requires`, so that a kernel without them is
+    // told what it lacks rather than that one program did not load.
+    add({"bpf_syscall", "the bpf() syscall (CONFIG_BPF_SYSCALL), for the eBPF programs the case loads",
+         [] { return bpf_syscall_present(); }});
+    add({"btf",
+         "the kernel's BTF, /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF): libbpf relocates our CO-RE "
+         "sk_reuseport/migrate program with it",
+         [] { return kernel_btf_present(); }});
     add({"netns_cookie", "SO_NETNS_COOKIE (5.14)", [] { return current_netns_cookie().has_value(); }});
     // Asks the scheduler, not the CPU count: a guest with 1 vCPU, or a run confined by a
     // cpuset, cannot put clients on two CPUs whatever the machine has. A failing call is

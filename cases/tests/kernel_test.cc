@@ -62,5 +62,21 @@ TEST(Feature, UnknownNameIsAnArgumentError) {
   EXPECT_THROW((void)has_feature("no_such_feature"), std::invalid_argument);
 }
 
+// What a kernel without them is told: the SKIP reason is "<name> absent: <description>".
+TEST(Feature, KernelFeaturesNameTheirConfigOptions) {
+  EXPECT_NE(features().at("sock_diag").description.find("CONFIG_INET_DIAG"), std::string::npos);
+  EXPECT_NE(features().at("sock_diag").description.find("CONFIG_INET_TCP_DIAG"), std::string::npos);
+  EXPECT_NE(features().at("bpf_syscall").description.find("CONFIG_BPF_SYSCALL"), std::string::npos);
+  EXPECT_NE(features().at("btf").description.find("CONFIG_DEBUG_INFO_BTF"), std::string::npos);
+}
+
+// This machine's kernel has all three (the harness's own sock_diag tests need it): a probe
+// that says otherwise here is broken.
+TEST(Feature, KernelFeaturesArePresentWhereTheKernelHasThem) {
+  EXPECT_TRUE(has_feature("sock_diag"));
+  EXPECT_TRUE(has_feature("bpf_syscall"));
+  EXPECT_EQ(has_feature("btf"), access("/sys/kernel/btf/vmlinux", F_OK) == 0);
+}
+
 }  // namespace
 }  // namespace rp::cases

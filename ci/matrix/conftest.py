@@ -21,15 +21,22 @@ import pytest
 from ci.matrix import driver
 from ci.matrix.shard import parse_shard, shard_items
 from ci.vm.kernels import VmError
+from ci.vm.local_kernels import local_kernels
 from ci.vm import qemu
 from ci.vm.qemu import Timeouts
 
 
 def pytest_addoption(parser):
     g = parser.getgroup("kernel matrix")
-    g.addoption("--kernels", default="all", metavar="LIST",
+    g.addoption("--kernels", default=None, metavar="LIST",
                 help="kernels of ci/kernels.toml, comma separated (default: all, incl. "
-                     "'running', the host's own kernel)")
+                     "'running', the host's own kernel; none when --kernel-image or "
+                     "--kernel-deb is given)")
+    # Your own kernels: one list, in command-line order, so that a --modules or
+    # --kernel-name belongs to the --kernel-image / --kernel-deb before it.
+    for opt, what, metavar, text in LOCAL_OPTIONS:
+        g.addoption(opt, action="append", dest="rp_local", default=None, metavar=metavar,
+                    type=lambda v, what=what: (what, v), help=text)
     g.addoption("--case", action="append", default=[], metavar="GLOB", dest="rp_case",
                 help="cases or CASE/VARIANT globs as `reuseport-check run --case` takes "
                      "them (repeatable; default: all)")
@@ -54,6 +61,18 @@ def pytest_addoption(parser):
                      "build-static/bin/reuseport-check), do not run ninja")
 
 
+LOCAL_OPTIONS = (
+    ("--kernel-image", "image", "PATH",
+     "a kernel image (bzImage/vmlinuz) to boot, named image:<basename> (repeatable)"),
+    ("--modules", "modules", "DIR",
+     "the modules tree (/lib/modules/<release>) of the --kernel-image before it"),
+    ("--kernel-deb", "deb", "FILE",
+     "a linux-image .deb to boot, named deb:<package>_<version> (repeatable)"),
+    ("--kernel-name", "name", "NAME",
+     "the name of the --kernel-image or --kernel-deb before it"),
+)
+
+
 def _say(config, msg: str) -> None:
     tr = config.pluginmanager.get_plugin("terminalreporter")
     if tr is not None:
@@ -66,7 +85,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist loadgroup")
     try:
         matrix = driver.load_matrix(config.getoption("--matrix"))
-        kernels = driver.parse_kernels(config.getoption("--kernels"), matrix)
+        local = local_kernels(config.getoption("rp_local") or [], taken=set(matrix))
+        spec = config.getoption("--kernels")
+        kernels = driver.parse_kernels(spec, matrix) if spec or not local else []
+        matrix.update((k.name, k) for k in local)
+        kernels += [k.name for k in local]
         shard = config.getoption("rp_shard")
         shard = parse_shard(shard) if shard is not None else None
     except VmError as e:

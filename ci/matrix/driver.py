@@ -35,8 +35,8 @@ from ci.matrix.static import (  # noqa: F401
     _run_logged, ensure_static_binary, guest_copy, is_static_elf, list_variants,
     static_build_dir)
 from ci.vm.kernels import (  # noqa: F401
-    FetchedKernel, Kernel, PrivateApt, VmError, archive_uris, cache_dir, fetch_kernel,
-    load_matrix)
+    FetchedKernel, Kernel, PrivateApt, VmError, archive_uris, cache_dir, check_local,
+    fetch_kernel, load_matrix)
 from ci.vm.qemu import DEFAULT_VCPUS, Timeouts, VmResult, run_in_vm
 
 
@@ -140,6 +140,9 @@ def boot_guest(name: str, make_script: Callable[[list[str]], str], *, binary: Pa
             fetched = dataclasses.replace(fetched, vmlinuz=vmlinuz)
         emit({"ev": "kernel", "kernel": name, "state": "modules", "release": fetched.release})
         modules = fetch_modules(fetched, log=log) if initrd is None else []
+        for note in fetched.notes:
+            log(note)
+            emit({"ev": "note", "kernel": name, "note": note})
     except VmError as e:
         return GuestBoot(None, None, error=str(e))
     files = [(guest_copy(binary), GUEST_BIN)]
@@ -184,8 +187,9 @@ def run_guest(name: str, globs: list[str], n_variants: int, *, binary: Path, wor
                     duration=result.duration, vcpus=result.vcpus,
                     tcg_thread=result.tcg_thread, timeout_scale=result.scale)
     run.progress = parse_progress(result.output)
-    if result.release and result.release != fetched.release:
-        run.error = (f"the guest reports release {result.release}, the package "
+    # A bare image may not state its release: then the guest's answer is the only one.
+    if result.release and fetched.release and result.release != fetched.release:
+        run.error = (f"the guest reports release {result.release}, {fetched.release_from} "
                      f"{fetched.release}")
         return run
     try:
@@ -205,6 +209,9 @@ def run_guest(name: str, globs: list[str], n_variants: int, *, binary: Path, wor
         if run.records:
             run.error += f"; {len(run.records)} record(s) kept from the guest's journal"
             add_console_tail(run)
+        return run
+    if not run.release:  # results/<release>/ needs it; the boot marker always carries it
+        run.error = "the guest did not report its release (uname -r)"
         return run
     run.ok = True
     return run
@@ -287,13 +294,17 @@ def run_kernel(name: str, globs: list[str], n_variants: int, *, binary: Path,
 def parse_kernels(spec: str | None, matrix: dict[str, Kernel]) -> list[str]:
     """"5.10,6.12" -> names, "all" (or None) -> every kernel; unknown names are an error."""
     if spec is None or spec.strip() in ("", "all"):
-        return list(matrix)
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    unknown = [n for n in names if n not in matrix]
-    if unknown:
-        raise DriverError(f"unknown kernel(s) {', '.join(unknown)}; known kernels: "
-                          f"{', '.join(matrix)} (ci/kernels.toml)")
-    return list(dict.fromkeys(names))
+        names = list(matrix)
+    else:
+        names = [s.strip() for s in spec.split(",") if s.strip()]
+        unknown = [n for n in names if n not in matrix]
+        if unknown:
+            raise DriverError(f"unknown kernel(s) {', '.join(unknown)}; known kernels: "
+                              f"{', '.join(matrix)} (ci/kernels.toml)")
+        names = list(dict.fromkeys(names))
+    for n in names:
+        check_local(matrix[n])  # a missing image or .deb is bad input, before any boot
+    return names
 
 
 __all__ = ["DriverError", "GuestBoot", "KernelRun", "between_markers", "boot_guest", "emit", "ensure_static_binary", "error_record",

@@ -40,9 +40,13 @@ def fetch_modules(fetched: FetchedKernel,
                   log: Callable[[str], None] = lambda m: None) -> list[Path]:
     """The diag modules of this kernel, decompressed, in load order; cached per release.
 
-    A module the package lacks is taken to be built in (nothing to load).
+    A module the package lacks is taken to be built in (nothing to load). A local kernel
+    (an image or a .deb the user has) brought its modules, or none, with it.
     """
     import tarfile
+
+    if fetched.modules is not None:
+        return list(fetched.modules)
 
     mdir = cache_dir() / "kernels" / fetched.kernel.name / "modules" / fetched.release
     stamp = mdir / "complete.json"

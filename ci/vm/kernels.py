@@ -42,6 +42,12 @@ LISTS_MAX_AGE_S = 3600.0
 _DEB_KEYS = ("name", "kind", "suite", "package", "version", "vmlinuz", "series", "note")
 _DEB_REQUIRED = ("name", "suite", "package", "version", "vmlinuz", "series")
 _HOST_KEYS = ("name", "kind", "note")
+# Kernels the user has as files (ci/vm/local_kernels.py): a bare image, optionally with its
+# modules tree, or a linux-image .deb.
+_IMAGE_KEYS = ("name", "kind", "path", "modules", "note")
+_DEB_FILE_KEYS = ("name", "kind", "path", "note")
+_KINDS = {"deb": (_DEB_KEYS, _DEB_REQUIRED), "host": (_HOST_KEYS, ("name",)),
+          "image": (_IMAGE_KEYS, ("name", "path")), "deb-file": (_DEB_FILE_KEYS, ("name", "path"))}
 
 
 class VmError(Exception):
@@ -59,17 +65,24 @@ class FetchError(VmError):
 @dataclasses.dataclass(frozen=True)
 class Kernel:
     name: str
-    kind: str = "deb"  # "deb" or "host"
+    kind: str = "deb"  # "deb", "host", "image" or "deb-file"
     suite: str = ""
     package: str = ""
     version: str = "newest"
     vmlinuz: str = ""
     series: str = ""
     note: str = ""
+    path: str = ""  # image, deb-file: the file (absolute)
+    modules: str = ""  # image: its modules tree, /lib/modules/<release> (absolute), or ""
 
     @property
     def is_host(self) -> bool:
         return self.kind == "host"
+
+    @property
+    def is_local(self) -> bool:
+        """A kernel the user has as a file: nothing is downloaded for it."""
+        return self.kind in ("image", "deb-file")
 
     @property
     def security(self) -> bool:
@@ -80,9 +93,16 @@ class Kernel:
 class FetchedKernel:
     kernel: Kernel
     vmlinuz: Path
-    release: str  # what `uname -r` prints in the guest, taken from the vmlinuz path
-    package: str  # the resolved package name
-    version: str  # its Debian version
+    # What `uname -r` prints in the guest, taken from the vmlinuz path; for a bare image
+    # from its modules' vermagic or its boot header, None when neither tells (the guest's
+    # answer is then the only one).
+    release: str | None
+    package: str | None  # the resolved package name (None for a bare image)
+    version: str | None  # its Debian version
+    release_from: str = "the package"  # where `release` was read, for messages
+    # A local kernel's diag modules, decompressed (None: fetch them from the archive).
+    modules: tuple[Path, ...] | None = None
+    notes: tuple[str, ...] = ()  # what the kernel's files lack (no modules, ...)
 
 
 def load_matrix(path: Path | str | None = None) -> dict[str, Kernel]:
@@ -121,10 +141,9 @@ def _validate_entry(path: Path, index: int, entry: object) -> Kernel:
         return MatrixError(f"{where}: {msg}")
 
     kind = entry.get("kind", "deb")
-    if kind not in ("deb", "host"):
-        raise fail(f"kind must be \"deb\" or \"host\", not {kind!r}")
-    allowed = _HOST_KEYS if kind == "host" else _DEB_KEYS
-    required = ("name",) if kind == "host" else _DEB_REQUIRED
+    if kind not in _KINDS:
+        raise fail(f"kind must be one of {', '.join(map(repr, _KINDS))}, not {kind!r}")
+    allowed, required = _KINDS[kind]
     unknown = sorted(set(entry) - set(allowed))
     if unknown:
         raise fail(f"unknown key(s) {', '.join(unknown)} for kind {kind!r} "
@@ -145,7 +164,27 @@ def _validate_entry(path: Path, index: int, entry: object) -> Kernel:
             raise fail(f"suite {entry['suite']!r} is not a Debian suite name")
         if not re.fullmatch(r"[a-z0-9.+*-]+", entry["package"]):
             raise fail(f"package {entry['package']!r} is not a package name or pattern")
+    if kind in ("image", "deb-file"):
+        # Relative to the matrix file, so that a matrix and its kernels can move together.
+        entry = dict(entry)
+        for key in ("path", "modules"):
+            if key in entry:
+                entry[key] = str((path.parent / os.path.expanduser(entry[key])).absolute())
     return Kernel(**entry)
+
+
+def check_local(kernel: Kernel) -> None:
+    """A local kernel's files exist (before anything boots); MatrixError names the first
+    that does not."""
+    if not kernel.is_local:
+        return
+    what = "kernel image" if kernel.kind == "image" else "kernel package"
+    if not os.path.isfile(kernel.path):
+        why = "is not a file" if os.path.exists(kernel.path) else "does not exist"
+        raise MatrixError(f"kernel {kernel.name}: {what} {kernel.path} {why}")
+    if kernel.modules and not os.path.isdir(kernel.modules):
+        why = "is not a directory" if os.path.exists(kernel.modules) else "does not exist"
+        raise MatrixError(f"kernel {kernel.name}: modules tree {kernel.modules} {why}")
 
 
 def cache_dir() -> Path:
@@ -349,6 +388,9 @@ def fetch_kernel(kernel: Kernel | str, *, matrix: dict[str, Kernel] | None = Non
     if kernel.is_host:
         raise FetchError(f"kernel {kernel.name!r} is the host's running kernel; "
                          "it is not fetched or booted")
+    if kernel.is_local:
+        from ci.vm.local_kernels import prepare_local
+        return prepare_local(kernel, log=log or (lambda msg: None))
     log = log or (lambda msg: None)
     root = cache_dir()
     kdir = root / "kernels" / kernel.name
