@@ -20,6 +20,8 @@ PACKAGES=(
   # the schema and JUnit checks of the output (results/schemas, the tests)
   python3-jsonschema python3-junitparser
   qemu-system-x86 busybox-static cpio debian-archive-keyring
+  # the newer kernels and their modules are zstd-compressed (ci/vm/pvh.py, ci/matrix/modules.py)
+  zstd lz4
   # the deploy examples (docs/deploy.md): nginx with `listen ... reuseport`
   nginx-light
 )

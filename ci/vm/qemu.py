@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from . import pvh
 from .initramfs import build_initramfs
 from .kernels import FetchedKernel, Kernel, VmError, cache_dir, fetch_kernel
 
@@ -219,7 +220,10 @@ def build_command(vmlinuz: Path, initrd: Path, accel: Accel, *, console_log: Pat
         *(["-serial", f"file:{journal_log}"] if journal_log else []),
         "-kernel", str(vmlinuz), "-initrd", str(initrd),
     ]
-    kernel_args = ["console=ttyS0", "panic=-1", "mitigations=off"]
+    # cryptomgr.notests: the Debian kernels test every crypto algorithm they register;
+    # under TCG that is 0.2-0.6 s of each boot (6.12: 2.80 -> 2.24 s to RP-EXIT, 5.10: 1.87 ->
+    # 1.71, medians of 4 interleaved), and no case uses the kernel's crypto.
+    kernel_args = ["console=ttyS0", "panic=-1", "mitigations=off", "cryptomgr.notests"]
     kernel_args += ["loglevel=7"] if verbose else ["quiet", "loglevel=3"]
     kernel_args += [*extra_kernel_args, f"rp.nonce={nonce}"]
     if command is not None:
@@ -382,7 +386,7 @@ def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: P
     console_log, output_log = workdir / f"console.{tag}.log", workdir / f"output.{tag}.log"
     journal_log = workdir / f"journal.{tag}.log"
     qemu_log = workdir / f"qemu.{tag}.log"
-    cmd = build_command(vmlinuz, initrd, accel, console_log=console_log,
+    cmd = build_command(pvh.boot_image(vmlinuz), initrd, accel, console_log=console_log,
                         output_log=output_log, nonce=nonce, command=command,
                         journal_log=journal_log,
                         memory_mb=memory_mb, qemu=qemu, verbose=verbose,
