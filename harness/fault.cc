@@ -38,6 +38,12 @@ std::optional<ListenInfo> diag(const ListenerGroup& g, int id) {
   return tcp_listener_by_inode(s.socket.addr.port, g.inode(id));
 }
 
+std::optional<uint32_t> requests(const ListenerGroup& g, int id) {
+  const ListenerSpec& s = g.spec(id);
+  if (s.socket.proto != Proto::Tcp) return std::nullopt;
+  return tcp_requests(s.socket.addr.port);
+}
+
 bool fired(const Trigger& t, const ListenerGroup& g, const LoadGenerator& load, const Fault& f, uint64_t since_ns) {
   switch (t.kind) {
     case Trigger::Kind::AtTime: return monotonic_ns() - since_ns >= static_cast<uint64_t>(t.at.count()) * 1000000;
@@ -70,7 +76,7 @@ std::vector<FaultEvent> inject(ListenerGroup& g, const LoadGenerator& load, cons
   std::vector<FaultEvent> events;
   const uint64_t t0 = monotonic_ns();
   auto event = [&](FaultKind k, int id, std::optional<uint32_t> q, std::string note = {}) {
-    events.push_back({k, id, monotonic_ns() - t0, load.completed(), q, std::move(note)});
+    events.push_back({k, id, monotonic_ns() - t0, load.completed(), q, std::nullopt, std::move(note)});
   };
   for (const Fault& f : faults) {
     const auto deadline = std::chrono::steady_clock::now() + trigger_timeout;
@@ -100,8 +106,10 @@ std::vector<FaultEvent> inject(ListenerGroup& g, const LoadGenerator& load, cons
     }
     for (int id : f.listeners) {
       auto q = diag(g, id);
+      auto r = requests(g, id);
       apply(g, f.kind, id, f.stall);
       event(f.kind, id, q ? std::optional<uint32_t>(q->accept_queue) : std::nullopt);
+      events.back().requests_before = r;
     }
   }
   return events;

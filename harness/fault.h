@@ -52,6 +52,9 @@ struct FaultEvent {
   uint64_t at_ns;                // since the injector started
   uint64_t completed_before;     // attempts completed by then
   std::optional<uint32_t> queued_before;  // its accept queue just before (TCP), from sock_diag
+  // Requests in SYN_RECV on its port just before (TCP; every listener of the port), from
+  // sock_diag: a close migrates or drops them as it does the queued children.
+  std::optional<uint32_t> requests_before;
   std::string note;
 };
 

@@ -15,8 +15,9 @@
 
 namespace rp {
 
-// port 0: every listener of the namespace.
-static void dump_family(int fd, int family, uint16_t port, std::vector<ListenInfo>& out) {
+// port 0: every listener of the namespace. state: TCP_LISTEN, or TCP_SYN_RECV (the kernel
+// lists its request sockets then).
+static void dump_family(int fd, int family, uint16_t port, std::vector<ListenInfo>& out, int state = TCP_LISTEN) {
   struct {
     nlmsghdr nlh;
     inet_diag_req_v2 req;
@@ -26,7 +27,7 @@ static void dump_family(int fd, int family, uint16_t port, std::vector<ListenInf
   msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
   msg.req.sdiag_family = static_cast<uint8_t>(family);
   msg.req.sdiag_protocol = IPPROTO_TCP;
-  msg.req.idiag_states = 1U << TCP_LISTEN;
+  msg.req.idiag_states = 1U << state;
   msg.req.id.idiag_sport = htons(port);
   check_sys(send(fd, &msg, sizeof msg, 0), "send sock_diag request");
   alignas(nlmsghdr) char buf[16384];
@@ -61,6 +62,16 @@ static std::vector<ListenInfo> dump_listeners(uint16_t port) {
 std::vector<ListenInfo> tcp_listeners(uint16_t port) {
   if (port == 0) throw std::invalid_argument("tcp_listeners: port 0 (tcp_listening_ports() lists every port)");
   return dump_listeners(port);
+}
+
+uint32_t tcp_requests(uint16_t port) {
+  if (port == 0) throw std::invalid_argument("tcp_requests: port 0");
+  UniqueFd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!fd) throw_sys("socket NETLINK_SOCK_DIAG");
+  std::vector<ListenInfo> out;
+  dump_family(fd.get(), AF_INET, port, out, TCP_SYN_RECV);
+  dump_family(fd.get(), AF_INET6, port, out, TCP_SYN_RECV);
+  return static_cast<uint32_t>(out.size());
 }
 
 std::set<uint16_t> tcp_listening_ports() {

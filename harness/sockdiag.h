@@ -23,5 +23,9 @@ std::vector<ListenInfo> tcp_listeners(uint16_t port);
 // listened on port P" message lists, so that a server on the wrong port shows).
 std::set<uint16_t> tcp_listening_ports();
 std::optional<ListenInfo> tcp_listener_by_inode(uint16_t port, uint64_t inode);
+// Connection requests (SYN_RECV: SYN answered, final ACK not taken) on the port, IPv4 and
+// IPv6, whatever listener of the port they belong to. A listener's close migrates them
+// (tcp_migrate_req, an sk_reuseport/migrate program) like its queued children.
+uint32_t tcp_requests(uint16_t port);
 
 }  // namespace rp
