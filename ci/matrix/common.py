@@ -66,3 +66,14 @@ def _locked(path: Path) -> Iterator[None]:
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+def write_json_durably(dest: Path, doc: dict) -> None:
+    """Write doc to dest through a temporary file that is on disk before the rename: a
+    crash at any moment leaves the old file or the new one, never an empty one."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(doc, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, dest)

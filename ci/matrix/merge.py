@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from ci.matrix.common import DriverError, _locked
+from ci.matrix.common import DriverError, _locked, write_json_durably
 from ci.matrix.results import _read_old, _run_entry, _sorted_records, record_ref
 
 MATRIX_SCHEMA = "reuseport-check/matrix/1"
@@ -156,12 +156,7 @@ def write_merged_results(out_dir: Path, release: str, inputs: list[tuple[str, di
         doc = merge_results(inputs, old, note=lambda m: warn(f"{dest}: {m}"))
         if errs := _schema_errors(doc, "results"):  # a bug here, never a half-right file
             raise MergeError(f"{dest}: the merged document breaks the schema: {errs[0]}")
-        tmp = dest.with_name(f".results.json.{os.getpid()}")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(doc, indent=1) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        write_json_durably(dest, doc)
     return dest
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ci.matrix.common import BEGIN, END, PROGRESS_RE, _locked
+from ci.matrix.common import BEGIN, END, PROGRESS_RE, _locked, write_json_durably
 
 
 @dataclasses.dataclass
@@ -173,13 +173,7 @@ def write_results(results_dir: Path, run: KernelRun,
         doc, notes = results_document(run, old)
         for note in notes:
             log(f"{dest}: {note}")
-        tmp = dest.with_name(f".results.json.{os.getpid()}")
-        # On disk before the rename: a crash right after must not leave an empty results.json.
-        with open(tmp, "w") as f:
-            f.write(json.dumps(doc, indent=1) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        write_json_durably(dest, doc)
     return dest
 
 
