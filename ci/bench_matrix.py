@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -30,6 +31,12 @@ from ci.matrix import driver
 from ci.vm.kernels import VmError
 
 PROBE_CASE = "close_listener_with_queued_children/tcp4_close_k2_b8_migrate0"
+
+
+def _children_cpu() -> float:
+    """User + system seconds of the reaped children (qemu, `run` on the host)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def main() -> int:
@@ -95,9 +102,11 @@ def main() -> int:
                                             runs_dir=runs / "full", matrix=matrix, log=log, **kw)
 
             wall = time.monotonic()
+            cpu = _children_cpu()
             with ThreadPoolExecutor(max_workers=args.j) as pool:
                 results = list(pool.map(whole, names))
             wall = time.monotonic() - wall
+            cpu = _children_cpu() - cpu
             print(f"{'kernel':8} {'release':30} {'boot':>6} {'1st res':>7} {'duration':>8} "
                   f"{'scale':>5}  verdicts")
             fmt = lambda x: f"{x:5.2f}s" if x is not None else "     -"  # noqa: E731
@@ -112,6 +121,10 @@ def main() -> int:
             print(f"whole matrix: {wall:.1f} s wall ({wall / 60:.1f} min); one kernel after "
                   f"another: {serial:.1f} s; parallel/serial: {wall / serial:.2f} "
                   f"({serial / wall:.2f}x)")
+            cores = len(os.sched_getaffinity(0))
+            print(f"CPU time of qemu and run: {cpu:.0f} s of {cores} x {wall:.0f} s "
+                  f"({100 * cpu / (cores * wall):.0f}% of the machine): near 100% the matrix is "
+                  "bound by the CPU work in the guests, not by how it is scheduled")
     return 1 if bad else 0
 
 
