@@ -21,7 +21,7 @@ struct Command {
 };
 
 const Command kCommands[] = {
-    {"run", rp::cli::run_command, "run [--case GLOB]... [--repeat N] [--json PATH] [--resume FILE] [--verbose]",
+    {"run", rp::cli::run_command, "run [--case GLOB]... [--repeat N] [-j N] [--json PATH] [--resume FILE] [--verbose]",
      "Run the conformance cases on the running kernel; print expected, observed and the verdict per case x "
      "variant, then a summary. Exit 1 on any FAIL, XPASS or ERROR."},
     {"list", rp::cli::list_command, "list [--case GLOB]...", "Print the cases and their variants."},
@@ -29,9 +29,10 @@ const Command kCommands[] = {
      "Attach to a port someone else's server listens on and show, each second, what the kernel saw: listeners "
      "joining and leaving, resets by cause, children orphaned in a closed listener's queue, overflows, "
      "migrations; then a summary."},
-    {"matrix", rp::cli::matrix_command, "matrix [--kernels LIST] [--case GLOB]... [--json PATH] [-j N] [--shard K/N]",
-     "Run the cases on every kernel of ci/kernels.toml (Debian kernels booted in qemu, plus the running one) and "
-     "print a case x kernel table, differences marked."},
+    {"matrix", rp::cli::matrix_command, "matrix [--kernels LIST] [--case GLOB]... [--json PATH] [-j N] [--vcpus N] [--shard K/N]\n"
+     "                         [--kernel-image FILE [--modules DIR] | --kernel-deb FILE]...",
+     "Run the cases on every kernel of ci/kernels.toml (Debian kernels booted in qemu, plus the running one), "
+     "or on your own kernel image or package, and print a case x kernel table, differences marked."},
     {"merge", rp::cli::merge_command,
      "merge DIR... [--results-dir OUT] [--json PATH] [--junit PATH]",
      "Merge the results dirs of several matrix runs (the shards of `matrix --shard K/N` on several machines) "
