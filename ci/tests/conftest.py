@@ -10,12 +10,12 @@ import pytest
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
     """A cache dir of the test's own, and no KVM verdict carried over."""
-    from ci.vm import qemu
+    from ci.vm import accel
     monkeypatch.setenv("RP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("RP_ACCEL", raising=False)
-    qemu._verdict.clear()
+    accel._verdict.clear()
     yield tmp_path / "cache"
-    qemu._verdict.clear()
+    accel._verdict.clear()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ci.vm import qemu
+from ci.vm import accel, qemu
 from ci.vm.kernels import FetchedKernel, Kernel
 from ci.vm.qemu import KVM, TCG, Timeouts, _Stream, build_command, run_in_vm
 
@@ -59,7 +59,7 @@ def fake(tmp_path, monkeypatch, private_cache, processes_mentioning):
     binary.chmod(0o755)
     kvm_device = tmp_path / "kvm"
     kvm_device.write_text("")
-    monkeypatch.setattr(qemu, "KVM_DEVICE", str(kvm_device))
+    monkeypatch.setattr(accel, "KVM_DEVICE", str(kvm_device))
     calls = tmp_path / "calls"
     monkeypatch.setenv("FAKE_CALLS", str(calls))
     monkeypatch.setenv("FAKE_MODE", "ok")
@@ -133,7 +133,7 @@ def test_kvm_abort_falls_back_to_tcg_and_is_remembered(fake):
     again = fake("echo again", mode="kvm-abort")
     assert fake.accels == ["tcg"] and again.ok and again.accel == "tcg"
     # The verdict is in a file too, for the other workers of a parallel run.
-    qemu._verdict.clear()
+    accel._verdict.clear()
     fake("true", mode="kvm-abort")
     assert fake.accels == ["tcg"]
 
@@ -230,8 +230,8 @@ def test_idle_limit_is_the_guests_measured_scale_times_idle(fake):
 def test_smp_guests_take_the_tcg_thread_model_of_accel_toml(tmp_path, monkeypatch):
     data = tmp_path / "accel.toml"
     data.write_text('[[smp]]\naccel = "tcg"\nqemu = "*"\nthread = "multi"\nevidence = "x"\n')
-    monkeypatch.setattr(qemu, "load_smp_choices", lambda path=data: [
-        qemu.SmpChoice("tcg", "*", "multi", "x")])
+    monkeypatch.setattr(accel, "load_smp_choices", lambda path=data: [
+        accel.SmpChoice("tcg", "*", "multi", "x")])
     one = build_command(tmp_path / "v", tmp_path / "i", TCG, console_log=tmp_path / "c",
                         output_log=tmp_path / "o", nonce="n", command="true")
     assert one.qemu_args[1:5] == ["-accel", "tcg", "-cpu", "max,-cx16"]
@@ -247,7 +247,7 @@ def test_smp_guests_take_the_tcg_thread_model_of_accel_toml(tmp_path, monkeypatc
     kvm = build_command(tmp_path / "v", tmp_path / "i", KVM, console_log=tmp_path / "c",
                         output_log=tmp_path / "o", nonce="n", command="true", vcpus=4)
     assert kvm.qemu_args[1:3] == ["-accel", "kvm"]
-    with pytest.raises(qemu.VmError, match="vcpus must be 1 to 64"):
+    with pytest.raises(accel.VmError, match="vcpus must be 1 to 64"):
         build_command(tmp_path / "v", tmp_path / "i", TCG, console_log=tmp_path / "c",
                       output_log=tmp_path / "o", nonce="n", command="true", vcpus=0)
 
@@ -256,16 +256,16 @@ def test_accel_toml_is_read_by_qemu_version_and_checked(tmp_path, monkeypatch):
     data = tmp_path / "accel.toml"
     data.write_text('[[smp]]\naccel = "tcg"\nqemu = "7.2"\nthread = "multi"\nevidence = "m"\n'
                     '[[smp]]\naccel = "tcg"\nqemu = "*"\nthread = "single"\nevidence = "s"\n')
-    monkeypatch.setattr(qemu, "_qemu_versions", {"q72": "7.2", "q90": "9.0"})
-    assert qemu.smp_choice("tcg", "q72", data).thread == "multi"
-    assert qemu.smp_choice("tcg", "q90", data).thread == "single"
-    assert qemu.smp_choice("kvm", "q90", data) is None
+    monkeypatch.setattr(accel, "_qemu_versions", {"q72": "7.2", "q90": "9.0"})
+    assert accel.smp_choice("tcg", "q72", data).thread == "multi"
+    assert accel.smp_choice("tcg", "q90", data).thread == "single"
+    assert accel.smp_choice("kvm", "q90", data) is None
     data.write_text('[[smp]]\naccel = "tcg"\nqemu = "*"\nthread = "fast"\nevidence = "x"\n')
-    with pytest.raises(qemu.VmError, match="thread = single or multi"):
-        qemu.load_smp_choices(data)
+    with pytest.raises(accel.VmError, match="thread = single or multi"):
+        accel.load_smp_choices(data)
     data.write_text('[[smp]]\naccel = "tcg"\nqemu = "*"\nthread = "single"\nwhy = "x"\n')
-    with pytest.raises(qemu.VmError, match="unknown keys \\['why'\\]"):
-        qemu.load_smp_choices(data)
+    with pytest.raises(accel.VmError, match="unknown keys \\['why'\\]"):
+        accel.load_smp_choices(data)
     # The project's own file: every entry valid, and one for any QEMU version.
-    choices = qemu.load_smp_choices()
+    choices = accel.load_smp_choices()
     assert any(c.accel == "tcg" and c.qemu == "*" for c in choices)
