@@ -68,10 +68,9 @@ def main() -> int:
 
             def one(job):
                 n, i = job
-                kw = {} if matrix[n].is_host else {"vcpus": args.vcpus}
                 return n, driver.run_kernel(n, [args.probe_case], len(probe), binary=binary,
                                             runs_dir=runs / f"probe{i}", matrix=matrix, log=log,
-                                            **kw)
+                                            vcpus=args.vcpus)
 
             one(jobs[0])  # fetches kernels and modules, settles the KVM verdict: not timed
             with ThreadPoolExecutor(max_workers=args.j) as pool:
@@ -97,9 +96,9 @@ def main() -> int:
                   f"{args.j} at a time")
 
             def whole(n):
-                kw = {} if matrix[n].is_host else {"vcpus": args.vcpus}
                 return n, driver.run_kernel(n, args.case, len(full), binary=binary,
-                                            runs_dir=runs / "full", matrix=matrix, log=log, **kw)
+                                            runs_dir=runs / "full", matrix=matrix, log=log,
+                                            vcpus=args.vcpus)
 
             wall = time.monotonic()
             cpu = _children_cpu()

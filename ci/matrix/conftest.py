@@ -180,10 +180,10 @@ def kernel_run(request) -> driver.KernelRun:
     run_timeout = request.config.getoption("--run-timeout") or driver.run_timeout(n)
     timeouts = Timeouts(boot=request.config.getoption("--boot-timeout"), run=run_timeout,
                         idle=driver.IDLE_S)
-    kw = {} if rp["matrix"][name].is_host else {"vcpus": request.config.getoption("--vcpus")}
     run = driver.run_kernel(name, globs, n, binary=rp["binary"],
                             runs_dir=rp["results"] / "runs", matrix=rp["matrix"],
-                            timeouts=timeouts, **kw)
+                            timeouts=timeouts,
+                            vcpus=request.config.getoption("--vcpus"))
     written = driver.write_results(rp["results"], run, log=lambda m: _say(request.config, m)) \
         if run.ok else None
     driver.emit({"ev": "kernel", "kernel": name, "state": "done" if run.ok else "error",

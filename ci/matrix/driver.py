@@ -281,13 +281,15 @@ def run_host(globs: list[str], n_variants: int, *, binary: Path, workdir: Path,
 
 def run_kernel(name: str, globs: list[str], n_variants: int, *, binary: Path,
                runs_dir: Path, matrix: dict[str, Kernel],
-               log: Callable[[str], None] = lambda m: None, **kw) -> KernelRun:
+               log: Callable[[str], None] = lambda m: None,
+               vcpus: int = DEFAULT_VCPUS, **kw) -> KernelRun:
+    """run_host or run_guest; vcpus is the guest's (the host has its own CPUs)."""
     workdir = runs_dir / name
     if matrix[name].is_host:
         return run_host(globs, n_variants, binary=binary, workdir=workdir,
                         timeout=kw.get("timeouts").run if kw.get("timeouts") else None)
     return run_guest(name, globs, n_variants, binary=binary, workdir=workdir, matrix=matrix,
-                     log=log, **kw)
+                     log=log, vcpus=vcpus, **kw)
 
 
 

@@ -180,8 +180,7 @@ class _Stream:
         self.setup_failed: str | None = None
         self.exit_code: int | None = None
         self.exit_at: int | None = None
-        self.scale = 1  # the guest's RP-SCALE, once it printed one
-        self._scale_seen = False
+        self.scale: int | None = None  # the guest's RP-SCALE, once it printed one
         self._scanned = 0
 
     def feed(self, data: bytes) -> None:
@@ -201,9 +200,9 @@ class _Stream:
         if self.output_start is not None and self.exit_code is None:
             if m := self.exit.search(self.buf, max(start, self.output_start - 1)):
                 self.exit_code, self.exit_at = int(m.group(1)), m.start()
-        if self.output_start is not None and not self._scale_seen:
+        if self.output_start is not None and self.scale is None:
             if m := _SCALE.search(self.buf, self.output_start - 1):
-                self.scale, self._scale_seen = max(1, int(m.group(1))), True
+                self.scale = max(1, int(m.group(1)))
 
     @property
     def phase(self) -> str:
@@ -293,11 +292,11 @@ def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: P
                     result.error = (f"timeout: no progress in phase {phase} after "
                                     f"{deadlines[phase]:.0f} s")
                     break
-                if phase == "run" and timeouts.idle and \
-                        now - last_output > timeouts.idle * stream.scale:
-                    result.error = (f"timeout: no output in phase run for "
-                                    f"{timeouts.idle * stream.scale:.0f} s ({timeouts.idle:.0f}"
-                                    f" s x the guest's measured scale {stream.scale})")
+                idle = timeouts.idle * (stream.scale or 1) if timeouts.idle else None
+                if phase == "run" and idle and now - last_output > idle:
+                    result.error = (f"timeout: no output in phase run for {idle:.0f} s "
+                                    f"({timeouts.idle:.0f} s x the guest's measured scale "
+                                    f"{stream.scale or 1})")
                     break
                 time.sleep(POLL_S)
             if stream.exit_code is not None and exited is None:
@@ -314,7 +313,7 @@ def boot(kernel_name: str, vmlinuz: Path, initrd: Path, accel: Accel, workdir: P
         result.duration = time.monotonic() - start
     result.phase, result.release, result.output = stream.phase, stream.release, stream.output()
     result.exit_code = stream.exit_code
-    result.scale = stream.scale if stream._scale_seen else None
+    result.scale = stream.scale
     if stream.exit_code is not None:
         result.status, result.error = "OK", ""
     elif not result.error:
