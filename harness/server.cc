@@ -125,8 +125,11 @@ void serve_udp(ListenerGroup::Slot& s, int fd, uint32_t id) {
     if (n < 0) return;
     s.accepted.fetch_add(1, std::memory_order_relaxed);
     wire::Reply r = wire::make_reply(id);
-    if (sendto(fd, &r, sizeof r, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), fl) == sizeof r)
-      s.served.fetch_add(1, std::memory_order_relaxed);
+    // Counted before the send, as serve_one does: a client may read the reply and the test
+    // read the count before this thread runs again; a failed send takes its count back.
+    s.served.fetch_add(1, std::memory_order_relaxed);
+    if (sendto(fd, &r, sizeof r, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), fl) != sizeof r)
+      s.served.fetch_sub(1, std::memory_order_relaxed);
   }
 }
 
