@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ci.matrix.common import DIAG_MODULES, DriverError, _locked
-from ci.vm.kernels import FetchedKernel, PrivateApt, archive_uris, cache_dir
+from ci.vm.kernels import FetchedKernel, PrivateApt, archive_uris, cache_dir, deb_data
 
 
 def _module_package(fetched: FetchedKernel) -> str:
@@ -43,8 +43,6 @@ def fetch_modules(fetched: FetchedKernel,
     A module the package lacks is taken to be built in (nothing to load). A local kernel
     (an image or a .deb the user has) brought its modules, or none, with it.
     """
-    import tarfile
-
     if fetched.modules is not None:
         return list(fetched.modules)
 
@@ -70,20 +68,11 @@ def fetch_modules(fetched: FetchedKernel,
         found: dict[str, bytes] = {}
         with tempfile.TemporaryDirectory(dir=mdir, prefix="dl.") as tmp:
             deb = apt.download(package, fetched.version, Path(tmp))
-            proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            try:
-                with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                    for member in tar:
-                        name = member.name.removeprefix("./")
-                        if (m := pattern.match(name)) and member.isfile():
-                            found[m.group(1)] = _decompress(name,
-                                                            tar.extractfile(member).read())
-            except tarfile.TarError as e:
-                raise DriverError(f"{deb.name}: not a valid package: {e}") from None
-            finally:
-                proc.stdout.close()
-                proc.wait()
+            with deb_data(deb, f"kernel {fetched.kernel.name}") as tar:
+                for member in tar:
+                    name = member.name.removeprefix("./")
+                    if (m := pattern.match(name)) and member.isfile():
+                        found[m.group(1)] = _decompress(name, tar.extractfile(member).read())
         have = [m for m in DIAG_MODULES if m in found]
         for m in have:
             (mdir / f"{m}.ko").write_bytes(found[m])

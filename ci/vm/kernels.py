@@ -444,36 +444,44 @@ def _resolve(apt: PrivateApt, kernel: Kernel) -> tuple[str, str]:
     return max(rows, key=functools.cmp_to_key(lambda a, b: _version_cmp(a[1], b[1])))
 
 
-def _extract_vmlinuz(deb: Path, kernel: Kernel, package: str, dest: Path) -> str:
-    """Copy the one file matching kernel.vmlinuz out of the .deb; return the release."""
-    pattern = re.compile(re.escape(kernel.vmlinuz).replace(r"\*", "([^/]+)") + "$")
+@contextmanager
+def deb_data(deb: Path, who: str) -> Iterator[tarfile.TarFile]:
+    """The data archive of a .deb (dpkg-deb --fsys-tarfile), as a tar stream to read once,
+    in order, to its end. A damaged archive or a failing dpkg-deb is a FetchError naming
+    `who` (the kernel) and the package."""
     proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    release = None
-    vmlinuz_like = []
     try:
         with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for member in tar:
-                name = member.name.removeprefix("./")
-                if "vmlinuz" in name:
-                    vmlinuz_like.append(name)
-                m = pattern.match(name)
-                if m and member.isfile() and release is None:
-                    release = m.group(1)
-                    src = tar.extractfile(member)
-                    with open(dest.with_suffix(".tmp"), "wb") as out:
-                        shutil.copyfileobj(src, out)
-                    os.replace(dest.with_suffix(".tmp"), dest)
+            yield tar
     except tarfile.TarError as e:
-        raise FetchError(f"kernel {kernel.name}: {deb.name} is not a valid package: {e}") \
-            from None
+        raise FetchError(f"{who}: {deb.name} is not a valid package: {e}") from None
     finally:
         proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace")
+        err = proc.stderr.read().decode(errors="replace").strip()
         proc.stderr.close()
         proc.wait()
     if proc.returncode != 0:
-        raise FetchError(f"kernel {kernel.name}: dpkg-deb failed on {deb.name}: {err.strip()}")
+        raise FetchError(f"{who}: dpkg-deb failed on {deb.name}: {err}")
+
+
+def _extract_vmlinuz(deb: Path, kernel: Kernel, package: str, dest: Path) -> str:
+    """Copy the one file matching kernel.vmlinuz out of the .deb; return the release."""
+    pattern = re.compile(re.escape(kernel.vmlinuz).replace(r"\*", "([^/]+)") + "$")
+    release = None
+    vmlinuz_like = []
+    with deb_data(deb, f"kernel {kernel.name}") as tar:
+        for member in tar:
+            name = member.name.removeprefix("./")
+            if "vmlinuz" in name:
+                vmlinuz_like.append(name)
+            m = pattern.match(name)
+            if m and member.isfile() and release is None:
+                release = m.group(1)
+                src = tar.extractfile(member)
+                with open(dest.with_suffix(".tmp"), "wb") as out:
+                    shutil.copyfileobj(src, out)
+                os.replace(dest.with_suffix(".tmp"), dest)
     if release is None:
         raise FetchError(f"kernel {kernel.name}: package {package} has no file matching "
                          f"{kernel.vmlinuz!r} (vmlinuz-like files: "

@@ -14,13 +14,13 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Callable
 
 from ci.matrix.common import DIAG_MODULES
 from ci.matrix.modules import _decompress
-from ci.vm.kernels import FetchedKernel, FetchError, Kernel, MatrixError, cache_dir, check_local
+from ci.vm.kernels import (FetchedKernel, FetchError, Kernel, MatrixError, cache_dir, check_local,
+                            deb_data)
 
 _KO_SUFFIXES = ("", ".xz", ".gz", ".zst")
 # A module's path in a package: lib/modules/<release>/kernel/net/ipv4/<name>.ko[.xz|...]
@@ -132,31 +132,19 @@ def _prepare_deb(kernel: Kernel, log: Callable[[str], None]) -> FetchedKernel:
     shutil.rmtree(kdir, ignore_errors=True)
     (kdir / "modules").mkdir(parents=True)
     release, vmlinuz_names, found = None, [], {}
-    proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for member in tar:
-                name = member.name.removeprefix("./")
-                if not member.isfile():
-                    continue
-                if (m := _DEB_VMLINUZ_RE.match(name)) and release is None:
-                    release = m.group(1) or m.group(2)
-                    vmlinuz_names.append(name)
-                    with open(kdir / "vmlinuz", "wb") as out:
-                        shutil.copyfileobj(tar.extractfile(member), out)
-                elif m := _DEB_MODULE_RE.match(name):
-                    found[m.group(2)] = (m.group(1),
-                                         _decompress(name, tar.extractfile(member).read()))
-    except tarfile.TarError as e:
-        raise FetchError(f"kernel {kernel.name}: {deb} is not a valid package: {e}") from None
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace").strip()
-        proc.stderr.close()
-        proc.wait()
-    if proc.returncode != 0:
-        raise FetchError(f"kernel {kernel.name}: dpkg-deb failed on {deb}: {err}")
+    with deb_data(deb, f"kernel {kernel.name}") as tar:
+        for member in tar:
+            name = member.name.removeprefix("./")
+            if not member.isfile():
+                continue
+            if (m := _DEB_VMLINUZ_RE.match(name)) and release is None:
+                release = m.group(1) or m.group(2)
+                vmlinuz_names.append(name)
+                with open(kdir / "vmlinuz", "wb") as out:
+                    shutil.copyfileobj(tar.extractfile(member), out)
+            elif m := _DEB_MODULE_RE.match(name):
+                found[m.group(2)] = (m.group(1),
+                                     _decompress(name, tar.extractfile(member).read()))
     if release is None:
         mods = f" (it holds the modules of {next(iter(found.values()))[0]})" if found else ""
         raise FetchError(f"kernel {kernel.name}: {deb.name} ({package} {version}) holds no "
