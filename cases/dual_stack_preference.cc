@@ -13,16 +13,22 @@
 //     compute_score() ranks AF_INET above AF_INET6 and a matching specific address higher.
 //
 // Scenario, per variant (protocol, family, which pair, which socket is opened first):
-//   1. In a fresh network namespace, start two SO_REUSEPORT listeners on port P that serve
-//      and answer with their id: either an AF_INET6 wildcard with IPV6_V6ONLY=0 and an
-//      AF_INET wildcard ("inet_over_dualstack", IPv4 traffic), or a wildcard and the
-//      loopback address of one family ("specific_over_wildcard"). The order they are
-//      opened in is part of the variant: the lookup must not depend on it.
+//   1. In a fresh network namespace, start SO_REUSEPORT listeners on port P that serve and
+//      answer with their id, a preferred one and the others: an AF_INET wildcard over an
+//      AF_INET6 wildcard with IPV6_V6ONLY=0 ("inet_over_dualstack", IPv4 traffic); the
+//      loopback address of one family over that family's wildcard
+//      ("specific_over_wildcard"); 127.0.0.1 over a dual-stack AF_INET6 wildcard
+//      ("specific_over_dualstack", IPv4); an AF_INET6 socket bound to ::ffff:127.0.0.1
+//      over an AF_INET and a dual-stack AF_INET6 wildcard ("mapped_over_wildcards", IPv4;
+//      the last two are the claims of tools/testing/selftests/net/reuseport_addr_any.c).
+//      The order they are opened in is part of the variant: the lookup must not depend
+//      on it.
 //   2. Send the traffic to the loopback address: TCP, 200 connections from the load
 //      generator (request, reply naming the listener); UDP, 200 datagrams, each from a
 //      socket of its own (a new source port each).
 //   3. Count what each listener served; the ledger reconciles clients and servers.
-//   4. Compare with cases/expectations.json: the preferred socket serves everything.
+//   4. Compare with cases/expectations.json: the preferred socket serves everything, the
+//      others (served_by_other, their sum) nothing.
 
 #include <gtest/gtest.h>
 
@@ -35,7 +41,7 @@
 namespace rp::cases {
 namespace {
 
-enum class Pair { InetOverDualstack, SpecificOverWildcard };
+enum class Pair { InetOverDualstack, SpecificOverWildcard, SpecificOverDualstack, MappedOverWildcards };
 
 struct Variant {
   Proto proto;
@@ -47,8 +53,12 @@ struct Variant {
     std::string n = std::string(proto == Proto::Tcp ? "tcp" : "udp") + (family == Family::V4 ? "4" : "6");
     if (pair == Pair::InetOverDualstack)
       n += preferred_first ? "_inet_over_dualstack_inet_first" : "_inet_over_dualstack_inet6_first";
-    else
+    else if (pair == Pair::SpecificOverWildcard)
       n += preferred_first ? "_specific_over_wildcard_specific_first" : "_specific_over_wildcard_wildcard_first";
+    else if (pair == Pair::SpecificOverDualstack)
+      n += preferred_first ? "_specific_over_dualstack_specific_first" : "_specific_over_dualstack_wildcard_first";
+    else
+      n += preferred_first ? "_mapped_over_wildcards_mapped_first" : "_mapped_over_wildcards_wildcards_first";
     return n;
   }
 };
@@ -56,27 +66,45 @@ struct Variant {
 constexpr uint16_t kPort = 47340;
 constexpr unsigned kAttempts = 200;
 
+ListenerSpec listener(Proto p, Endpoint addr, bool v6only = false) {
+  ListenerSpec s;
+  s.socket.proto = p;
+  s.socket.addr = std::move(addr);
+  s.socket.v6only = v6only;
+  return s;
+}
+
 nlohmann::json scenario(const Variant& v) {
-  ListenerSpec preferred, other;
-  preferred.socket.proto = other.socket.proto = v.proto;
-  if (v.pair == Pair::InetOverDualstack) {
-    preferred.socket.addr = Endpoint::wildcard(Family::V4, kPort);
-    other.socket.addr = Endpoint::wildcard(Family::V6, kPort);
-    other.socket.v6only = false;
-  } else {
-    preferred.socket.addr = Endpoint::loopback(v.family, kPort);
-    other.socket.addr = Endpoint::wildcard(v.family, kPort);
-    other.socket.v6only = true;  // keeps the IPv6 pair about addresses only
+  ListenerSpec preferred;
+  std::vector<ListenerSpec> others;
+  switch (v.pair) {
+    case Pair::InetOverDualstack:
+      preferred = listener(v.proto, Endpoint::wildcard(Family::V4, kPort));
+      others = {listener(v.proto, Endpoint::wildcard(Family::V6, kPort), false)};
+      break;
+    case Pair::SpecificOverWildcard:  // v6only keeps the IPv6 pair about addresses only
+      preferred = listener(v.proto, Endpoint::loopback(v.family, kPort));
+      others = {listener(v.proto, Endpoint::wildcard(v.family, kPort), true)};
+      break;
+    case Pair::SpecificOverDualstack:
+      preferred = listener(v.proto, Endpoint::loopback(Family::V4, kPort));
+      others = {listener(v.proto, Endpoint::wildcard(Family::V6, kPort), false)};
+      break;
+    case Pair::MappedOverWildcards:
+      // An AF_INET6 socket bound to ::ffff:127.0.0.1 takes IPv4 traffic to 127.0.0.1: its
+      // sk_rcv_saddr is the IPv4 address and ipv6_portaddr_hash() hashes a mapped address as
+      // the IPv4 one, so the (daddr, port) lookup finds it before any wildcard.
+      preferred = listener(v.proto, Endpoint{Family::V6, "::ffff:127.0.0.1", kPort}, false);
+      others = {listener(v.proto, Endpoint::wildcard(Family::V4, kPort)),
+                listener(v.proto, Endpoint::wildcard(Family::V6, kPort), false)};
+      break;
   }
   ListenerGroup group;
-  int preferred_id, other_id;
-  if (v.preferred_first) {
-    preferred_id = group.add(preferred);
-    other_id = group.add(other);
-  } else {
-    other_id = group.add(other);
-    preferred_id = group.add(preferred);
-  }
+  int preferred_id = -1;
+  std::vector<int> other_ids;
+  if (v.preferred_first) preferred_id = group.add(preferred);
+  for (const auto& o : others) other_ids.push_back(group.add(o));
+  if (!v.preferred_first) preferred_id = group.add(preferred);
 
   nlohmann::json o;
   const Endpoint target = Endpoint::loopback(v.family, kPort);
@@ -112,7 +140,9 @@ nlohmann::json scenario(const Variant& v) {
     o["ledger_mismatches"] = mismatches;
   }
   o["served_by_preferred"] = group.served(preferred_id);
-  o["served_by_other"] = group.served(other_id);
+  uint64_t by_others = 0;
+  for (int id : other_ids) by_others += group.served(id);
+  o["served_by_other"] = by_others;
   return o;
 }
 
@@ -122,6 +152,8 @@ std::vector<Variant> variants() {
     for (bool first : {true, false}) out.push_back({p, Family::V4, Pair::InetOverDualstack, first});
     for (Family f : {Family::V4, Family::V6})
       for (bool first : {true, false}) out.push_back({p, f, Pair::SpecificOverWildcard, first});
+    for (Pair pair : {Pair::SpecificOverDualstack, Pair::MappedOverWildcards})
+      for (bool first : {true, false}) out.push_back({p, Family::V4, pair, first});
   }
   return out;
 }
