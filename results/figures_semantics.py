@@ -109,6 +109,16 @@ def m_incoming_cpu(c: str, rs: list[dict], recs: Records) -> str:
         f"CPU.")
 
 
+@semantics("cbpf_cpu_steering")
+def m_cbpf_cpu_steering(c: str, rs: list[dict], recs: Records) -> str:
+    per_cpu = span(rs, "received_per_client_cpu",
+                   lambda v: ", ".join(f"`{k}: {v[k]}`" for k in sorted(v)))
+    return (
+        f"{span(rs, 'to_socket_of_their_cpu')} of {span(rs, 'sent')} connections or datagrams "
+        f"at the socket whose index is their client's CPU (per client CPU, received per "
+        f"socket index: {per_cpu}).")
+
+
 @semantics("migrated_wakeup")
 def m_migrated_wakeup(c: str, rs: list[dict], recs: Records) -> str:
     return (

@@ -96,6 +96,8 @@ const std::vector<Flip>& flips() {
        "woke -> slept until the releasing connection"},
       {"incoming_cpu", "*", {{"to_listener_of_their_cpu", {{"of", "expected_connections"}, {"times", 0.5}}}},
        "steered by CPU -> hashed (about half reach the listener of their CPU)"},
+      {"cbpf_cpu_steering", "*", {{"to_socket_of_their_cpu", {{"of", "sent"}, {"times", 0.5}}}},
+       "steered by the CPU program -> hashed (about half at the socket of their CPU)"},
       {"bpf_steering", "*", {{"steered_to_target", {{"of", "flows"}, {"times", 0.25}}}},
        "steered by the program -> hashed (a quarter on the target)"},
       {"sk_reuseport_select", "tcp*_drop", {{"dropped_refused", 0}, {"dropped_served", "$flows"}, {"program_drops", 0}},
