@@ -10,7 +10,8 @@
 // bind(): sk_reuseport_match() (net/ipv4/inet_connection_sock.c) and udp_lib_lport_inuse()
 // (net/ipv4/udp.c) treat it as a conflict, so the bind fails with EADDRINUSE.
 //
-// Scenario, per variant (tcp/udp x IPv4/IPv6 x classic/extended BPF):
+// Scenario, per variant (tcp/udp x IPv4/IPv6 x classic/extended BPF, and tcp/udp x
+// classic/extended for IPv4 traffic to a dual-stack AF_INET6 group, "_dualstack"):
 //   1. In a fresh network namespace, 4 SO_REUSEPORT listeners (threads) on one port.
 //   2. Map F fixed flows (UDP: 1,024 source ports, one datagram each; TCP: 256 source
 //      ports, one connection each) to the answering listener: the hash's choice.
@@ -46,9 +47,10 @@ struct Variant {
   Proto proto;
   Family family;
   Kind kind;
+  bool dualstack = false;  // the group: AF_INET6 wildcards with IPV6_V6ONLY=0; IPv4 traffic
   std::string name() const {
     return std::string(proto == Proto::Tcp ? "tcp" : "udp") + (family == Family::V4 ? "4" : "6") +
-           (kind == Kind::Classic ? "_cbpf" : "_ebpf");
+           (dualstack ? "_dualstack" : "") + (kind == Kind::Classic ? "_cbpf" : "_ebpf");
   }
 };
 
@@ -61,7 +63,8 @@ nlohmann::json scenario(const Variant& v) {
   ListenerGroup group;
   ListenerSpec spec;
   spec.socket.proto = v.proto;
-  spec.socket.addr = Endpoint::loopback(v.family, kPort);
+  spec.socket.addr = v.dualstack ? Endpoint::wildcard(Family::V6, kPort) : Endpoint::loopback(v.family, kPort);
+  spec.socket.v6only = false;
   for (int i = 0; i < kListeners; ++i) group.add(spec);
   const int member = probes::socket_fd_by_inode(group.inode(0));
 
@@ -126,7 +129,7 @@ nlohmann::json scenario(const Variant& v) {
   // Attach before bind: the socket's own group keeps it out of the listeners' group.
   {
     UniqueFd s(static_cast<int>(check_sys(
-        socket(af_of(v.family), (v.proto == Proto::Tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, 0), "socket")));
+        socket(af_of(spec.socket.addr.family), (v.proto == Proto::Tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, 0), "socket")));
     int one = 1;
     check_sys(setsockopt(s.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one), "setsockopt SO_REUSEPORT");
     if (ebpf)
@@ -150,6 +153,10 @@ std::vector<Variant> variants() {
   for (Proto pr : {Proto::Tcp, Proto::Udp})
     for (Family f : {Family::V4, Family::V6})
       for (Kind k : {Kind::Classic, Kind::Extended}) out.push_back({pr, f, k});
+  // An IPv4 packet reaching a dual-stack AF_INET6 group is steered like any other
+  // (reuseport_bpf.c's "IPv6 sockets receiving IPv4 traffic").
+  for (Proto pr : {Proto::Tcp, Proto::Udp})
+    for (Kind k : {Kind::Classic, Kind::Extended}) out.push_back({pr, Family::V4, k, true});
   return out;
 }
 
