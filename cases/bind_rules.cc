@@ -24,6 +24,8 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include "cases/lib/case_test.h"
 #include "harness/error.h"
 #include "harness/socket.h"
@@ -46,6 +48,11 @@ struct Variant {
   Proto proto;
   Side a;
   Side b;
+  // A third socket that binds after A and is closed again before B binds (the bind bucket's
+  // reuse state must be recomputed when it leaves: b9470c27607b "inet: kill smallest_size
+  // and smallest_port", tools/testing/selftests/net/reuseaddr_conflict.c). B also tries a
+  // bind while it is there.
+  std::optional<Side> passer = std::nullopt;
 };
 
 constexpr uint16_t kPort = 47310;
@@ -81,12 +88,19 @@ nlohmann::json scenario(const Variant& v) {
   }
   if (tcp && v.a.listen) check_sys(listen(a.get(), 16), "listen A");
 
+  nlohmann::json o;
+  if (v.passer) {
+    UniqueFd c = make_socket(v.proto, *v.passer);
+    o["passer_bind"] = result_of(bind_to(c.get(), *v.passer));
+    UniqueFd early = make_socket(v.proto, v.b);
+    o["second_bind_beside_passer"] = result_of(bind_to(early.get(), v.b));
+  }
+
   UniqueFd b = make_socket(v.proto, v.b);
   const std::string second_bind = result_of(bind_to(b.get(), v.b));
   std::string second_listen = "-";
   if (tcp && second_bind == "OK") second_listen = result_of(listen(b.get(), 16));
 
-  nlohmann::json o;
   o["second_bind"] = second_bind;
   o["second_listen"] = second_listen;
   return o;
@@ -123,6 +137,13 @@ std::vector<Variant> variants() {
     out.push_back({p46 + "_dualstack_reuseport", p, Side{Family::V4, "", true}, Side{Family::V6, "", true}});
     out.push_back({p46 + "_v6only_plain", p, Side{Family::V4, ""}, Side{Family::V6, "", false, false, true}});
   }
+  // reuseaddr_conflict.c: 127.0.0.1 listening (SO_REUSEADDR), an IPV6_V6ONLY :: socket
+  // (SO_REUSEADDR) binds beside it and leaves; 0.0.0.0 (SO_REUSEADDR) conflicts before and
+  // after.
+  Side specific{Family::V4, "127.0.0.1", false, true};
+  Side any6{Family::V6, "", false, true, true};
+  any6.listen = false;
+  out.push_back({"tcp4_reuseaddr_listener_after_v6only_left", Proto::Tcp, specific, Side{Family::V4, "", false, true}, any6});
   return out;
 }
 
