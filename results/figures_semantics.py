@@ -168,6 +168,16 @@ def m_unix(c: str, rs: list[dict], recs: Records) -> str:
         f"{span(rs, 'second_bind')}.")
 
 
+@semantics("groups_per_address")
+def m_groups_per_address(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"{span(rs, 'answered')} of {span(rs, 'attempts')} answered over "
+        f"{span(rs, 'addresses')} addresses, {span(rs, 'to_other_address')} by a listener of "
+        f"another address; every address's traffic reached at least "
+        f"{span(rs, 'fewest_listeners_used_per_address')} of its "
+        f"{span(rs, 'listeners_per_address')} listeners.")
+
+
 @semantics("dual_stack_preference")
 def m_dual_stack(c: str, rs: list[dict], recs: Records) -> str:
     return (
