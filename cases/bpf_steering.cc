@@ -11,18 +11,21 @@
 // (net/ipv4/udp.c) treat it as a conflict, so the bind fails with EADDRINUSE.
 //
 // Scenario, per variant (tcp/udp x IPv4/IPv6 x classic/extended BPF, and tcp/udp x
-// classic/extended for IPv4 traffic to a dual-stack AF_INET6 group, "_dualstack"):
-//   1. In a fresh network namespace, 4 SO_REUSEPORT listeners (threads) on one port.
+// classic/extended for IPv4 traffic to a dual-stack AF_INET6 group, "_dualstack", and UDP
+// groups of 20 sockets, "_20socks"):
+//   1. In a fresh network namespace, N = 4 (or 20) SO_REUSEPORT listeners (threads) on one
+//      port.
 //   2. Map F fixed flows (UDP: 1,024 source ports, one datagram each; TCP: 256 source
 //      ports, one connection each) to the answering listener: the hash's choice.
 //   3. Attach to listener 0 a program that returns index 2; map the flows again: all of
 //      them must reach listener 2.
-//   4. Make it return 7 (the group has 4 sockets): map again; every flow must be where the
-//      hash put it in step 2.
+//   4. Make it return N + 3 (past the group's last socket): map again; every flow must be
+//      where the hash put it in step 2.
 //   5. Detach (SO_DETACH_REUSEPORT_BPF, 5.3): map again, as step 2.
 //   6. A new SO_REUSEPORT socket gets the same program attached before bind(); its bind to
 //      the group's port fails with EADDRINUSE.
-//   7. Reconcile: answers the clients got = answers the listeners sent.
+//   7. Attach the program to a bound socket without SO_REUSEPORT: EINVAL.
+//   8. Reconcile: answers the clients got = answers the listeners sent.
 
 #include <gtest/gtest.h>
 
@@ -48,16 +51,16 @@ struct Variant {
   Family family;
   Kind kind;
   bool dualstack = false;  // the group: AF_INET6 wildcards with IPV6_V6ONLY=0; IPv4 traffic
+  int listeners = 4;
   std::string name() const {
     return std::string(proto == Proto::Tcp ? "tcp" : "udp") + (family == Family::V4 ? "4" : "6") +
-           (dualstack ? "_dualstack" : "") + (kind == Kind::Classic ? "_cbpf" : "_ebpf");
+           (dualstack ? "_dualstack" : "") + (listeners != 4 ? "_" + std::to_string(listeners) + "socks" : "") +
+           (kind == Kind::Classic ? "_cbpf" : "_ebpf");
   }
 };
 
 constexpr uint16_t kPort = 47600;
-constexpr int kListeners = 4;
 constexpr uint32_t kTarget = 2;
-constexpr uint32_t kOutOfRange = 7;
 
 nlohmann::json scenario(const Variant& v) {
   ListenerGroup group;
@@ -65,7 +68,8 @@ nlohmann::json scenario(const Variant& v) {
   spec.socket.proto = v.proto;
   spec.socket.addr = v.dualstack ? Endpoint::wildcard(Family::V6, kPort) : Endpoint::loopback(v.family, kPort);
   spec.socket.v6only = false;
-  for (int i = 0; i < kListeners; ++i) group.add(spec);
+  for (int i = 0; i < v.listeners; ++i) group.add(spec);
+  const uint32_t out_of_range = static_cast<uint32_t>(v.listeners) + 3;
   const int member = probes::socket_fd_by_inode(group.inode(0));
 
   const size_t flows = v.proto == Proto::Udp ? 1024 : 256;
@@ -114,11 +118,11 @@ nlohmann::json scenario(const Variant& v) {
 
   // Out of range: the kernel ignores the index and falls back to the hash.
   if (ebpf)
-    ebpf->set_steer_index(kOutOfRange);
+    ebpf->set_steer_index(out_of_range);
   else
-    probes::attach_cbpf_index(member, kOutOfRange);
+    probes::attach_cbpf_index(member, out_of_range);
   const std::vector<int32_t> fallback = map_flows();
-  o["out_of_range_index"] = kOutOfRange;
+  o["out_of_range_index"] = out_of_range;
   o["fallback_differs_from_hash"] = count_differing(fallback, hashed);
   if (ebpf) o["program_runs"] = ebpf->counts().filter_runs;
 
@@ -141,6 +145,26 @@ nlohmann::json scenario(const Variant& v) {
     const int rc = bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len);
     o["attach_before_bind_bind"] = rc == 0 ? "ok" : errno_name(errno);
   }
+  // Attach to a bound socket without SO_REUSEPORT (another port): it has no group to give a
+  // program to, and reuseport_attach_prog() says EINVAL (reuseport_bpf.c's
+  // test_filter_no_reuseport).
+  {
+    ListenerOptions plain;
+    plain.proto = v.proto;
+    plain.addr = spec.socket.addr;
+    plain.addr.port = kPort + 1;
+    plain.reuseport = false;
+    UniqueFd s = open_listener(plain);
+    try {
+      if (ebpf)
+        ebpf->attach(s.get());
+      else
+        probes::attach_cbpf_index(s.get(), kTarget);
+      o["attach_without_reuseport"] = "OK";
+    } catch (const SysError& e) {
+      o["attach_without_reuseport"] = errno_name(e.err());
+    }
+  }
   group.stop_all();
 
   o["lost"] = lost;
@@ -157,6 +181,10 @@ std::vector<Variant> variants() {
   // (reuseport_bpf.c's "IPv6 sockets receiving IPv4 traffic").
   for (Proto pr : {Proto::Tcp, Proto::Udp})
     for (Kind k : {Kind::Classic, Kind::Extended}) out.push_back({pr, Family::V4, k, true});
+  // UDP groups of more than 10 sockets (reuseport_bpf.c: "UDP socket lookups traverse a
+  // different code path when there are > 10 sockets in a group").
+  for (Family f : {Family::V4, Family::V6})
+    for (Kind k : {Kind::Classic, Kind::Extended}) out.push_back({Proto::Udp, f, k, false, 20});
   return out;
 }
 
