@@ -20,7 +20,9 @@
 //      ("specific_over_wildcard"); 127.0.0.1 over a dual-stack AF_INET6 wildcard
 //      ("specific_over_dualstack", IPv4); an AF_INET6 socket bound to ::ffff:127.0.0.1
 //      over an AF_INET and a dual-stack AF_INET6 wildcard ("mapped_over_wildcards", IPv4;
-//      the last two are the claims of tools/testing/selftests/net/reuseport_addr_any.c).
+//      the last two are the claims of tools/testing/selftests/net/reuseport_addr_any.c);
+//      for UDP also 16 AF_INET over 16 dual-stack AF_INET6 wildcards ("_16x16", the large
+//      groups of tools/testing/selftests/net/reuseport_dualstack.c).
 //      The order they are opened in is part of the variant: the lookup must not depend
 //      on it.
 //   2. Send the traffic to the loopback address: TCP, 200 connections from the load
@@ -48,11 +50,13 @@ struct Variant {
   Family family;  // of the traffic
   Pair pair;
   bool preferred_first;
+  int copies = 1;  // sockets of each kind ("_16x16": reuseport_dualstack.c's large groups)
 
   std::string name() const {
     std::string n = std::string(proto == Proto::Tcp ? "tcp" : "udp") + (family == Family::V4 ? "4" : "6");
     if (pair == Pair::InetOverDualstack)
-      n += preferred_first ? "_inet_over_dualstack_inet_first" : "_inet_over_dualstack_inet6_first";
+      n += std::string("_inet_over_dualstack") + (copies > 1 ? "_" + std::to_string(copies) + "x" + std::to_string(copies) : "") +
+           (preferred_first ? "_inet_first" : "_inet6_first");
     else if (pair == Pair::SpecificOverWildcard)
       n += preferred_first ? "_specific_over_wildcard_specific_first" : "_specific_over_wildcard_wildcard_first";
     else if (pair == Pair::SpecificOverDualstack)
@@ -100,11 +104,14 @@ nlohmann::json scenario(const Variant& v) {
       break;
   }
   ListenerGroup group;
-  int preferred_id = -1;
-  std::vector<int> other_ids;
-  if (v.preferred_first) preferred_id = group.add(preferred);
-  for (const auto& o : others) other_ids.push_back(group.add(o));
-  if (!v.preferred_first) preferred_id = group.add(preferred);
+  std::vector<int> preferred_ids, other_ids;
+  auto add_preferred = [&] {
+    for (int k = 0; k < v.copies; ++k) preferred_ids.push_back(group.add(preferred));
+  };
+  if (v.preferred_first) add_preferred();
+  for (int k = 0; k < v.copies; ++k)
+    for (const auto& o : others) other_ids.push_back(group.add(o));
+  if (!v.preferred_first) add_preferred();
 
   nlohmann::json o;
   const Endpoint target = Endpoint::loopback(v.family, kPort);
@@ -139,7 +146,9 @@ nlohmann::json scenario(const Variant& v) {
     }
     o["ledger_mismatches"] = mismatches;
   }
-  o["served_by_preferred"] = group.served(preferred_id);
+  uint64_t by_preferred = 0;
+  for (int id : preferred_ids) by_preferred += group.served(id);
+  o["served_by_preferred"] = by_preferred;
   uint64_t by_others = 0;
   for (int id : other_ids) by_others += group.served(id);
   o["served_by_other"] = by_others;
@@ -150,6 +159,8 @@ std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (Proto p : {Proto::Tcp, Proto::Udp}) {
     for (bool first : {true, false}) out.push_back({p, Family::V4, Pair::InetOverDualstack, first});
+    if (p == Proto::Udp)
+      for (bool first : {true, false}) out.push_back({p, Family::V4, Pair::InetOverDualstack, first, 16});
     for (Family f : {Family::V4, Family::V6})
       for (bool first : {true, false}) out.push_back({p, f, Pair::SpecificOverWildcard, first});
     for (Pair pair : {Pair::SpecificOverDualstack, Pair::MappedOverWildcards})
