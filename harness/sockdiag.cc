@@ -1,7 +1,9 @@
 #include "harness/sockdiag.h"
 
+#include <arpa/inet.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -84,6 +86,81 @@ std::optional<ListenInfo> tcp_listener_by_inode(uint16_t port, uint64_t inode) {
   for (const auto& l : tcp_listeners(port))
     if (l.inode == inode) return l;
   return std::nullopt;
+}
+
+// One dump of `family` x `protocol` with the attributes group needs; every socket whose
+// local port is `port` (0: every port) goes to out.
+static void dump_sockets(int fd, int family, int protocol, uint16_t port, std::vector<SocketDiag>& out) {
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 req;
+  } msg{};
+  msg.nlh.nlmsg_len = sizeof msg;
+  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  msg.req.sdiag_family = static_cast<uint8_t>(family);
+  msg.req.sdiag_protocol = static_cast<uint8_t>(protocol);
+  // TCP: listeners only (established children share the port but are no group members).
+  // UDP: every state; a connected UDP socket stays in its group, though the kernel skips it
+  // when it picks a socket for an unconnected flow.
+  msg.req.idiag_states = protocol == IPPROTO_TCP ? 1U << TCP_LISTEN : ~0U;
+  msg.req.idiag_ext = 1U << (INET_DIAG_SKMEMINFO - 1);
+  check_sys(send(fd, &msg, sizeof msg, 0), "send sock_diag request");
+  alignas(nlmsghdr) char buf[32768];
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    check_sys(n, "recv sock_diag reply");
+    int len = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_type == NLMSG_DONE) return;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
+        // A kernel without udp_diag (a module not loaded) answers ENOENT for UDP.
+        throw_sys(std::string("sock_diag dump (") + (protocol == IPPROTO_TCP ? "tcp" : "udp") + ")", -e->error);
+      }
+      auto* m = static_cast<inet_diag_msg*>(NLMSG_DATA(h));
+      if (port != 0 && ntohs(m->id.idiag_sport) != port) continue;
+      SocketDiag d;
+      d.protocol = protocol;
+      d.family = m->idiag_family;
+      char text[INET6_ADDRSTRLEN] = "?";
+      inet_ntop(m->idiag_family, m->id.idiag_src, text, sizeof text);
+      d.address = text;
+      d.port = ntohs(m->id.idiag_sport);
+      d.state = m->idiag_state;
+      d.inode = m->idiag_inode;
+      d.cookie = static_cast<uint64_t>(m->id.idiag_cookie[0]) | (static_cast<uint64_t>(m->id.idiag_cookie[1]) << 32);
+      d.uid = m->idiag_uid;
+      d.bound_ifindex = m->id.idiag_if;
+      d.rqueue = m->idiag_rqueue;
+      d.wqueue = m->idiag_wqueue;
+      int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
+      for (auto* a = reinterpret_cast<rtattr*>(m + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+        if (a->rta_type == INET_DIAG_SKV6ONLY && RTA_PAYLOAD(a) >= 1)
+          d.v6only = *static_cast<uint8_t*>(RTA_DATA(a)) != 0;
+        if (a->rta_type == INET_DIAG_SKMEMINFO && RTA_PAYLOAD(a) > SK_MEMINFO_DROPS * sizeof(uint32_t))
+          d.drops = static_cast<uint32_t*>(RTA_DATA(a))[SK_MEMINFO_DROPS];
+      }
+      out.push_back(std::move(d));
+    }
+  }
+}
+
+std::vector<SocketDiag> port_sockets(int protocol, uint16_t port) {
+  if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP) throw std::invalid_argument("port_sockets: TCP or UDP only");
+  UniqueFd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!fd) throw_sys("socket NETLINK_SOCK_DIAG");
+  std::vector<SocketDiag> out;
+  dump_sockets(fd.get(), AF_INET, protocol, port, out);
+  dump_sockets(fd.get(), AF_INET6, protocol, port, out);
+  return out;
+}
+
+std::set<uint16_t> udp_bound_ports() {
+  std::set<uint16_t> ports;
+  for (const auto& s : port_sockets(IPPROTO_UDP, 0)) ports.insert(s.port);
+  return ports;
 }
 
 }  // namespace rp

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <set>
+#include <string>
 #include <vector>
 
 namespace rp {
@@ -27,5 +28,33 @@ std::optional<ListenInfo> tcp_listener_by_inode(uint16_t port, uint64_t inode);
 // IPv6, whatever listener of the port they belong to. A listener's close migrates them
 // (tcp_migrate_req, an sk_reuseport/migrate program) like its queued children.
 uint32_t tcp_requests(uint16_t port);
+
+// One socket bound to a port, as sock_diag reports it: what `reuseport-check group` lists
+// per member. For a TCP listener rqueue is the accept queue and wqueue the backlog; for UDP
+// they are the bytes allocated to the receive and send queues.
+struct SocketDiag {
+  int protocol = 0;  // IPPROTO_TCP or IPPROTO_UDP
+  int family = 0;    // AF_INET or AF_INET6
+  std::string address;  // the bound address as text ("0.0.0.0", "::1")
+  uint16_t port = 0;
+  uint8_t state = 0;    // TCP_LISTEN; for UDP TCP_CLOSE (unconnected) or TCP_ESTABLISHED (connected)
+  uint64_t inode = 0;
+  uint64_t cookie = 0;  // the same value as SO_COOKIE and bpf_get_socket_cookie()
+  uint32_t uid = 0;
+  uint32_t bound_ifindex = 0;  // SO_BINDTODEVICE, 0 when unbound
+  uint32_t rqueue = 0;
+  uint32_t wqueue = 0;
+  // INET_DIAG_SKV6ONLY: sent for AF_INET6 sockets in LISTEN or CLOSE only (inet_diag.c).
+  std::optional<bool> v6only;
+  // INET_DIAG_SKMEMINFO[SK_MEMINFO_DROPS]: packets dropped on this socket (a full receive
+  // buffer, a filter); absent on kernels that do not send the attribute.
+  std::optional<uint32_t> drops;
+};
+
+// Every TCP listener (protocol IPPROTO_TCP) or every UDP socket (IPPROTO_UDP, connected or
+// not) bound to `port` in this network namespace, IPv4 and IPv6.
+std::vector<SocketDiag> port_sockets(int protocol, uint16_t port);
+// Every local port some UDP socket of this namespace is bound to.
+std::set<uint16_t> udp_bound_ports();
 
 }  // namespace rp
