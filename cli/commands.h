@@ -21,6 +21,8 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
 
 int report_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
 
+int group_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
+
 int merge_command(const std::vector<std::string>& args, const std::vector<std::string>& argv);
 
 

@@ -29,6 +29,11 @@ const Command kCommands[] = {
      "Attach to a port someone else's server listens on and show, each second, what the kernel saw: listeners "
      "joining and leaving, resets by cause, children orphaned in a closed listener's queue, overflows, "
      "migrations; then a summary."},
+    {"group", rp::cli::group_command,
+     "group --port P [--netns NAME | --pid PID] [--udp] [--json PATH] [--watch [--interval S] [--duration S]]",
+     "Show the members of the port's reuseport group(s): per socket its cookie, owning processes (pid, command, "
+     "start time), address, backlog and queue, SO_INCOMING_CPU, its group and the group's steering program, and "
+     "its share of new connections or datagrams; with --watch, as they join and leave."},
     {"matrix", rp::cli::matrix_command, "matrix [--kernels LIST] [--case GLOB]... [--json PATH] [-j N] [--vcpus N] [--shard K/N]\n"
      "                         [--kernel-image FILE [--modules DIR] | --kernel-deb FILE]...",
      "Run the cases on every kernel of ci/kernels.toml (Debian kernels booted in qemu, plus the running one), "
@@ -62,6 +67,7 @@ constexpr const char* kExamples = R"EX(Examples:
   reuseport-check run --case 'close_listener_with_queued_children/tcp6_*_migrate1'
   reuseport-check list
   reuseport-check watch --port 80 --pid "$(pgrep -o nginx)" --duration 60
+  reuseport-check group --port 80 --pid "$(pgrep -o nginx)" --watch
   reuseport-check matrix --kernels 5.10,6.12 --case 'close_*'
   reuseport-check deploy --port 8080 --http / --junit deploy.xml \
       --start docs/examples/nginx/start.sh --deploy docs/examples/nginx/reload.sh
