@@ -73,6 +73,22 @@ WATCH = {"schema": "reuseport-check/watch/1", "port": 8080, "namespace": "the cu
          "sources": {"kernel_listener_closes": "x", "kernel_migrate_target_found": "x",
                      "listeners, accept_queue, joined/left": "x"}}
 
+GROUP_MEMBER = {"cookie": 4097, "inode": 812345, "group": "kernel group 3", "protocol": "tcp", "family": "inet",
+                "address": "127.0.0.1", "port": 8080, "v6only": None, "state": 10, "uid": 0, "bound_ifindex": 0,
+                "reuseport": True, "backlog": 511, "accept_queue": 0, "receive_queue_bytes": None, "drops": 0,
+                "incoming_cpu": -1, "new": 40, "share": 0.5,
+                "owners": [{"pid": 120, "ppid": 119, "comm": "nginx", "start_ticks": 5000, "start_time": 1.7e9,
+                            "fds": [6]}]}
+GROUP = {"schema": "reuseport-check/group/1", "complete": True, "port": 8080, "protocol": "tcp",
+         "namespace": "the current network namespace", "kernel": "6.18.0", "interval_s": 1.0, "watch": True,
+         "sources": {"group": "x"}, "not_observable": {},
+         "changes": [{"t": 1.0, "event": "joined", "cookie": 4097, "member": GROUP_MEMBER},
+                     {"t": 2.0, "event": "left", "cookie": 4097, "member": None}],
+         "samples": [{"t": 1.0, "members": [GROUP_MEMBER], "joined": [4097], "left": [],
+                      "groups": [{"label": "kernel group 3", "source": "kernel", "reuseport_id": 3,
+                                  "kernel_num_socks": 2, "members": [4097], "new": 80,
+                                  "program": {"id": 12, "type": "sk_reuseport", "attach_type": "", "name": "x"}}]}]}
+
 OUTCOMES = {"served": 10, "reset_before_connect": 0, "reset_after_connect": 2, "refused": 0, "connect_timeout": 0,
             "response_timeout": 0, "closed_without_response": 0, "other_error": 0}
 KERNEL_COUNTERS = ["kernel_listener_closes", "kernel_orphaned_children", "kernel_orphan_resets",
@@ -114,7 +130,7 @@ RESULTS_DOC = dict(RUN, matrix=RESULTS_MATRIX, runs=[
      "records": ["bind_rules/tcp4_both_reuseport #0"]}])
 
 VALID = {"run-record": RECORD, "run": RUN, "results": RESULTS_DOC,
-         "watch": WATCH, "deploy": DEPLOY, "matrix": MATRIX, "report-data": REPORT}
+         "watch": WATCH, "group": GROUP, "deploy": DEPLOY, "matrix": MATRIX, "report-data": REPORT}
 
 
 def broken(doc, path, value=KeyError):
@@ -170,6 +186,12 @@ BROKEN = [
     ("watch", ["totals", "listeners_left"], KeyError),
     ("watch", ["samples", 0, "listeners"], None),
     ("watch", ["samples", 0, "netstat_Bogus"], 0),
+    ("group", ["samples", 0, "members", 0, "share"], 1.5),
+    ("group", ["samples", 0, "members", 0, "accept_queue"], "0"),
+    ("group", ["samples", 0, "groups", 0, "program"], None),  # null needs its program_why
+    ("group", ["samples", 0, "groups", 0, "source"], "guessed"),
+    ("group", ["changes", 0, "event"], "moved"),
+    ("group", ["not_observable"], KeyError),
     ("deploy", ["totals", "lost"], "2"),
     ("deploy", ["kernel_totals", "kernel_orphan_resets"], KeyError),
     ("deploy", ["kernel_totals", "ListenOverflows"], 0),
