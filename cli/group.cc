@@ -178,7 +178,9 @@ json sample_json(const rp::group::Sample& s, double t, const rp::group::Change& 
   json members = json::array(), groups = json::array();
   for (const auto& m : s.members) members.push_back(rp::group::to_json(m));
   for (const auto& g : s.groups) groups.push_back(rp::group::to_json(g));
-  return {{"t", t}, {"members", members}, {"groups", groups}, {"joined", c.joined}, {"left", c.left}};
+  json gone = json::array();
+  for (const auto& [cookie, n] : s.gone) gone.push_back({{"cookie", cookie}, {"new", n}});
+  return {{"t", t}, {"members", members}, {"groups", groups}, {"joined", c.joined}, {"left", c.left}, {"gone", gone}};
 }
 
 // "port 8080: nothing bound here; TCP listens on 80, 443" for an empty port at start.
@@ -309,7 +311,11 @@ int group_command(const std::vector<std::string>& args, const std::vector<std::s
             changes.push_back({{"t", t}, {"event", "joined"}, {"cookie", c}, {"member", rp::group::to_json(m)}});
           }
       for (auto c : change.left) {
-        std::printf("t=%.1fs left: cookie %llu\n", t, static_cast<unsigned long long>(c));
+        auto it = s.gone.find(c);
+        const uint64_t n = it == s.gone.end() ? 0 : it->second;
+        std::printf("t=%.1fs left: cookie %llu (%llu new %s in this interval before it left)\n", t,
+                    static_cast<unsigned long long>(c), static_cast<unsigned long long>(n),
+                    o.udp ? "datagrams" : "connections");
         changes.push_back({{"t", t}, {"event", "left"}, {"cookie", c}, {"member", nullptr}});
       }
       print_table(s, o.udp, t);

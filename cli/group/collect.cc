@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #ifdef RP_HAVE_BPF
@@ -251,6 +252,12 @@ Sample Collector::collect() {
   std::optional<std::map<std::uint64_t, std::uint64_t>> fresh;
   if (now_counts && im.last_counts) fresh = delta(*now_counts, *im.last_counts);
   assign_shares(s.members, s.groups, fresh);
+  if (fresh) {
+    std::set<std::uint64_t> listed;
+    for (const auto& m : s.members) listed.insert(m.diag.cookie);
+    for (const auto& [cookie, n] : *fresh)
+      if (n && !listed.count(cookie)) s.gone[cookie] = n;
+  }
   im.last_counts = now_counts;
   return s;
 }

@@ -23,6 +23,10 @@ std::map<std::uint64_t, std::vector<Owner>> socket_owners();
 struct Sample {
   std::vector<Member> members;
   std::vector<Group> groups;
+  // New connections/datagrams of sockets of the port that are no members now: they left
+  // during the interval (a listener closed after it took its share), or joined and left
+  // within it. Without them the samples would not add up to the traffic.
+  std::map<std::uint64_t, std::uint64_t> gone;
 };
 
 class Collector {

@@ -84,7 +84,7 @@ GROUP = {"schema": "reuseport-check/group/1", "complete": True, "port": 8080, "p
          "sources": {"group": "x"}, "not_observable": {},
          "changes": [{"t": 1.0, "event": "joined", "cookie": 4097, "member": GROUP_MEMBER},
                      {"t": 2.0, "event": "left", "cookie": 4097, "member": None}],
-         "samples": [{"t": 1.0, "members": [GROUP_MEMBER], "joined": [4097], "left": [],
+         "samples": [{"t": 1.0, "members": [GROUP_MEMBER], "joined": [4097], "left": [], "gone": [{"cookie": 4096, "new": 3}],
                       "groups": [{"label": "kernel group 3", "source": "kernel", "reuseport_id": 3,
                                   "kernel_num_socks": 2, "members": [4097], "new": 80,
                                   "program": {"id": 12, "type": "sk_reuseport", "attach_type": "", "name": "x"}}]}]}
@@ -192,6 +192,7 @@ BROKEN = [
     ("group", ["samples", 0, "groups", 0, "source"], "guessed"),
     ("group", ["changes", 0, "event"], "moved"),
     ("group", ["not_observable"], KeyError),
+    ("group", ["samples", 0, "gone", 0, "new"], 0),
     ("deploy", ["totals", "lost"], "2"),
     ("deploy", ["kernel_totals", "kernel_orphan_resets"], KeyError),
     ("deploy", ["kernel_totals", "ListenOverflows"], 0),
