@@ -139,8 +139,8 @@ std::string program_text(const rp::group::Group& g) {
   if (g.program.is_null()) return "n/a (" + g.program_why + ")";
   if (g.program.is_string()) return g.program.get<std::string>();
   const auto& p = g.program;
-  std::string s = p["id"].is_null() ? std::string("classic BPF (no id)") : "id " + p["id"].dump();
-  s += " " + p["type"].get<std::string>();
+  if (p["id"].is_null()) return "classic BPF (SO_ATTACH_REUSEPORT_CBPF; it has no id)";
+  std::string s = "id " + p["id"].dump() + " " + p["type"].get<std::string>();
   if (!p["attach_type"].get<std::string>().empty()) s += "/" + p["attach_type"].get<std::string>();
   if (!p["name"].get<std::string>().empty()) s += " '" + p["name"].get<std::string>() + "'";
   return s;

@@ -363,3 +363,87 @@ def test_two_nginx_generations_and_their_shares(cli, require_root, tmp_path):
         busiest = max(doc["samples"], key=lambda s: s["groups"][0]["new"] or 0)
         assert all(m["share"] > 0 for m in busiest["members"]), busiest["members"]
         assert abs(sum(m["share"] for m in busiest["members"]) - 1) < 1e-9
+
+
+# -- 5. the steering program, and a kernel without socket iterators -------------------
+
+STEERED = r"""
+import ctypes, os, socket, struct, sys, time
+port, kind = int(sys.argv[1]), sys.argv[2]
+socks = []
+for i in range(2):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(8)
+    socks.append(s)
+ret0 = struct.pack("HBBI", 0x06, 0, 0, 0)  # classic BPF: ret #0 (the group's socket 0)
+if kind == "cbpf":
+    ins = ctypes.create_string_buffer(ret0)
+    socks[0].setsockopt(socket.SOL_SOCKET, 51, struct.pack("HxxxxxxQ", 1, ctypes.addressof(ins)))  # ..._CBPF
+else:
+    # An eBPF socket filter named rp_grp_steer: r0 = 0; exit. bpf(BPF_PROG_LOAD) by hand.
+    insns = ctypes.create_string_buffer(struct.pack("<BBhi", 0xb7, 0, 0, 0) + struct.pack("<BBhi", 0x95, 0, 0, 0))
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = struct.pack("<IIQQIIQII16s", 1, 2, ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0, 0, 0,
+                       b"rp_grp_steer").ljust(128, b"\0")
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(321, 5, buf, len(attr))  # SYS_bpf, BPF_PROG_LOAD
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "bpf(BPF_PROG_LOAD)")
+    socks[0].setsockopt(socket.SOL_SOCKET, 52, struct.pack("i", fd))  # SO_ATTACH_REUSEPORT_EBPF
+os.write(1, b"ready\n")
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("kind", ["cbpf", "ebpf"])
+def test_the_groups_steering_program(cli, require_root, tmp_path, kind):
+    port = 47717
+    with namespace() as ns:
+        srv = in_ns(ns, sys.executable, "-c", STEERED, str(port), kind, stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline() == "ready\n"
+        out = tmp_path / "g.json"
+        r = run(cli, "group", "--port", str(port), "--pid", str(ns), "--interval", "0.05", "--json", str(out))
+        assert r.returncode == 0, r
+        doc = json.loads(out.read_text())
+        assert errors(doc, "group") == [], errors(doc, "group")
+        [g] = doc["samples"][0]["groups"]
+        if kind == "cbpf":
+            assert g["program"] == {"id": None, "type": "classic", "attach_type": "", "name": ""}, g
+            assert "classic BPF (SO_ATTACH_REUSEPORT_CBPF; it has no id)" in r.stdout, r.stdout
+        else:
+            prog = g["program"]
+            assert prog["type"] == "socket_filter" and prog["name"] == "rp_grp_steer" and prog["id"] > 0, g
+            shown = run("bpftool", "prog", "show", "id", str(prog["id"]))
+            assert shown.returncode != 0 or "rp_grp_steer" in shown.stdout, shown  # bpftool, where present
+            assert f"id {prog['id']} socket_filter 'rp_grp_steer'" in r.stdout, r.stdout
+        srv.kill()
+        srv.wait()
+
+
+def test_without_socket_iterators_groups_are_inferred_and_said_so(cli, require_root, tmp_path):
+    """RP_TEST_GROUP_NO_ITER takes the path of a kernel before 5.9 on this one: the group is
+    inferred (and labelled so), the program is not observable with the reason, and
+    SO_REUSEPORT / SO_INCOMING_CPU come from a pidfd_getfd(2) duplicate."""
+    port = 47718
+    with namespace() as ns:
+        srv = in_ns(ns, sys.executable, "-c", STEERED, str(port), "cbpf", stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline() == "ready\n"
+        out = tmp_path / "g.json"
+        r = subprocess.run([cli, "group", "--port", str(port), "--pid", str(ns), "--interval", "0.05", "--json", str(out)],
+                           capture_output=True, text=True, timeout=60, env=dict(os.environ, RP_TEST_GROUP_NO_ITER="1"))
+        assert r.returncode == 0, r
+        doc = json.loads(out.read_text())
+        assert errors(doc, "group") == [], errors(doc, "group")
+        [g] = doc["samples"][0]["groups"]
+        assert g["source"] == "inferred" and g["label"].startswith("inferred tcp4 127.0.0.1:47718"), g
+        assert g["program"] is None and "not observable here" in g["program_why"], g
+        assert "not observable here" in doc["not_observable"]["program"]
+        assert "n/a program: not observable here" in r.stdout, r.stdout
+        for m in doc["samples"][0]["members"]:
+            assert m["reuseport"] is True and m["incoming_cpu"] == -1, m
+        assert "pidfd_getfd" in doc["sources"]["incoming_cpu"]
+        srv.kill()
+        srv.wait()

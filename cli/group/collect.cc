@@ -8,8 +8,10 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <stdexcept>
 #include <set>
 #include <sstream>
 
@@ -167,6 +169,10 @@ Collector::Collector(int protocol, std::uint16_t port) : impl_(std::make_unique<
     // it is keyed by cookie and only the namespace's own members are looked up.
   }
   try {
+    // Test hook: the path of a kernel without socket iterators (before 5.9), taken on this
+    // one: groups inferred, SO_INCOMING_CPU and SO_REUSEPORT through pidfd_getfd.
+    if (const char* v = std::getenv("RP_TEST_GROUP_NO_ITER"); v && *v && std::string(v) != "0")
+      throw std::runtime_error("suppressed by RP_TEST_GROUP_NO_ITER");
     impl_->iter = std::make_unique<rp::probes::GroupIterator>(
         rp::probes::GroupIterator::Options{.port = port, .count_udp = udp, .netns_cookie = netns});
     sources_["group"] = "the kernel: sk->sk_reuseport_cb->reuseport_id, read by a BPF socket iterator (iter/tcp, iter/udp)";
@@ -226,7 +232,11 @@ Sample Collector::collect() {
     for (auto& k : im.iter->read(im.protocol))
       kernel[k.cookie] = {KernelGroup{k.reuseport, k.has_group, im.number_of(k.group), k.reuseport_id, k.num_socks,
                                       k.num_closed_socks,
-                                      k.has_prog, k.prog_id, rp::probes::prog_type_name(k.prog_type),
+                                      k.has_prog, k.prog_id,
+                                      // SO_ATTACH_REUSEPORT_CBPF's program is made in the kernel
+                                      // (bpf_prog_create_from_user): no id, type unspec.
+                                      k.prog_id == 0 && k.prog_type == 0 ? std::string("classic")
+                                                                        : rp::probes::prog_type_name(k.prog_type),
                                       rp::probes::attach_type_name(k.prog_type, k.prog_attach_type), k.prog_name},
                           k.incoming_cpu};
 #endif

@@ -44,7 +44,7 @@ std::vector<Group> assign_groups(std::vector<Member>& members) {
       g.label = label;
       g.from_kernel = from_kernel;
       if (m.kernel && m.kernel->has_group) {
-        if (m.kernel->reuseport_id) g.reuseport_id = m.kernel->reuseport_id;
+        g.reuseport_id = m.kernel->reuseport_id;
         g.kernel_num_socks = m.kernel->num_socks;
         if (m.kernel->has_prog)
           g.program = {{"id", m.kernel->prog_id == 0 ? nlohmann::json() : nlohmann::json(m.kernel->prog_id)},

@@ -34,7 +34,7 @@ struct KernelGroup {
   // address of sk_reuseport_cb) in the order it first meets them, so a label stays the same
   // from one sample to the next.
   int number = 0;
-  // 0 until the group is put in a REUSEPORT_SOCKARRAY map (reuseport_get_id()).
+  // The kernel's id; not unique on kernels that hand it out lazily (bpf/reuseport_group.h).
   std::uint32_t reuseport_id = 0;
   std::uint16_t num_socks = 0;
   std::uint16_t num_closed_socks = 0;
