@@ -274,7 +274,7 @@ def test_netns_by_name(cli, require_root, tmp_path):
 
 NGINX_CONF = """
 worker_processes 2;
-daemon off;
+daemon {daemon};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log;
 events {{ worker_connections 1024; }}
@@ -288,10 +288,10 @@ http {{
 """
 
 
-def nginx_prefix(tmp, name, port):
+def nginx_prefix(tmp, name, port, daemon="off"):
     prefix = tmp / name
     (prefix / "logs").mkdir(parents=True)
-    (prefix / "nginx.conf").write_text(NGINX_CONF.format(prefix=prefix, port=port, name=name))
+    (prefix / "nginx.conf").write_text(NGINX_CONF.format(prefix=prefix, port=port, name=name, daemon=daemon))
     return prefix
 
 
@@ -447,3 +447,58 @@ def test_without_socket_iterators_groups_are_inferred_and_said_so(cli, require_r
         assert "pidfd_getfd" in doc["sources"]["incoming_cpu"]
         srv.kill()
         srv.wait()
+
+
+@pytest.mark.skipif(not shutil.which("nginx") and not pathlib.Path("/usr/sbin/nginx").exists(),
+                    reason="nginx (Debian package nginx-light) is not installed")
+def test_nginx_binary_upgrade_shares_the_sockets_between_generations(cli, require_root, tmp_path):
+    """nginx's USR2 upgrade: the new master inherits the old one's listeners, so the group
+    does not change; each member is held by both generations until the old one quits."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = 47719
+    with namespace() as ns:
+        # Daemonized: nginx ignores USR2 in a master whose parent is still the one that
+        # started it (it takes itself for a new binary whose old master lives).
+        prefix = nginx_prefix(tmp_path, "a", port, daemon="on")
+        in_ns(ns, nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")).wait(timeout=30)
+        old = wait_for_file(prefix / "nginx.pid")
+        wait_for_members(cli, ns, port, 2)
+        out = tmp_path / "group.json"
+        w = start_watch(cli, ns, port, out)
+        os.kill(old, signal.SIGUSR2)
+        wait_for_file(prefix / "nginx.pid.oldbin")
+        deadline = time.monotonic() + 20
+        while (new := wait_for_file(prefix / "nginx.pid")) == old:
+            assert time.monotonic() < deadline, "the new master did not write its pid"
+            time.sleep(0.05)
+        # The new master has started when its own workers hold the sockets.
+        deadline = time.monotonic() + 20
+        while True:
+            r = run(cli, "group", "--port", str(port), "--pid", str(ns), "--interval", "0.05")
+            if r.returncode == 0 and f"(ppid {new}," in r.stdout:
+                break
+            assert time.monotonic() < deadline, r.stdout
+            time.sleep(0.1)
+        load = in_ns(ns, sys.executable, str(HERE / "http_load.py"), str(port), "8", "1.5",
+                     stdout=subprocess.PIPE, text=True)
+        clients = json.loads(load.communicate(timeout=60)[0])
+        os.kill(old, signal.SIGQUIT)
+        deadline = time.monotonic() + 60
+        while pathlib.Path(f"/proc/{old}").exists():  # reparented to init, which reaps it
+            assert time.monotonic() < deadline, "the old master did not quit"
+            time.sleep(0.05)
+        text = stop_watch(w)
+        print(text)
+        doc = json.loads(out.read_text())
+        assert errors(doc, "group") == [], errors(doc, "group")
+        assert doc["changes"] == [], doc["changes"]  # the same two sockets throughout
+        # Some sample had both masters on every member.
+        def masters_of(m):
+            return {o["pid"] for o in m["owners"]} & {old, new}
+        assert any(all(masters_of(m) == {old, new} for m in s["members"]) for s in doc["samples"]), text
+        last = doc["samples"][-1]
+        assert all(masters_of(m) == {new} for m in last["members"]), last["members"]
+        assert clients["served"] == clients["attempts"] > 0, clients
+        total = totals_by_cookie(doc)
+        assert len(total) == 2 and all(v > 0 for v in total.values()), total
+        assert sum(total.values()) == clients["attempts"], (total, clients)
