@@ -121,12 +121,25 @@ std::string clock_of(double unix_time) {
   return buf;
 }
 
+// One generation per entry: a process whose parent holds the socket too and that has no
+// such children itself (a worker that inherited its master's listener) is listed under that
+// parent, by pid only. A master started by another (nginx's USR2 upgrade) keeps its entry.
 std::string owners_text(const rp::group::Member& m) {
   if (m.owners.empty()) return "(no process holds it)";
+  std::set<int> pids, parents;
+  for (const auto& o : m.owners) pids.insert(o.pid);
+  for (const auto& o : m.owners)
+    if (pids.count(o.ppid)) parents.insert(o.ppid);
+  auto is_leaf_child = [&](const rp::group::Owner& o) { return pids.count(o.ppid) && !parents.count(o.pid); };
   std::string s;
   for (const auto& o : m.owners) {
-    if (!s.empty()) s += ", ";
+    if (is_leaf_child(o)) continue;
+    if (!s.empty()) s += "; ";
     s += std::to_string(o.pid) + " " + o.comm + " (ppid " + std::to_string(o.ppid) + ", started " + clock_of(o.start_time) + ")";
+    std::string kids;
+    for (const auto& c : m.owners)
+      if (c.ppid == o.pid && is_leaf_child(c)) kids += (kids.empty() ? "" : ",") + std::to_string(c.pid);
+    if (!kids.empty()) s += " + children " + kids;
   }
   return s;
 }

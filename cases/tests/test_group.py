@@ -474,11 +474,14 @@ def test_nginx_binary_upgrade_shares_the_sockets_between_generations(cli, requir
         # The new master has started when its own workers hold the sockets.
         deadline = time.monotonic() + 20
         while True:
-            r = run(cli, "group", "--port", str(port), "--pid", str(ns), "--interval", "0.05")
-            if r.returncode == 0 and f"(ppid {new}," in r.stdout:
+            r = run(cli, "group", "--port", str(port), "--pid", str(ns), "--interval", "0.05",
+                    "--json", str(tmp_path / "poll.json"))
+            if r.returncode == 0 and all(any(o["ppid"] == new for o in m["owners"]) for m in
+                                         json.loads((tmp_path / "poll.json").read_text())["samples"][0]["members"]):
                 break
             assert time.monotonic() < deadline, r.stdout
             time.sleep(0.1)
+        assert f"{new} nginx (ppid {old}," in r.stdout, r.stdout  # the new generation has its own entry
         load = in_ns(ns, sys.executable, str(HERE / "http_load.py"), str(port), "8", "1.5",
                      stdout=subprocess.PIPE, text=True)
         clients = json.loads(load.communicate(timeout=60)[0])
