@@ -3,7 +3,7 @@
  * reuseport_group: the kernel's own answer to "which sockets of port P form a reuseport
  * group, and which steering program does the group run". Nothing in sock_diag or
  * getsockopt() tells the group (sk->sk_reuseport_cb) or its program: SO_ATTACH_REUSEPORT_*
- * has no getsockopt twin. A socket iterator (iter/tcp since 5.9, iter/udp since 5.9/5.10)
+ * has no getsockopt twin. A socket iterator (iter/tcp, iter/udp: Linux 5.9)
  * walks the sockets of the reading process's network namespace and can read both via
  * CO-RE. Also counts datagrams queued per UDP socket of the port (tp_btf/sk_data_ready,
  * optional), the UDP twin of the reuseport probe's per-listener children.

@@ -32,7 +32,7 @@ namespace {
 
 int err_of(long rc) { return rc < 0 ? static_cast<int>(-rc) : (errno ? errno : EINVAL); }
 
-// open -> rodata -> load. A kernel without the sk_data_ready tracepoint (it came in 6.6)
+// open -> rodata -> load. A kernel without the sk_data_ready tracepoint (a recent one)
 // still gets the iterators: the object is opened again without the optional program,
 // since a libbpf object cannot be loaded twice.
 reuseport_group* open_and_load(const GroupIterator::Options& o, bool with_udp_count, int& err) {

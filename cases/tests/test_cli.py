@@ -80,7 +80,7 @@ def test_top_level_help_names_every_command(cli):
     r = run(cli, "help")
     assert r.returncode == 0
     assert r.stdout == run(cli, "--help").stdout
-    for c in ("run", "list", "watch", "matrix", "deploy", "serve", "report"):
+    for c in ("run", "list", "watch", "group", "matrix", "deploy", "serve", "report"):
         assert re.search(rf"^  {c} +\S", r.stdout, re.M), c
         assert f"reuseport-check {c} " in r.stdout
 

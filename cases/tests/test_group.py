@@ -115,6 +115,20 @@ def test_bad_usage(cli, args, msg):
     assert r.stdout == ""
 
 
+def test_help_keeps_the_examples_and_exit_statuses(cli):
+    r = run(cli, "group", "--help")
+    assert r.returncode == 0, r
+    for text in ("--port", "--netns", "--pid", "--udp", "--watch", "--interval", "--duration", "--json", "Examples:",
+                 "group --port 53 --udp --netns dns", "Exit status:", "group.schema.json", "CAP_SYS_PTRACE"):
+        assert text in r.stdout, text
+
+
+def test_unwritable_json_exits_2_before_anything(cli, tmp_path):
+    r = run(cli, "group", "--port", "80", "--json", "/nonexistent-dir/g.json")
+    assert r.returncode == 2 and "cannot write" in r.stderr and "/nonexistent-dir/g.json" in r.stderr, r
+    assert r.stdout == ""
+
+
 def test_unknown_namespace_or_process(cli, require_root):
     r = run(cli, "group", "--port", "80", "--netns", "no-such-netns-rp")
     assert r.returncode == 2 and "no network namespace named 'no-such-netns-rp'" in r.stderr, r
