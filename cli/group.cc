@@ -303,8 +303,10 @@ int group_command(const std::vector<std::string>& args, const std::vector<std::s
 
   const double t0 = now_s();
   std::set<uint64_t> before;
-  bool first = true;
   try {
+    // The members when the counters were attached: a socket that appears after that
+    // joined, even before the first sample.
+    for (const auto& d : port_sockets(protocol, port)) before.insert(d.cookie);
     while (!g_stop) {
       double target = now_s() + o.interval;
       if (o.duration > 0) target = std::min(target, t0 + o.duration);
@@ -315,7 +317,7 @@ int group_command(const std::vector<std::string>& args, const std::vector<std::s
       auto s = collector->collect();
       std::set<uint64_t> now;
       for (const auto& m : s.members) now.insert(m.diag.cookie);
-      auto change = first ? rp::group::Change{} : rp::group::diff(before, now);
+      auto change = rp::group::diff(before, now);
       for (auto c : change.joined)
         for (const auto& m : s.members)
           if (m.diag.cookie == c) {
@@ -335,7 +337,6 @@ int group_command(const std::vector<std::string>& args, const std::vector<std::s
       samples.push_back(sample_json(s, t, change));
       write_doc(false);
       before = std::move(now);
-      first = false;
       if (g_stop || !o.watch || (o.duration > 0 && now_s() - t0 >= o.duration)) break;
     }
   } catch (const std::exception& e) {

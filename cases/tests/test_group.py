@@ -1,18 +1,18 @@
 """reuseport-check group: the members of a port's reuseport group(s), their owners and their
-shares, against our own `serve`, UDP sockets of a helper process, and two nginx generations
-on one port (the issue's done-when). Every test runs its servers in a network namespace of
-its own (an `unshare -n sleep` anchor) and kills what it started, also on failure.
+shares, against our own `serve`, UDP sockets of helper processes and sockets with steering
+programs. Every test runs its servers in a network namespace of its own (an
+`unshare -n sleep` anchor, group_util.namespace) and kills what it started, also on failure.
 
 1. usage errors, unknown namespace/process, an empty port, an unprivileged run: exit 2 and
    one line on stderr;
 2. serve --workers N: N members of one kernel group, each held by serve's pid, and the
    children the probe counted per member add up to the load's connections;
 3. UDP: the members of three processes, grouped by the kernel, datagrams per member add up
-   to what was sent;
-4. nginx A and B on one port: both generations in one group, each member with a share > 0
-   under load, and the shares' counts add up to the load's connections.
+   to what was sent; IPv4 and dual-stack IPv6 sockets on one port are two groups;
+4. the group's steering program (classic and eBPF), and the inferred path of a kernel
+   without socket iterators.
+The nginx generations are in test_group_nginx.py.
 """
-import contextlib
 import json
 import os
 import pathlib
@@ -23,77 +23,11 @@ import sys
 import time
 
 import pytest
-from netns_util import kill_netns_processes
+from group_util import in_ns, namespace, run, start_watch, stop_watch, totals_by_cookie, wait_for_members
 
 from results.schemas import errors
 
 HERE = pathlib.Path(__file__).parent
-
-
-def run(*args, timeout=60):
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
-
-
-@contextlib.contextmanager
-def namespace():
-    """A fresh network namespace with lo up, held by a sleeping anchor; every process in it
-    is killed on the way out."""
-    anchor = subprocess.Popen(["unshare", "-n", "sleep", "300"])
-    try:
-        deadline = time.monotonic() + 10
-        while os.stat(f"/proc/{anchor.pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
-            assert time.monotonic() < deadline, "unshare did not make a namespace"
-            time.sleep(0.01)
-        subprocess.run(["nsenter", "-t", str(anchor.pid), "-n", "ip", "link", "set", "lo", "up"], check=True)
-        yield anchor.pid
-    finally:
-        kill_netns_processes(anchor.pid)
-        anchor.kill()
-        anchor.wait()
-
-
-def in_ns(anchor, *cmd, **kw):
-    return subprocess.Popen(["nsenter", "-t", str(anchor), "-n", *cmd], **kw)
-
-
-def wait_for_members(cli, anchor, port, n, udp=False):
-    """Polls `group` until the port has n members (servers start asynchronously)."""
-    deadline = time.monotonic() + 20
-    while True:
-        r = run(cli, "group", "--port", str(port), "--pid", str(anchor), "--interval", "0.05",
-                *(["--udp"] if udp else []))
-        if r.returncode == 0 and f"{n} member(s)" in r.stdout:
-            return r
-        assert time.monotonic() < deadline, (r.stdout, r.stderr)
-        time.sleep(0.1)
-
-
-def start_watch(cli, anchor, port, out, udp=False, interval="0.5"):
-    w = subprocess.Popen([cli, "group", "--port", str(port), "--pid", str(anchor), "--watch", "--interval", interval,
-                          "--json", str(out), *(["--udp"] if udp else [])], stdout=subprocess.PIPE, text=True)
-    first = w.stdout.readline()  # printed once the counters are attached: the baseline is taken
-    assert "port" in first and "shares over" in first, first
-    return w
-
-
-def stop_watch(w):
-    w.send_signal(signal.SIGINT)
-    text, _ = w.communicate(timeout=60)
-    assert w.returncode == 0, text
-    return text
-
-
-def totals_by_cookie(doc):
-    """cookie -> new connections/datagrams over the whole watch: the members' counts plus
-    those of sockets that left during an interval."""
-    total = {}
-    for s in doc["samples"]:
-        for m in s["members"]:
-            assert m["new"] is not None, m
-            total[m["cookie"]] = total.get(m["cookie"], 0) + m["new"]
-        for g in s["gone"]:
-            total[g["cookie"]] = total.get(g["cookie"], 0) + g["new"]
-    return total
 
 
 # -- 1. bad input ------------------------------------------------------------------------
@@ -284,101 +218,6 @@ def test_netns_by_name(cli, require_root, tmp_path):
         subprocess.run(["ip", "netns", "del", name])
 
 
-# -- 4. two nginx generations ----------------------------------------------------------
-
-NGINX_CONF = """
-worker_processes 2;
-daemon {daemon};
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  server {{
-    listen 127.0.0.1:{port} reuseport;
-    location / {{ return 200 "ok {name}\\n"; }}
-  }}
-}}
-"""
-
-
-def nginx_prefix(tmp, name, port, daemon="off"):
-    prefix = tmp / name
-    (prefix / "logs").mkdir(parents=True)
-    (prefix / "nginx.conf").write_text(NGINX_CONF.format(prefix=prefix, port=port, name=name, daemon=daemon))
-    return prefix
-
-
-def wait_for_file(path):
-    deadline = time.monotonic() + 10
-    while not path.exists() or not path.read_text().strip():
-        assert time.monotonic() < deadline, f"{path} did not appear: nginx did not start"
-        time.sleep(0.02)
-    return int(path.read_text())
-
-
-@pytest.mark.skipif(not shutil.which("nginx") and not pathlib.Path("/usr/sbin/nginx").exists(),
-                    reason="nginx (Debian package nginx-light) is not installed")
-def test_two_nginx_generations_and_their_shares(cli, require_root, tmp_path):
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    port = 47716
-    with namespace() as ns:
-        masters, procs = {}, {}
-        for gen in ("a", "b"):
-            prefix = nginx_prefix(tmp_path, gen, port)
-            # nsenter execs nginx (daemon off): the Popen is the master.
-            procs[gen] = in_ns(ns, nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"))
-            masters[gen] = wait_for_file(prefix / "nginx.pid")
-            assert masters[gen] == procs[gen].pid
-        wait_for_members(cli, ns, port, 4)
-        out = tmp_path / "group.json"
-        w = start_watch(cli, ns, port, out)
-        load = in_ns(ns, sys.executable, str(HERE / "http_load.py"), str(port), "8", "2",
-                     stdout=subprocess.PIPE, text=True)
-        clients = json.loads(load.communicate(timeout=60)[0])
-        # The swap's end: A quits (its listeners close at once) while group still watches.
-        os.kill(masters["a"], signal.SIGQUIT)
-        procs["a"].wait(timeout=60)
-        text = stop_watch(w)
-        print(text)
-        (tmp_path / "group.txt").write_text(text)
-        doc = json.loads(out.read_text())
-        assert errors(doc, "group") == [], errors(doc, "group")
-        # The last sample was taken after A had gone: only B's members, and A's left.
-        after = doc["samples"][-1]
-        assert {o["pid"] for m in after["members"] for o in m["owners"] if o["ppid"] != masters["b"]} == \
-            {masters["b"]}, after["members"]
-        left = [c["cookie"] for c in doc["changes"] if c["event"] == "left"]
-        assert len(after["members"]) == 2 and len(left) == 2, (after["members"], doc["changes"])
-        assert f"left: cookie {left[0]}" in text
-        # The busiest sample had both generations.
-        last = max(doc["samples"], key=lambda s: len(s["members"]))
-        # nginx with `reuseport` opens one socket per worker in the master, and the workers
-        # inherit them (nginx-light 1.22 on this machine: every worker of a generation holds
-        # all of its generation's sockets). A member belongs to exactly one generation: its
-        # owners are that master and workers whose parent it is.
-        assert len(last["members"]) == 4, text
-        by_master = {}
-        for m in last["members"]:
-            pids = {o["pid"] for o in m["owners"]}
-            master = [g for g, p in masters.items() if p in pids]
-            assert len(master) == 1, (m["owners"], masters)
-            workers = [o for o in m["owners"] if o["pid"] != masters[master[0]]]
-            assert workers and all(o["ppid"] == masters[master[0]] for o in workers), m["owners"]
-            by_master.setdefault(master[0], []).append(m["cookie"])
-        assert sorted(len(v) for v in by_master.values()) == [2, 2], by_master
-        assert sorted(left) == sorted(by_master["a"]), (left, by_master)
-        assert len(last["groups"]) == 1 and last["groups"][0]["kernel_num_socks"] == 4, last["groups"]
-        assert clients["served"] == clients["attempts"] > 0, clients
-        total = totals_by_cookie(doc)
-        assert sum(total.values()) == clients["attempts"], (total, clients)
-        assert all(total[c] > 0 for c in total), total
-        # The busiest interval: every member of both generations got a share of it.
-        busiest = max(doc["samples"], key=lambda s: s["groups"][0]["new"] or 0)
-        assert all(m["share"] > 0 for m in busiest["members"]), busiest["members"]
-        assert abs(sum(m["share"] for m in busiest["members"]) - 1) < 1e-9
-
-
 # -- 5. the steering program, and a kernel without socket iterators -------------------
 
 STEERED = r"""
@@ -465,59 +304,42 @@ def test_without_socket_iterators_groups_are_inferred_and_said_so(cli, require_r
         srv.wait()
 
 
-@pytest.mark.skipif(not shutil.which("nginx") and not pathlib.Path("/usr/sbin/nginx").exists(),
-                    reason="nginx (Debian package nginx-light) is not installed")
-def test_nginx_binary_upgrade_shares_the_sockets_between_generations(cli, require_root, tmp_path):
-    """nginx's USR2 upgrade: the new master inherits the old one's listeners, so the group
-    does not change; each member is held by both generations until the old one quits."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    port = 47719
+DUAL = r"""
+import os, socket, sys, time
+port = int(sys.argv[1])
+keep = []
+for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "127.0.0.1"),
+                     (socket.AF_INET6, "::"), (socket.AF_INET6, "::")):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind((addr, port))
+    keep.append(s)
+os.write(1, b"ready\n")
+time.sleep(300)
+"""
+
+
+def test_ipv4_and_dual_stack_ipv6_on_one_port_are_two_groups(cli, require_root, tmp_path):
+    port = 47720
     with namespace() as ns:
-        # Daemonized: nginx ignores USR2 in a master whose parent is still the one that
-        # started it (it takes itself for a new binary whose old master lives).
-        prefix = nginx_prefix(tmp_path, "a", port, daemon="on")
-        in_ns(ns, nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")).wait(timeout=30)
-        old = wait_for_file(prefix / "nginx.pid")
-        wait_for_members(cli, ns, port, 2)
-        out = tmp_path / "group.json"
-        w = start_watch(cli, ns, port, out)
-        os.kill(old, signal.SIGUSR2)
-        wait_for_file(prefix / "nginx.pid.oldbin")
-        deadline = time.monotonic() + 20
-        while (new := wait_for_file(prefix / "nginx.pid")) == old:
-            assert time.monotonic() < deadline, "the new master did not write its pid"
-            time.sleep(0.05)
-        # The new master has started when its own workers hold the sockets.
-        deadline = time.monotonic() + 20
-        while True:
-            r = run(cli, "group", "--port", str(port), "--pid", str(ns), "--interval", "0.05",
-                    "--json", str(tmp_path / "poll.json"))
-            if r.returncode == 0 and all(any(o["ppid"] == new for o in m["owners"]) for m in
-                                         json.loads((tmp_path / "poll.json").read_text())["samples"][0]["members"]):
-                break
-            assert time.monotonic() < deadline, r.stdout
-            time.sleep(0.1)
-        assert f"{new} nginx (ppid {old}," in r.stdout, r.stdout  # the new generation has its own entry
-        load = in_ns(ns, sys.executable, str(HERE / "http_load.py"), str(port), "8", "1.5",
-                     stdout=subprocess.PIPE, text=True)
-        clients = json.loads(load.communicate(timeout=60)[0])
-        os.kill(old, signal.SIGQUIT)
-        deadline = time.monotonic() + 60
-        while pathlib.Path(f"/proc/{old}").exists():  # reparented to init, which reaps it
-            assert time.monotonic() < deadline, "the old master did not quit"
-            time.sleep(0.05)
-        text = stop_watch(w)
-        print(text)
-        doc = json.loads(out.read_text())
-        assert errors(doc, "group") == [], errors(doc, "group")
-        assert doc["changes"] == [], doc["changes"]  # the same two sockets throughout
-        # Some sample had both masters on every member.
-        def masters_of(m):
-            return {o["pid"] for o in m["owners"]} & {old, new}
-        assert any(all(masters_of(m) == {old, new} for m in s["members"]) for s in doc["samples"]), text
-        last = doc["samples"][-1]
-        assert all(masters_of(m) == {new} for m in last["members"]), last["members"]
-        assert clients["served"] == clients["attempts"] > 0, clients
-        total = totals_by_cookie(doc)
-        assert len(total) == 2 and all(v > 0 for v in total.values()), total
-        assert sum(total.values()) == clients["attempts"], (total, clients)
+        srv = in_ns(ns, sys.executable, "-c", DUAL, str(port), stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline() == "ready\n"
+        for env in ({}, {"RP_TEST_GROUP_NO_ITER": "1"}):  # the kernel's answer, then the inference
+            out = tmp_path / "g.json"
+            r = subprocess.run([cli, "group", "--udp", "--port", str(port), "--pid", str(ns), "--interval", "0.05",
+                                "--json", str(out)], capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, **env))
+            assert r.returncode == 0, r
+            doc = json.loads(out.read_text())
+            assert errors(doc, "group") == [], errors(doc, "group")
+            s = doc["samples"][0]
+            assert len(s["groups"]) == 2 and all(len(g["members"]) == 2 for g in s["groups"]), s["groups"]
+            by_cookie = {m["cookie"]: m for m in s["members"]}
+            for g in s["groups"]:
+                fams = {(by_cookie[c]["family"], by_cookie[c]["address"], by_cookie[c]["v6only"]) for c in g["members"]}
+                assert fams in ({("inet", "127.0.0.1", None)}, {("inet6", "::", False)}), fams
+            assert "[::]:47720" in r.stdout and " no " in r.stdout, r.stdout  # the v6only column
+        srv.kill()
+        srv.wait()
