@@ -236,11 +236,15 @@ if kind == "cbpf":
     ins = ctypes.create_string_buffer(ret0)
     socks[0].setsockopt(socket.SOL_SOCKET, 51, struct.pack("HxxxxxxQ", 1, ctypes.addressof(ins)))  # ..._CBPF
 else:
-    # An eBPF socket filter named rp_grp_steer: r0 = 0; exit. bpf(BPF_PROG_LOAD) by hand.
-    insns = ctypes.create_string_buffer(struct.pack("<BBhi", 0xb7, 0, 0, 0) + struct.pack("<BBhi", 0x95, 0, 0, 0))
+    # bpf(BPF_PROG_LOAD) by hand, r0 = 0 (ebpf: a socket filter; the group's socket 0) or 1
+    # (sk_reuseport: SK_PASS, the hash decides) then exit, named rp_grp_steer.
+    # ebpf: BPF_PROG_TYPE_SOCKET_FILTER (1); sk_reuseport: BPF_PROG_TYPE_SK_REUSEPORT (21)
+    # with expected_attach_type BPF_SK_REUSEPORT_SELECT_OR_MIGRATE (40).
+    ptype, attach, r0 = (1, 0, 0) if kind == "ebpf" else (21, 40, 1)
+    insns = ctypes.create_string_buffer(struct.pack("<BBhi", 0xb7, 0, 0, r0) + struct.pack("<BBhi", 0x95, 0, 0, 0))
     lic = ctypes.create_string_buffer(b"GPL")
-    attr = struct.pack("<IIQQIIQII16s", 1, 2, ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0, 0, 0,
-                       b"rp_grp_steer").ljust(128, b"\0")
+    attr = struct.pack("<IIQQIIQII16sII", ptype, 2, ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0, 0, 0,
+                       b"rp_grp_steer", 0, attach).ljust(128, b"\0")
     buf = ctypes.create_string_buffer(attr, len(attr))
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.syscall(321, 5, buf, len(attr))  # SYS_bpf, BPF_PROG_LOAD
@@ -252,7 +256,7 @@ time.sleep(300)
 """
 
 
-@pytest.mark.parametrize("kind", ["cbpf", "ebpf"])
+@pytest.mark.parametrize("kind", ["cbpf", "ebpf", "sk_reuseport"])
 def test_the_groups_steering_program(cli, require_root, tmp_path, kind):
     port = 47717
     with namespace() as ns:
@@ -268,6 +272,11 @@ def test_the_groups_steering_program(cli, require_root, tmp_path, kind):
         if kind == "cbpf":
             assert g["program"] == {"id": None, "type": "classic", "attach_type": "", "name": ""}, g
             assert "classic BPF (SO_ATTACH_REUSEPORT_CBPF; it has no id)" in r.stdout, r.stdout
+        elif kind == "sk_reuseport":
+            prog = g["program"]
+            assert prog["type"] == "sk_reuseport" and prog["attach_type"] == "sk_reuseport_select_or_migrate", g
+            assert prog["name"] == "rp_grp_steer" and prog["id"] > 0, g
+            assert f"id {prog['id']} sk_reuseport/sk_reuseport_select_or_migrate 'rp_grp_steer'" in r.stdout, r.stdout
         else:
             prog = g["program"]
             assert prog["type"] == "socket_filter" and prog["name"] == "rp_grp_steer" and prog["id"] > 0, g
