@@ -352,3 +352,29 @@ def test_ipv4_and_dual_stack_ipv6_on_one_port_are_two_groups(cli, require_root, 
             assert "[::]:47720" in r.stdout and " no " in r.stdout, r.stdout  # the v6only column
         srv.kill()
         srv.wait()
+
+
+def test_a_killed_watch_leaves_a_whole_document(cli, require_root, tmp_path):
+    """The document is replaced atomically after every interval: SIGKILL leaves one that
+    follows the schema, marked incomplete, with the samples taken so far."""
+    port = 47721
+    with namespace() as ns:
+        in_ns(ns, cli, "serve", "--port", str(port), "--workers", "2", stdout=subprocess.DEVNULL)
+        wait_for_members(cli, ns, port, 2)
+        out = tmp_path / "g.json"
+        w = subprocess.Popen([cli, "group", "--port", str(port), "--pid", str(ns), "--watch", "--interval", "0.1",
+                              "--json", str(out)], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not out.exists() or len(json.loads(out.read_text())["samples"]) < 3:
+                assert time.monotonic() < deadline, "no third sample"
+                time.sleep(0.05)
+            w.kill()
+            w.wait()
+            doc = json.loads(out.read_text())
+            assert errors(doc, "group") == [], errors(doc, "group")
+            assert doc["complete"] is False and len(doc["samples"]) >= 3
+        finally:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
