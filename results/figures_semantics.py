@@ -168,6 +168,14 @@ def m_unix(c: str, rs: list[dict], recs: Records) -> str:
         f"{span(rs, 'second_bind')}.")
 
 
+@semantics("payload_steering")
+def m_payload_steering(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"{span(rs, 'on_socket_of_their_payload')} of {span(rs, 'sent')} datagrams or Fast "
+        f"Open connections on the socket their payload word named "
+        f"({span(rs, 'received')} received).")
+
+
 @semantics("groups_per_address")
 def m_groups_per_address(c: str, rs: list[dict], recs: Records) -> str:
     return (

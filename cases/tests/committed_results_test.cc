@@ -120,6 +120,8 @@ const std::vector<Flip>& flips() {
       {"unix_reuseport_rejected", "*",
        {{"setsockopt_on", {{"map", {{"OK", "EOPNOTSUPP"}, {"EOPNOTSUPP", "OK"}}}}}, {"flag_after", {{"map", {{"0", 1}, {"1", 0}}}}}},
        "SO_REUSEPORT on AF_UNIX accepted <-> rejected"},
+      {"payload_steering", "*", {{"on_socket_of_their_payload", {{"of", "sent"}, {"times", 0.25}}}},
+       "steered by the payload -> all on socket 0 (the program saw no data)"},
       {"groups_per_address", "*", {{"to_other_address", {{"of", "attempts"}, {"times", 0.875}}}},
        "one group per address -> one group for the port (7 of 8 answers from other addresses)"},
       {"dual_stack_preference", "*", {{"served_by_preferred", 0}, {"served_by_other", "$attempts"}},
