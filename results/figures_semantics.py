@@ -203,7 +203,10 @@ def m_listen_after_shutdown(c: str, rs: list[dict], recs: Records) -> str:
         f"Before: A {span(rs, 'a_before')}, B {span(rs, 'b_before')}. After shutdown: A "
         f"{span(rs, 'a_after_shutdown')}, B {span(rs, 'b_after_shutdown')}. listen() "
         f"{span(rs, 'relisten')}; after it A {span(rs, 'a_after_relisten')}, B "
-        f"{span(rs, 'b_after_relisten')}; {lost} lost in any phase.")
+        f"{span(rs, 'b_after_relisten')}; {lost} lost in any phase. B shut down with children "
+        f"queued: migrate=1 moved {span(recs(c, '*_migrate1'), 'a_accepted_after_b_shutdown')} "
+        f"to the relistened A ({span(recs(c, '*_migrate1'), 'queued_client_resets')} resets), "
+        f"migrate=0 reset {span(recs(c, '*_migrate0'), 'queued_client_resets')}.")
 
 
 @semantics("listener_shutdown_and_kill")
