@@ -19,10 +19,13 @@
 //     listen(), where the listening socket is the one that may not be shared) and
 //     udp_lib_lport_inuse() (UDP) implement it.
 // Kernels that break it: the bhash2 table (28044fc1d495 "net: Add a bhash2 table hashed by
-// port and address", 6.1) decided some v4-mapped and v6-only wildcard rows wrongly until
-// d91ef1e1b55f and ea111449501e (6.9, "tcp: Fix bind() regression for v6-only wildcard and
-// v4(-mapped-v6) non-wildcard addresses."; selftest tools/testing/selftests/net/
-// bind_wildcard.c). Such rows are findings, recorded per variant with the rows named.
+// port and address", 6.1) decided v4-mapped and v6-only wildcard rows wrongly, fixed by
+// d9ba99342855 (6.3), aa99e5f87bd5 and c48ef9c4aed3 (6.6-rc2, "tcp: Fix bind() regression for
+// v4-mapped-v6 (non-)wildcard address.", not in Debian's 6.1.176), d91ef1e1b55f and
+// ea111449501e (6.9); selftest tools/testing/selftests/net/bind_wildcard.c. Every kernel
+// from 5.10 to 7.2 also lets a few triples through (TCP's FASTREUSEPORT_STRICT fast path,
+// UDP's udp_lib_lport_inuse()): see cases/expectations.json. Such rows are findings, counted
+// per variant with the first ones named.
 //
 // Scenario, per variant (protocol, slice of the matrix), every sequence on a port of its own
 // in the case's fresh network namespace, its sockets closed before the next sequence:
