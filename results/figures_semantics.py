@@ -157,7 +157,9 @@ def m_time_wait_rebind(c: str, rs: list[dict], recs: Records) -> str:
         f"{span(rs, 'time_wait_on_port')} TIME_WAIT socket, {span(rs, 'listeners_on_port')} "
         f"listeners on the port. Listener with `SO_REUSEPORT` only: "
         f"{row('*_listener_reuseport')}. Listener with both: "
-        f"{row('*_listener_reuseport_reuseaddr')}.")
+        f"{row('*_listener_reuseport_reuseaddr')}. Listener with neither: "
+        f"{row('*_listener_plain')}. Listener with `SO_REUSEADDR` only: "
+        f"{row('*_listener_reuseaddr')}. Loopback and wildcard alike.")
 
 
 @semantics("unix_reuseport_rejected")
@@ -237,3 +239,52 @@ def m_syn_recv_on_close(c: str, rs: list[dict], recs: Records) -> str:
         f"{span(k2m1, 'accepted_by_other')} children accepted there, "
         f"{span(k2m1, 'final_ack_resets')} RSTs; migrate=1 alone: "
         f"{span(alone1, 'final_ack_resets')} RSTs.")
+
+
+@semantics("bind_conflict_matrix")
+def m_bind_conflict_matrix(c: str, rs: list[dict], recs: Records) -> str:
+    off = ", ".join("`%s` %d" % (r["variant"], r["observed"]["rows_against_rule"])
+                    for r in rs if r["observed"].get("rows_against_rule"))
+    return (
+        f"{total(rs, 'rows')} bind()/listen() rows in {len(rs)} variants, "
+        f"{total(rs, 'rows_against_rule')} decided otherwise than the rule: {off or 'none'}.")
+
+
+@semantics("ephemeral_port_exhaustion")
+def m_ephemeral_port_exhaustion(c: str, rs: list[dict], recs: Records) -> str:
+    def pair(pattern: str, key: str) -> str:
+        return span(recs(c, pattern), key, quoted)
+    return (
+        f"ip_autobind_reuse=0: SO_REUSEADDR on both {pair('bind0_autobind_reuse0_*', 'holder_reuseaddr__new_reuseaddr')}. "
+        f"=1: SO_REUSEADDR on both {pair('bind0_autobind_reuse1_*', 'holder_reuseaddr__new_reuseaddr')}, "
+        f"both options on both, same uid {pair('*reuse1_same_uid', 'holder_both__new_both')}, other uid "
+        f"{pair('*reuse1_other_uid', 'holder_both__new_both')}, holder listening "
+        f"{pair('bind0_autobind_reuse1_*', 'holder_reuseaddr_listening__new_reuseaddr')}. connect(): over a "
+        f"bind() port {span(recs(c, 'connect_*'), 'connect_over_bound_port', quoted)}, to another destination "
+        f"{span(recs(c, 'connect_*'), 'connect_other_dest_over_connected', quoted)}.")
+
+
+def _yes_no(v: bool) -> str:
+    return "yes" if v else "no"
+
+
+@semantics("autobind_relisten")
+def m_autobind_relisten(c: str, rs: list[dict], recs: Records) -> str:
+    auto = recs(c, "*_bind0_*") + recs(c, "*_listen_only_*")
+    bound = recs(c, "*_bound_port_*")
+    return (
+        f"Autobound: relisten {span(auto, 'relisten')}, same port "
+        f"{span(auto, 'port_kept_after_relisten', _yes_no)}, "
+        f"A then took {span(auto, 'a_on_group_port')} of the group port's connections and "
+        f"{span(auto, 'a_on_new_port')} on its new port. Bound to its port: same port "
+        f"{span(bound, 'port_kept_after_relisten', _yes_no)}, A took {span(bound, 'a_on_group_port')} of 64.")
+
+
+@semantics("incoming_cpu_coverage")
+def m_incoming_cpu_coverage(c: str, rs: list[dict], recs: Records) -> str:
+    unc, gen = recs(c, "uncovered_member_*"), recs(c, "new_generation_without")
+    return (
+        f"Member without the option: {span(unc, 'to_member_without_option')} of "
+        f"{span(unc, 'connections')}, {span(unc, 'to_listener_of_their_cpu')} at the listener of "
+        f"their CPU. New generation without it: {span(gen, 'to_new_generation')} while the old one "
+        f"listened, {span(gen, 'to_new_generation_after_old_closed')} after it closed.")

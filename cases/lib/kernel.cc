@@ -198,6 +198,10 @@ const std::map<std::string, Feature>& features() {
            if (sched_getaffinity(0, sizeof set, &set) != 0) throw_sys("sched_getaffinity");
            return CPU_COUNT(&set) >= 2;
          }});
+    add({"ip_autobind_reuse",
+         "net.ipv4.ip_autobind_reuse: bind(port 0) may reuse a port whose sockets all have SO_REUSEADDR when the "
+         "range is exhausted (5.7, 4b01a9674231; Documentation/networking/ip-sysctl.rst)",
+         [] { return sysctl_present("net.ipv4.ip_autobind_reuse"); }});
     return m;
   }();
   return f;

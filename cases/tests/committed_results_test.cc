@@ -128,6 +128,23 @@ const std::vector<Flip>& flips() {
        "the preferred socket -> the other one"},
       {"listen_after_shutdown", "*", {{"a_after_shutdown", 32}, {"b_after_shutdown", 32}},
        "shut down listener detached -> still taking half the connections"},
+      {"bind_conflict_matrix", "*", {{"rows_against_rule", {{"of", "rows"}, {"times", 0.1}}}},
+       "bind()/listen() as the documented rule (or the known deviations) -> a tenth decided otherwise"},
+      {"ephemeral_port_exhaustion", "bind0_*",
+       {{"holder_reuseaddr__new_reuseaddr",
+         {{"map", {{"OK, listen EADDRINUSE", "EADDRINUSE"}, {"EADDRINUSE", "OK, listen EADDRINUSE"}}}}}},
+       "bind(0) over an SO_REUSEADDR holder given <-> refused (ip_autobind_reuse ignored or inverted)"},
+      {"ephemeral_port_exhaustion", "connect_*",
+       {{"connect_other_dest_over_connected", {{"map", {{"OK, same port", "EADDRNOTAVAIL"}}}}}},
+       "connect() to another destination sharing the port -> refused"},
+      {"autobind_relisten", "*", {{"port_kept_after_relisten", {{"map", {{"true", false}, {"false", true}}}}}},
+       "an autobound listener's relisten: new port <-> same port"},
+      {"incoming_cpu_coverage", "uncovered_member_*",
+       {{"to_member_without_option", {{"of", "expected_connections"}, {"times", 0.33}}}},
+       "CPU-bound members preferred -> the member without the option takes its hashed third"},
+      {"incoming_cpu_coverage", "new_generation_without",
+       {{"to_new_generation", {{"of", "expected_connections"}, {"times", 0.5}}}},
+       "old generation with the option preferred -> the new generation takes its hashed half"},
   };
   return rows;
 }
