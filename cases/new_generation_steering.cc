@@ -35,12 +35,8 @@
 
 #include <gtest/gtest.h>
 
-#include <functional>
-#include <optional>
-
 #include "cases/lib/case_test.h"
 #include "cases/lib/observe.h"
-#include "harness/error.h"
 #include "harness/server.h"
 #include "harness/udp_client.h"
 #include "probes/reuseport_steer.h"
@@ -108,7 +104,7 @@ nlohmann::json scenario(const Variant& v) {
   ReuseportSteer b(index ? SteerProgram::Filter : SteerProgram::Select);
   auto runs = [&](const ReuseportSteer& p) { return index ? p.counts().filter_runs : p.counts().select_runs; };
   // The program's target: an index of the group's array, or a slot of its own array.
-  std::function<void(ReuseportSteer&, uint32_t)> aim = [&](ReuseportSteer& p, uint32_t k) {
+  auto aim = [&](ReuseportSteer& p, uint32_t k) {
     if (index)
       p.set_steer_index(k);
     else

@@ -122,6 +122,17 @@ const std::vector<Flip>& flips() {
        "the preferred socket -> the other one"},
       {"listen_after_shutdown", "*", {{"a_after_shutdown", 32}, {"b_after_shutdown", 32}},
        "shut down listener detached -> still taking half the connections"},
+      {"new_generation_steering", "*", {{"replaced_on_listener", 1}, {"old_program_runs_after_replace", "$flows"}},
+       "the new generation's program replaces the group's -> the old one goes on steering"},
+      {"select_reuseport_edges", "*", {{"sockmap_member_on_listener", -1}, {"sockhash_member_on_listener", -1}},
+       "selected from a SOCKMAP/SOCKHASH -> hashed"},
+      {"sk_lookup_reuseport", "*_no_reuseport",
+       {{"on_assigned_listener", {{"of", "flows"}, {"times", 0.5}}}, {"on_other_listener", {{"of", "flows"}, {"times", 0.5}}}},
+       "BPF_SK_LOOKUP_F_NO_REUSEPORT honoured -> the group's hash chooses anyway"},
+      {"sk_lookup_reuseport", "*_group_program", {{"on_assigned_listener", "$flows"}, {"on_other_listener", 0}},
+       "the group's program chooses -> the assigned socket is taken as is"},
+      {"sk_lookup_reuseport", "*_hash", {{"on_assigned_listener", "$flows"}, {"on_other_listener", 0}},
+       "the group's hash chooses -> the assigned socket is taken as is"},
   };
   return rows;
 }
