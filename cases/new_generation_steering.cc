@@ -25,7 +25,7 @@
 //      from B's own array {0: listener 2, 1: listener 3}. The flows all reach listener 3;
 //      A ran not once more.
 //   4. Where each index (or slot) of B lands: B's knob set to each in turn, F flows each:
-//      the listener all of them reached, or -1 when they spread (the hash).
+//      the listener all of them reached, or "hash" when they spread.
 //   5. Listener 0 closes; step 4 again (index: the last socket, listener 3, now answers
 //      index 0, and index 3 falls back to the hash).
 //   6. SO_DETACH_REUSEPORT_BPF on listener 1 (generation 1) removes B (generation 2's): 3F
@@ -139,11 +139,14 @@ nlohmann::json scenario(const Variant& v) {
   o["new_program_runs"] = runs(b) - b_before;
 
   const uint32_t keys = index ? 4 : 2;
+  // "3 1 2 hash": per index (or slot) the listener all flows reached, or "hash" when they
+  // spread. A string: a record's counts are scalars (results/schemas/run-record.schema.json).
   auto key_map = [&] {
-    nlohmann::json m = nlohmann::json::array();
+    std::string m;
     for (uint32_t k = 0; k < keys; ++k) {
       aim(b, k);
-      m.push_back(where());
+      const int32_t l = where();
+      m += (k ? " " : "") + (l < 0 ? std::string("hash") : std::to_string(l));
     }
     aim(b, b_target);
     return m;

@@ -215,7 +215,7 @@ def m_new_generation_steering(c: str, rs: list[dict], recs: Records) -> str:
         f"Generation 2's program took over in "
         f"{count(rs, lambda o: o['replaced_on_listener'] == 3 and o['old_program_runs_after_replace'] == 0)}"
         f" variants (generation 1's ran {total(rs, 'old_program_runs_after_replace')} times after). "
-        f"Index program, listener reached by index 0-3 (-1: hashed): 4 members "
+        f"Index program, listener reached by index 0-3: 4 members "
         f"{span(ix, 'key_map_4_members')}; listener 0 closed {span(ix, 'key_map_after_close_0')}; "
         f"listener 1 closed {span(ix, 'key_map_after_close_1')}. REUSEPORT_SOCKARRAY, slots 0-1: "
         f"{span(sa, 'key_map_4_members')}, {span(sa, 'key_map_after_close_0')}, "
