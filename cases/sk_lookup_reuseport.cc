@@ -16,16 +16,17 @@
 // (netns_bpf_pernet_pre_exit() -> bpf_netns_link_auto_detach()); nothing outlives the
 // case's namespace.
 //
-// Scenario, per variant (tcp/udp x IPv4/IPv6 x mode):
+// Scenario, per variant (tcp/udp x IPv4/IPv6 x mode; group_program_conns UDP only):
 //   1. In a fresh network namespace, listeners 0 and 1 (SO_REUSEPORT, threads) on port P;
-//      nothing on P+1.
+//      nothing on P+1. Mode group_program_conns (UDP): also a third member, connected to
+//      itself (the group has connections).
 //   2. The sk_lookup program: for packets to P+1, bpf_sk_assign(listener 0, flags), flags =
 //      BPF_SK_LOOKUP_F_NO_REUSEPORT in mode no_reuseport, else 0; attached to the namespace.
-//      Modes group_program and no_reuseport: the group also gets a classic BPF program
+//      Modes group_program* and no_reuseport: the group also gets a classic BPF program
 //      returning index 1 (listener 1), attached to listener 0.
 //   3. F fixed flows (UDP datagrams or TCP connections, one per source port) to P+1: where
 //      they went (listener 0, listener 1) and what the program counted (assigned, errors).
-//      hash: both listeners; group_program: all on listener 1; no_reuseport: all on
+//      hash: both listeners; group_program*: all on listener 1; no_reuseport: all on
 //      listener 0.
 //   4. The link's fd is closed: 4 flows to P+1 find nothing (TCP: the connect's error; UDP:
 //      how many got an answer).
@@ -38,6 +39,7 @@
 #include "cases/lib/case_test.h"
 #include "cases/lib/observe.h"
 #include "harness/error.h"
+#include "harness/socket.h"
 #include "harness/server.h"
 #include "harness/udp_client.h"
 #include "probes/reuseport_sockmap.h"
@@ -49,7 +51,10 @@ namespace {
 using probes::ReuseportSockmap;
 using probes::SockmapProgram;
 
-enum class Mode { Hash, GroupProgram, NoReuseport };
+// GroupProgramConns (UDP): as GroupProgram, with a third member connect()ed to itself, which
+// sets the group's has_conns: tools/testing/selftests/bpf/prog_tests/sk_lookup.c
+// (reuseport_has_conns) holds that it does not change how the group chooses after sk_lookup.
+enum class Mode { Hash, GroupProgram, NoReuseport, GroupProgramConns };
 
 struct Variant {
   Proto proto;
@@ -57,7 +62,10 @@ struct Variant {
   Mode mode;
   std::string name() const {
     return std::string(proto == Proto::Tcp ? "tcp" : "udp") + (family == Family::V4 ? "4" : "6") +
-           (mode == Mode::Hash ? "_hash" : mode == Mode::GroupProgram ? "_group_program" : "_no_reuseport");
+           (mode == Mode::Hash             ? "_hash"
+            : mode == Mode::GroupProgram   ? "_group_program"
+            : mode == Mode::NoReuseport    ? "_no_reuseport"
+                                           : "_group_program_conns");
   }
 };
 
@@ -65,6 +73,19 @@ constexpr uint16_t kPort = 47720;
 // The hash leaves one of 2 listeners empty with probability 2 * 2^-64.
 constexpr size_t kFlows = 64;
 constexpr size_t kAfterClose = 4;
+
+// A UDP member of the group connected to itself: the group then has connections
+// (reuseport_has_conns()), which the UDP lookup treats apart.
+UniqueFd connected_member(const Endpoint& at) {
+  UniqueFd s(static_cast<int>(check_sys(socket(af_of(at.family), SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket udp member")));
+  int one = 1;
+  check_sys(setsockopt(s.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one), "setsockopt SO_REUSEPORT");
+  sockaddr_storage ss;
+  socklen_t len = at.to_sockaddr(ss);
+  check_sys(bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len), "bind udp member " + at.str());
+  check_sys(connect(s.get(), reinterpret_cast<sockaddr*>(&ss), len), "connect udp member to itself");
+  return s;
+}
 
 nlohmann::json scenario(const Variant& v) {
   ListenerGroup group;
@@ -80,6 +101,8 @@ nlohmann::json scenario(const Variant& v) {
   lookup.set_lookup(redirected.port, v.mode == Mode::NoReuseport ? BPF_SK_LOOKUP_F_NO_REUSEPORT : 0);
   lookup.attach_netns();
   if (v.mode != Mode::Hash) probes::attach_cbpf_index(fd0, 1);
+  UniqueFd connected;
+  if (v.mode == Mode::GroupProgramConns) connected = connected_member(spec.socket.addr);
 
   UdpClientOptions uo;
   uo.target = redirected;
@@ -138,7 +161,8 @@ std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (Proto pr : {Proto::Tcp, Proto::Udp})
     for (Family f : {Family::V4, Family::V6})
-      for (Mode m : {Mode::Hash, Mode::GroupProgram, Mode::NoReuseport}) out.push_back({pr, f, m});
+      for (Mode m : {Mode::Hash, Mode::GroupProgram, Mode::NoReuseport, Mode::GroupProgramConns})
+        if (m != Mode::GroupProgramConns || pr == Proto::Udp) out.push_back({pr, f, m});
   return out;
 }
 

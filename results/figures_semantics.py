@@ -243,12 +243,13 @@ def m_select_reuseport_edges(c: str, rs: list[dict], recs: Records) -> str:
 
 @semantics("sk_lookup_reuseport")
 def m_sk_lookup_reuseport(c: str, rs: list[dict], recs: Records) -> str:
-    h, g, n = recs(c, "*_hash"), recs(c, "*_group_program"), recs(c, "*_no_reuseport")
+    h, g, n = recs(c, "*_hash"), recs(c, "*_group_program*"), recs(c, "*_no_reuseport")
     return (
         f"{span(rs, 'flows')} flows to the other port, all assigned to listener 0 by the program "
         f"({count(rs, lambda o: o['lookup_assigned'] == o['flows'])} variants). hash: listener 0 "
         f"got {span(h, 'on_assigned_listener')}, listener 1 {span(h, 'on_other_listener')}; "
-        f"the group's program (index 1): listener 1 got {span(g, 'on_other_listener')}; "
+        f"the group's program (index 1), with or without a connected UDP member: listener 1 got "
+        f"{span(g, 'on_other_listener')}; "
         f"BPF_SK_LOOKUP_F_NO_REUSEPORT: listener 0 got {span(n, 'on_assigned_listener')}. After "
         f"the link's fd closed: TCP {span(recs(c, 'tcp*'), 'after_link_closed_tcp')}, UDP "
         f"{span(recs(c, 'udp*'), 'after_link_closed_udp_answered')} answers.")

@@ -129,7 +129,7 @@ const std::vector<Flip>& flips() {
       {"sk_lookup_reuseport", "*_no_reuseport",
        {{"on_assigned_listener", {{"of", "flows"}, {"times", 0.5}}}, {"on_other_listener", {{"of", "flows"}, {"times", 0.5}}}},
        "BPF_SK_LOOKUP_F_NO_REUSEPORT honoured -> the group's hash chooses anyway"},
-      {"sk_lookup_reuseport", "*_group_program", {{"on_assigned_listener", "$flows"}, {"on_other_listener", 0}},
+      {"sk_lookup_reuseport", "*_group_program*", {{"on_assigned_listener", "$flows"}, {"on_other_listener", 0}},
        "the group's program chooses -> the assigned socket is taken as is"},
       {"sk_lookup_reuseport", "*_hash", {{"on_assigned_listener", "$flows"}, {"on_other_listener", 0}},
        "the group's hash chooses -> the assigned socket is taken as is"},
