@@ -288,3 +288,50 @@ def m_incoming_cpu_coverage(c: str, rs: list[dict], recs: Records) -> str:
         f"{span(unc, 'connections')}, {span(unc, 'to_listener_of_their_cpu')} at the listener of "
         f"their CPU. New generation without it: {span(gen, 'to_new_generation')} while the old one "
         f"listened, {span(gen, 'to_new_generation_after_old_closed')} after it closed.")
+
+
+@semantics("new_generation_steering")
+def m_new_generation_steering(c: str, rs: list[dict], recs: Records) -> str:
+    ix, sa = recs(c, "*_index"), recs(c, "*_sockarray")
+    return (
+        f"Generation 2's program took over in "
+        f"{count(rs, lambda o: o['replaced_on_listener'] == 3 and o['old_program_runs_after_replace'] == 0)}"
+        f" variants (generation 1's ran {total(rs, 'old_program_runs_after_replace')} times after). "
+        f"Index program, listener reached by index 0-3: 4 members "
+        f"{span(ix, 'key_map_4_members')}; listener 0 closed {span(ix, 'key_map_after_close_0')}; "
+        f"listener 1 closed {span(ix, 'key_map_after_close_1')}. REUSEPORT_SOCKARRAY, slots 0-1: "
+        f"{span(sa, 'key_map_4_members')}, {span(sa, 'key_map_after_close_0')}, "
+        f"{span(sa, 'key_map_after_close_1')}. Detach through generation 1's socket: flows over "
+        f"{span(rs, 'after_detach_listeners_used')} listeners, {total(rs, 'program_runs_after_detach')} "
+        f"program runs.")
+
+
+@semantics("select_reuseport_edges")
+def m_select_reuseport_edges(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"SOCKMAP and SOCKHASH member selected: listener {span(rs, 'sockmap_member_on_listener')} "
+        f"and {span(rs, 'sockhash_member_on_listener')}. Helper errors (flows then hashed, -1): "
+        f"empty key {span(rs, 'sockmap_empty_key_err')}; other group "
+        f"{span(rs, 'sockmap_other_group_err')} (SOCKMAP), {span(rs, 'sockhash_other_group_err')} "
+        f"(SOCKHASH), {span(rs, 'sockarray_other_group_err')} (REUSEPORT_SOCKARRAY); a connected "
+        f"socket outside any group: SOCKMAP takes it ({span(rs, 'sockmap_put_ungrouped')}), select "
+        f"{span(rs, 'sockmap_ungrouped_err')}; REUSEPORT_SOCKARRAY refuses it "
+        f"({span(rs, 'sockarray_put_ungrouped')}) and a socket already in a SOCKMAP "
+        f"({span(rs, 'sockarray_put_sockmap_socket')}). Detach: {span(rs, 'detach_first')}, then "
+        f"{span(rs, 'detach_second')}. Without SO_REUSEPORT: attach unbound "
+        f"{span(rs, 'attach_no_reuseport_unbound')}, bound {span(rs, 'attach_no_reuseport_bound')}, "
+        f"detach {span(rs, 'detach_no_reuseport_bound')}.")
+
+
+@semantics("sk_lookup_reuseport")
+def m_sk_lookup_reuseport(c: str, rs: list[dict], recs: Records) -> str:
+    h, g, n = recs(c, "*_hash"), recs(c, "*_group_program*"), recs(c, "*_no_reuseport")
+    return (
+        f"{span(rs, 'flows')} flows to the other port, all assigned to listener 0 by the program "
+        f"({count(rs, lambda o: o['lookup_assigned'] == o['flows'])} variants). hash: listener 0 "
+        f"got {span(h, 'on_assigned_listener')}, listener 1 {span(h, 'on_other_listener')}; "
+        f"the group's program (index 1), with or without a connected UDP member: listener 1 got "
+        f"{span(g, 'on_other_listener')}; "
+        f"BPF_SK_LOOKUP_F_NO_REUSEPORT: listener 0 got {span(n, 'on_assigned_listener')}. After "
+        f"the link's fd closed: TCP {span(recs(c, 'tcp*'), 'after_link_closed_tcp')}, UDP "
+        f"{span(recs(c, 'udp*'), 'after_link_closed_udp_answered')} answers.")

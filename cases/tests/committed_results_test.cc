@@ -145,6 +145,17 @@ const std::vector<Flip>& flips() {
       {"incoming_cpu_coverage", "new_generation_without",
        {{"to_new_generation", {{"of", "expected_connections"}, {"times", 0.5}}}},
        "old generation with the option preferred -> the new generation takes its hashed half"},
+      {"new_generation_steering", "*", {{"replaced_on_listener", 1}, {"old_program_runs_after_replace", "$flows"}},
+       "the new generation's program replaces the group's -> the old one goes on steering"},
+      {"select_reuseport_edges", "*", {{"sockmap_member_on_listener", -1}, {"sockhash_member_on_listener", -1}},
+       "selected from a SOCKMAP/SOCKHASH -> hashed"},
+      {"sk_lookup_reuseport", "*_no_reuseport",
+       {{"on_assigned_listener", {{"of", "flows"}, {"times", 0.5}}}, {"on_other_listener", {{"of", "flows"}, {"times", 0.5}}}},
+       "BPF_SK_LOOKUP_F_NO_REUSEPORT honoured -> the group's hash chooses anyway"},
+      {"sk_lookup_reuseport", "*_group_program*", {{"on_assigned_listener", "$flows"}, {"on_other_listener", 0}},
+       "the group's program chooses -> the assigned socket is taken as is"},
+      {"sk_lookup_reuseport", "*_hash", {{"on_assigned_listener", "$flows"}, {"on_other_listener", 0}},
+       "the group's hash chooses -> the assigned socket is taken as is"},
   };
   return rows;
 }
