@@ -9,7 +9,7 @@
 // tools/testing/selftests/net/so_incoming_cpu.c (6df96146b202).
 //
 // On loopback the SYN is processed in the softirq of the CPU that sent it (no RPS), so a
-// client pinned to CPU c makes its SYNs arrive "on" CPU c.
+// client pinned to CPU c makes its SYNs arrive "on" CPU c (cases/lib/cpu.h).
 //
 // Scenario, per variant (IPv4/IPv6 x when the option is set):
 //   1. In a fresh network namespace, two SO_REUSEPORT TCP listeners on one port, listener
@@ -20,11 +20,9 @@
 //   3. Count the connections accepted by the listener of their client's CPU.
 
 #include <gtest/gtest.h>
-#include <sched.h>
-
-#include <thread>
 
 #include "cases/lib/case_test.h"
+#include "cases/lib/cpu.h"
 #include "harness/error.h"
 #include "harness/socket.h"
 
@@ -50,12 +48,7 @@ void set_incoming_cpu(int fd, int cpu) {
 }
 
 nlohmann::json scenario(const Variant& v) {
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  check_sys(sched_getaffinity(0, sizeof allowed, &allowed), "sched_getaffinity");
-  std::vector<int> cpus;
-  for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c)
-    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  const std::vector<int> cpus = allowed_cpus(2);
   if (cpus.size() < 2) throw std::runtime_error("fewer than 2 CPUs available (the two_cpus feature should have skipped)");
 
   ListenerOptions lo;
@@ -75,27 +68,7 @@ nlohmann::json scenario(const Variant& v) {
   uint64_t total = 0, matched = 0, child_cpu_matched = 0;
   nlohmann::json per_cpu = nlohmann::json::object();
   for (int i = 0; i < 2; ++i) {
-    std::vector<UniqueFd> clients;
-    std::string error;
-    std::thread t([&] {
-      try {
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(cpus[i], &one);
-        check_sys(sched_setaffinity(0, sizeof one, &one), "sched_setaffinity CPU " + std::to_string(cpus[i]));
-        for (int k = 0; k < kClientsPerCpu; ++k) {
-          UniqueFd c(static_cast<int>(check_sys(socket(af_of(v.family), SOCK_STREAM | SOCK_CLOEXEC, 0), "socket client")));
-          sockaddr_storage ss;
-          socklen_t len = lo.addr.to_sockaddr(ss);
-          check_sys(connect(c.get(), reinterpret_cast<sockaddr*>(&ss), len), "connect " + lo.addr.str());
-          clients.push_back(std::move(c));
-        }
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
-    });
-    t.join();
-    if (!error.empty()) throw std::runtime_error(error);
+    const std::vector<UniqueFd> clients = connect_from_cpu(cpus[i], lo.addr, kClientsPerCpu);
     std::vector<uint64_t> got(2, 0);
     for (int l = 0; l < 2; ++l)
       for (;;) {

@@ -19,8 +19,11 @@
 //      shows which one got it. The client closes with an RST (SO_LINGER 0): no TIME_WAIT.
 //   3. shutdown(A, SHUT_RDWR); phase "after_shutdown": 64 more.
 //   4. listen(A) again (record the result); phase "after_relisten": 64 more.
-//   5. Compare with cases/expectations.json: A takes part before, none after the shutdown,
-//      some again after listen(); no connection is lost in any phase.
+//   5. 32 connections wait in A's and B's accept queues; accept A's own, then shutdown(B):
+//      with migration B's children move to the relistened A (all accepted there, no
+//      client reset), without it they are reset.
+//   6. Compare with cases/expectations.json: A takes part before, none after the shutdown,
+//      some again after listen(); no connection is lost in any phase; step 5 as said.
 
 #include <gtest/gtest.h>
 
@@ -46,6 +49,7 @@ struct Variant {
 
 constexpr uint16_t kPort = 47350;
 constexpr int kPerPhase = 64;
+constexpr int kQueued = 32;
 
 struct Phase {
   uint64_t a = 0, b = 0, lost = 0;
@@ -79,6 +83,19 @@ Phase connect_phase(const Endpoint& target, int a, int b) {
   return ph;
 }
 
+uint64_t drain_accept(int listener) {
+  uint64_t n = 0;
+  for (;;) {
+    const int child = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (child < 0) {
+      if (errno != EAGAIN) throw_sys("accept A");
+      return n;
+    }
+    ::close(child);
+    ++n;
+  }
+}
+
 nlohmann::json scenario(const Variant& v) {
   std::optional<SysctlScope> migrate;
   if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", std::to_string(v.migrate));
@@ -103,6 +120,29 @@ nlohmann::json scenario(const Variant& v) {
   o["relisten"] = listen(a.get(), lo.backlog) == 0 ? "OK" : errno_name(errno);
   const Phase after_relisten = connect_phase(lo.addr, a.get(), b.get());
   record("after_relisten", after_relisten);
+  // A relistened socket is a full member again, also as a migration target (the claim of
+  // bpf/prog_tests/migrate_reuseport.c, which listens again and migrates queues to it):
+  // connections wait in both queues, A's own are accepted, then B is shut down.
+  {
+    sockaddr_storage ss;
+    const socklen_t len = lo.addr.to_sockaddr(ss);
+    std::vector<UniqueFd> clients;
+    for (int i = 0; i < kQueued; ++i) {
+      clients.emplace_back(static_cast<int>(check_sys(socket(af_of(v.family), SOCK_STREAM | SOCK_CLOEXEC, 0), "socket client")));
+      check_sys(connect(clients.back().get(), reinterpret_cast<sockaddr*>(&ss), len), "connect " + lo.addr.str());
+    }
+    const uint64_t a_own = drain_accept(a.get());
+    check_sys(shutdown(b.get(), SHUT_RDWR), "shutdown B");
+    o["queued_connections"] = kQueued;
+    o["a_own_before_b_shutdown"] = a_own;
+    o["a_accepted_after_b_shutdown"] = drain_accept(a.get());
+    uint64_t resets = 0;
+    for (const auto& c : clients) {
+      char byte;
+      resets += recv(c.get(), &byte, 1, MSG_DONTWAIT) < 0 && errno == ECONNRESET;
+    }
+    o["queued_client_resets"] = resets;
+  }
   // Whether A took part at all: with 64 connections spread by a hash over two sockets, a
   // member of the group gets none with probability 2^-64.
   o["a_served_before"] = before.a > 0;

@@ -5,17 +5,25 @@
 // (tw_reuse, tw_reuseport), and inet_bind_conflict() (net/ipv4/inet_connection_sock.c)
 // lets a new socket bind over a TIME_WAIT socket when both have SO_REUSEPORT (the uid is
 // not compared for TIME_WAIT), or both have SO_REUSEADDR; a socket with neither, or with
-// SO_REUSEADDR over a listener that had only SO_REUSEPORT, gets EADDRINUSE.
+// SO_REUSEADDR over a listener that had only SO_REUSEPORT, gets EADDRINUSE. A listener
+// with neither option leaves TIME_WAIT sockets that nothing may bind over (socket(7):
+// SO_REUSEADDR must be on both, and the TIME_WAIT socket has the listener's). A wildcard
+// listener's connections sit on the loopback address, which the wildcard overlaps
+// (inet_rcv_saddr_equal()), so the same rules hold there. The TIME_WAIT sockets are in the
+// bhash2 table since 936a192f9740 "tcp: Add TIME_WAIT sockets in bhash2." (6.2-rc3, stable
+// 6.1.y; before it, 6.1 let a bind over a TIME_WAIT socket pass); its selftest tools/testing/
+// selftests/net/bind_timewait.c states the same for 127.0.0.1 and 0.0.0.0.
 //
-// Scenario, per variant (family, the listener's options):
-//   1. In a fresh network namespace, listen on loopback:P with SO_REUSEPORT (and
-//      SO_REUSEADDR for the "_reuseaddr" variants).
+// Scenario, per variant (family, the listener's options, loopback or "_any" wildcard):
+//   1. In a fresh network namespace, listen on loopback:P (the wildcard for "_any_") with
+//      SO_REUSEPORT and/or SO_REUSEADDR as the variant names them ("_plain": neither).
 //   2. Connect one client, accept it, close the server side first, then the client: the
 //      server's end goes to TIME_WAIT on port P. Wait until /proc/net/tcp[6] (this
 //      namespace's) shows it there.
 //   3. Close the listener. Count what holds P now: TIME_WAIT sockets and listeners.
-//   4. Try, each with a fresh socket closed right after: bind() without options, with
-//      SO_REUSEADDR, with SO_REUSEPORT (and listen() on the last). Record "OK" or the errno.
+//   4. Try, each with a fresh socket closed right after, on the listener's address: bind()
+//      without options, with SO_REUSEADDR, with SO_REUSEPORT (and listen() on the last).
+//      Record "OK" or the errno.
 //   5. Compare with cases/expectations.json.
 
 #include <gtest/gtest.h>
@@ -32,17 +40,22 @@
 namespace rp::cases {
 namespace {
 
+constexpr uint16_t kPort = 47330;
+
 struct Variant {
   Family family;
   bool listener_reuseaddr;
+  bool listener_reuseport = true;
+  bool wildcard = false;  // the listener and the rebinds on 0.0.0.0 / ::, not loopback
 
+  // The first names (loopback, SO_REUSEPORT) are kept as committed results name them.
   std::string name() const {
-    return std::string("tcp") + (family == Family::V4 ? "4" : "6") +
-           (listener_reuseaddr ? "_listener_reuseport_reuseaddr" : "_listener_reuseport");
+    std::string opts = listener_reuseport ? (listener_reuseaddr ? "reuseport_reuseaddr" : "reuseport")
+                                          : (listener_reuseaddr ? "reuseaddr" : "plain");
+    return std::string("tcp") + (family == Family::V4 ? "4" : "6") + (wildcard ? "_any" : "") + "_listener_" + opts;
   }
+  Endpoint addr() const { return wildcard ? Endpoint::wildcard(family, kPort) : Endpoint::loopback(family, kPort); }
 };
-
-constexpr uint16_t kPort = 47330;
 
 // TIME_WAIT sockets (state 06) whose local port is `port`, from the namespace's
 // /proc/net/tcp or tcp6.
@@ -64,9 +77,9 @@ uint64_t time_wait_on_port(Family f, uint16_t port) {
   return n;
 }
 
-std::string try_bind(Family f, bool reuseaddr, bool reuseport, bool then_listen) {
+std::string try_bind(const Endpoint& addr, bool reuseaddr, bool reuseport, bool then_listen) {
   ListenerOptions o;
-  o.addr = Endpoint::loopback(f, kPort);
+  o.addr = addr;
   o.reuseaddr = reuseaddr;
   o.reuseport = reuseport;
   o.listen = then_listen;
@@ -81,15 +94,17 @@ std::string try_bind(Family f, bool reuseaddr, bool reuseport, bool then_listen)
 
 nlohmann::json scenario(const Variant& v) {
   ListenerOptions lo;
-  lo.addr = Endpoint::loopback(v.family, kPort);
+  lo.addr = v.addr();
   lo.reuseaddr = v.listener_reuseaddr;
+  lo.reuseport = v.listener_reuseport;
   lo.nonblocking = false;
   UniqueFd listener = open_listener(lo);
 
   UniqueFd client(static_cast<int>(check_sys(socket(af_of(v.family), SOCK_STREAM | SOCK_CLOEXEC, 0), "socket client")));
   sockaddr_storage ss;
-  const socklen_t len = lo.addr.to_sockaddr(ss);
-  check_sys(connect(client.get(), reinterpret_cast<sockaddr*>(&ss), len), "connect " + lo.addr.str());
+  const Endpoint to = Endpoint::loopback(v.family, kPort);
+  const socklen_t len = to.to_sockaddr(ss);
+  check_sys(connect(client.get(), reinterpret_cast<sockaddr*>(&ss), len), "connect " + to.str());
   UniqueFd served(static_cast<int>(check_sys(accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC), "accept")));
   // The side that closes first ends in TIME_WAIT: make it the server's, on port P.
   served.reset();
@@ -107,10 +122,10 @@ nlohmann::json scenario(const Variant& v) {
   nlohmann::json o;
   o["time_wait_on_port"] = time_wait_on_port(v.family, kPort);
   o["listeners_on_port"] = tcp_listeners(kPort).size();
-  o["bind_plain"] = try_bind(v.family, false, false, false);
-  o["bind_reuseaddr"] = try_bind(v.family, true, false, false);
-  o["bind_reuseport"] = try_bind(v.family, false, true, false);
-  o["listen_reuseport"] = try_bind(v.family, false, true, true);
+  o["bind_plain"] = try_bind(v.addr(), false, false, false);
+  o["bind_reuseaddr"] = try_bind(v.addr(), true, false, false);
+  o["bind_reuseport"] = try_bind(v.addr(), false, true, false);
+  o["listen_reuseport"] = try_bind(v.addr(), false, true, true);
   return o;
 }
 
@@ -118,6 +133,13 @@ std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (Family f : {Family::V4, Family::V6})
     for (bool ra : {false, true}) out.push_back({f, ra});
+  // Listeners without SO_REUSEPORT, then the wildcard: appended, so the first four keep
+  // their names and places.
+  for (Family f : {Family::V4, Family::V6})
+    for (bool ra : {false, true}) out.push_back({f, ra, false});
+  for (Family f : {Family::V4, Family::V6})
+    for (bool rp : {true, false})
+      for (bool ra : {false, true}) out.push_back({f, ra, rp, true});
   return out;
 }
 

@@ -157,7 +157,9 @@ def m_time_wait_rebind(c: str, rs: list[dict], recs: Records) -> str:
         f"{span(rs, 'time_wait_on_port')} TIME_WAIT socket, {span(rs, 'listeners_on_port')} "
         f"listeners on the port. Listener with `SO_REUSEPORT` only: "
         f"{row('*_listener_reuseport')}. Listener with both: "
-        f"{row('*_listener_reuseport_reuseaddr')}.")
+        f"{row('*_listener_reuseport_reuseaddr')}. Listener with neither: "
+        f"{row('*_listener_plain')}. Listener with `SO_REUSEADDR` only: "
+        f"{row('*_listener_reuseaddr')}. Loopback and wildcard alike.")
 
 
 @semantics("unix_reuseport_rejected")
@@ -166,6 +168,14 @@ def m_unix(c: str, rs: list[dict], recs: Records) -> str:
         f"setsockopt on: {span(rs, 'setsockopt_on')}, flag reads {span(rs, 'flag_after')}, "
         f"off: {span(rs, 'setsockopt_off')}, second bind to the same abstract address: "
         f"{span(rs, 'second_bind')}.")
+
+
+@semantics("payload_steering")
+def m_payload_steering(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"{span(rs, 'on_socket_of_their_payload')} of {span(rs, 'sent')} datagrams or Fast "
+        f"Open connections on the socket their payload word named "
+        f"({span(rs, 'received')} received).")
 
 
 @semantics("groups_per_address")
@@ -195,7 +205,10 @@ def m_listen_after_shutdown(c: str, rs: list[dict], recs: Records) -> str:
         f"Before: A {span(rs, 'a_before')}, B {span(rs, 'b_before')}. After shutdown: A "
         f"{span(rs, 'a_after_shutdown')}, B {span(rs, 'b_after_shutdown')}. listen() "
         f"{span(rs, 'relisten')}; after it A {span(rs, 'a_after_relisten')}, B "
-        f"{span(rs, 'b_after_relisten')}; {lost} lost in any phase.")
+        f"{span(rs, 'b_after_relisten')}; {lost} lost in any phase. B shut down with children "
+        f"queued: migrate=1 moved {span(recs(c, '*_migrate1'), 'a_accepted_after_b_shutdown')} "
+        f"to the relistened A ({span(recs(c, '*_migrate1'), 'queued_client_resets')} resets), "
+        f"migrate=0 reset {span(recs(c, '*_migrate0'), 'queued_client_resets')}.")
 
 
 @semantics("listener_shutdown_and_kill")
@@ -226,3 +239,99 @@ def m_syn_recv_on_close(c: str, rs: list[dict], recs: Records) -> str:
         f"{span(k2m1, 'accepted_by_other')} children accepted there, "
         f"{span(k2m1, 'final_ack_resets')} RSTs; migrate=1 alone: "
         f"{span(alone1, 'final_ack_resets')} RSTs.")
+
+
+@semantics("bind_conflict_matrix")
+def m_bind_conflict_matrix(c: str, rs: list[dict], recs: Records) -> str:
+    off = ", ".join("`%s` %d" % (r["variant"], r["observed"]["rows_against_rule"])
+                    for r in rs if r["observed"].get("rows_against_rule"))
+    return (
+        f"{total(rs, 'rows')} bind()/listen() rows in {len(rs)} variants, "
+        f"{total(rs, 'rows_against_rule')} decided otherwise than the rule: {off or 'none'}.")
+
+
+@semantics("ephemeral_port_exhaustion")
+def m_ephemeral_port_exhaustion(c: str, rs: list[dict], recs: Records) -> str:
+    def pair(pattern: str, key: str) -> str:
+        return span(recs(c, pattern), key, quoted)
+    return (
+        f"ip_autobind_reuse=0: SO_REUSEADDR on both {pair('bind0_autobind_reuse0_*', 'holder_reuseaddr__new_reuseaddr')}. "
+        f"=1: SO_REUSEADDR on both {pair('bind0_autobind_reuse1_*', 'holder_reuseaddr__new_reuseaddr')}, "
+        f"both options on both, same uid {pair('*reuse1_same_uid', 'holder_both__new_both')}, other uid "
+        f"{pair('*reuse1_other_uid', 'holder_both__new_both')}, holder listening "
+        f"{pair('bind0_autobind_reuse1_*', 'holder_reuseaddr_listening__new_reuseaddr')}. connect(): over a "
+        f"bind() port {span(recs(c, 'connect_*'), 'connect_over_bound_port', quoted)}, to another destination "
+        f"{span(recs(c, 'connect_*'), 'connect_other_dest_over_connected', quoted)}.")
+
+
+def _yes_no(v: bool) -> str:
+    return "yes" if v else "no"
+
+
+@semantics("autobind_relisten")
+def m_autobind_relisten(c: str, rs: list[dict], recs: Records) -> str:
+    auto = recs(c, "*_bind0_*") + recs(c, "*_listen_only_*")
+    bound = recs(c, "*_bound_port_*")
+    return (
+        f"Autobound: relisten {span(auto, 'relisten')}, same port "
+        f"{span(auto, 'port_kept_after_relisten', _yes_no)}, "
+        f"A then took {span(auto, 'a_on_group_port')} of the group port's connections and "
+        f"{span(auto, 'a_on_new_port')} on its new port. Bound to its port: same port "
+        f"{span(bound, 'port_kept_after_relisten', _yes_no)}, A took {span(bound, 'a_on_group_port')} of 64.")
+
+
+@semantics("incoming_cpu_coverage")
+def m_incoming_cpu_coverage(c: str, rs: list[dict], recs: Records) -> str:
+    unc, gen = recs(c, "uncovered_member_*"), recs(c, "new_generation_without")
+    return (
+        f"Member without the option: {span(unc, 'to_member_without_option')} of "
+        f"{span(unc, 'connections')}, {span(unc, 'to_listener_of_their_cpu')} at the listener of "
+        f"their CPU. New generation without it: {span(gen, 'to_new_generation')} while the old one "
+        f"listened, {span(gen, 'to_new_generation_after_old_closed')} after it closed.")
+
+
+@semantics("new_generation_steering")
+def m_new_generation_steering(c: str, rs: list[dict], recs: Records) -> str:
+    ix, sa = recs(c, "*_index"), recs(c, "*_sockarray")
+    return (
+        f"Generation 2's program took over in "
+        f"{count(rs, lambda o: o['replaced_on_listener'] == 3 and o['old_program_runs_after_replace'] == 0)}"
+        f" variants (generation 1's ran {total(rs, 'old_program_runs_after_replace')} times after). "
+        f"Index program, listener reached by index 0-3: 4 members "
+        f"{span(ix, 'key_map_4_members')}; listener 0 closed {span(ix, 'key_map_after_close_0')}; "
+        f"listener 1 closed {span(ix, 'key_map_after_close_1')}. REUSEPORT_SOCKARRAY, slots 0-1: "
+        f"{span(sa, 'key_map_4_members')}, {span(sa, 'key_map_after_close_0')}, "
+        f"{span(sa, 'key_map_after_close_1')}. Detach through generation 1's socket: flows over "
+        f"{span(rs, 'after_detach_listeners_used')} listeners, {total(rs, 'program_runs_after_detach')} "
+        f"program runs.")
+
+
+@semantics("select_reuseport_edges")
+def m_select_reuseport_edges(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"SOCKMAP and SOCKHASH member selected: listener {span(rs, 'sockmap_member_on_listener')} "
+        f"and {span(rs, 'sockhash_member_on_listener')}. Helper errors (flows then hashed, -1): "
+        f"empty key {span(rs, 'sockmap_empty_key_err')}; other group "
+        f"{span(rs, 'sockmap_other_group_err')} (SOCKMAP), {span(rs, 'sockhash_other_group_err')} "
+        f"(SOCKHASH), {span(rs, 'sockarray_other_group_err')} (REUSEPORT_SOCKARRAY); a connected "
+        f"socket outside any group: SOCKMAP takes it ({span(rs, 'sockmap_put_ungrouped')}), select "
+        f"{span(rs, 'sockmap_ungrouped_err')}; REUSEPORT_SOCKARRAY refuses it "
+        f"({span(rs, 'sockarray_put_ungrouped')}) and a socket already in a SOCKMAP "
+        f"({span(rs, 'sockarray_put_sockmap_socket')}). Detach: {span(rs, 'detach_first')}, then "
+        f"{span(rs, 'detach_second')}. Without SO_REUSEPORT: attach unbound "
+        f"{span(rs, 'attach_no_reuseport_unbound')}, bound {span(rs, 'attach_no_reuseport_bound')}, "
+        f"detach {span(rs, 'detach_no_reuseport_bound')}.")
+
+
+@semantics("sk_lookup_reuseport")
+def m_sk_lookup_reuseport(c: str, rs: list[dict], recs: Records) -> str:
+    h, g, n = recs(c, "*_hash"), recs(c, "*_group_program*"), recs(c, "*_no_reuseport")
+    return (
+        f"{span(rs, 'flows')} flows to the other port, all assigned to listener 0 by the program "
+        f"({count(rs, lambda o: o['lookup_assigned'] == o['flows'])} variants). hash: listener 0 "
+        f"got {span(h, 'on_assigned_listener')}, listener 1 {span(h, 'on_other_listener')}; "
+        f"the group's program (index 1), with or without a connected UDP member: listener 1 got "
+        f"{span(g, 'on_other_listener')}; "
+        f"BPF_SK_LOOKUP_F_NO_REUSEPORT: listener 0 got {span(n, 'on_assigned_listener')}. After "
+        f"the link's fd closed: TCP {span(recs(c, 'tcp*'), 'after_link_closed_tcp')}, UDP "
+        f"{span(recs(c, 'udp*'), 'after_link_closed_udp_answered')} answers.")

@@ -17,6 +17,7 @@
 #include "harness/scope.h"
 #include "harness/sockdiag.h"
 #ifdef RP_HAVE_BPF
+#include "probes/reuseport_sockmap.h"
 #include "probes/reuseport_steer.h"
 #endif
 
@@ -142,6 +143,23 @@ bool steer_program_loads(rp::probes::SteerProgram which) {
     throw std::runtime_error(std::string(ours.what()) + "; asking the kernel failed too: " + k.why);
   }
 }
+
+// The same for the programs of bpf/reuseport_sockmap.bpf.c.
+bool sockmap_program_loads(rp::probes::SockmapProgram which) {
+  try {
+    rp::probes::ReuseportSockmap prog(which);
+    return true;
+  } catch (const std::exception& ours) {
+    const auto k = rp::probes::kernel_answer(which);
+    switch (k.kind) {
+      case rp::probes::KernelAnswer::Kind::Refuses: return false;
+      case rp::probes::KernelAnswer::Kind::Offers:
+        throw std::runtime_error(std::string(ours.what()) + "; yet " + k.why + ": our program is at fault");
+      case rp::probes::KernelAnswer::Kind::Unknown: break;
+    }
+    throw std::runtime_error(std::string(ours.what()) + "; asking the kernel failed too: " + k.why);
+  }
+}
 #endif
 
 }  // namespace
@@ -197,6 +215,24 @@ const std::map<std::string, Feature>& features() {
            CPU_ZERO(&set);
            if (sched_getaffinity(0, sizeof set, &set) != 0) throw_sys("sched_getaffinity");
            return CPU_COUNT(&set) >= 2;
+         }});
+    add({"ip_autobind_reuse",
+         "net.ipv4.ip_autobind_reuse: bind(port 0) may reuse a port whose sockets all have SO_REUSEADDR when the "
+         "range is exhausted (5.7, 4b01a9674231; Documentation/networking/ip-sysctl.rst)",
+         [] { return sysctl_present("net.ipv4.ip_autobind_reuse"); }});
+    // Loads our sk_lookup program and drops it (nothing attached): BPF_PROG_TYPE_SK_LOOKUP
+    // with attach type BPF_SK_LOOKUP came in 5.9 (e9ddbb7707ff 'bpf: Introduce SK_LOOKUP
+    // program type with a dedicated attach point'); a load failure is the kernel's refusal
+    // only when a minimal sk_lookup program is refused too.
+    add({"sk_lookup",
+         "an sk_lookup program loads (BPF_PROG_TYPE_SK_LOOKUP, attach type BPF_SK_LOOKUP; 5.9, e9ddbb7707ff "
+         "'bpf: Introduce SK_LOOKUP program type with a dedicated attach point')",
+         [] {
+#ifdef RP_HAVE_BPF
+           return sockmap_program_loads(rp::probes::SockmapProgram::LookupAssign);
+#else
+           return false;  // built without BPF (RP_ENABLE_BPF=OFF)
+#endif
          }});
     return m;
   }();

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "probes/reuseport_sockmap.h"
 #include "probes/reuseport_steer.h"
 
 namespace rp::cases {
@@ -76,6 +77,37 @@ TEST(Feature, KernelFeaturesArePresentWhereTheKernelHasThem) {
   EXPECT_TRUE(has_feature("sock_diag"));
   EXPECT_TRUE(has_feature("bpf_syscall"));
   EXPECT_EQ(has_feature("btf"), access("/sys/kernel/btf/vmlinux", F_OK) == 0);
+}
+
+// The sk_lookup feature (bpf/reuseport_sockmap.bpf.c) follows the same rule: the minimal
+// program and ours agree, and ours failing where the kernel offers the type is an ERROR.
+TEST(KernelAnswer, SockmapProgramsAgreeWithOursOnThisKernel) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_LOAD)";
+  for (auto p : {probes::SockmapProgram::SelectFromMap, probes::SockmapProgram::LookupAssign}) {
+    bool ours = true;
+    try {
+      probes::ReuseportSockmap s(p);
+    } catch (const std::exception&) {
+      ours = false;
+    }
+    const KernelAnswer k = probes::kernel_answer(p);
+    EXPECT_EQ(k.kind, ours ? KernelAnswer::Kind::Offers : KernelAnswer::Kind::Refuses) << probes::to_string(p) << ": " << k.why;
+  }
+}
+
+TEST(Feature, OurSkLookupProgramFailingIsAProbeErrorNotAbsence) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_LOAD)";
+  if (probes::kernel_answer(probes::SockmapProgram::LookupAssign).kind != KernelAnswer::Kind::Offers)
+    GTEST_SKIP() << "this kernel refuses sk_lookup: the absence is its answer";
+  setenv("RP_TEST_STEER_FAIL", "1", 1);
+  try {
+    (void)has_feature("sk_lookup");
+    ADD_FAILURE() << "no error";
+  } catch (const FeatureProbeError& e) {
+    EXPECT_EQ(e.feature(), "sk_lookup");
+    EXPECT_NE(std::string(e.what()).find("our program is at fault"), std::string::npos) << e.what();
+  }
+  unsetenv("RP_TEST_STEER_FAIL");
 }
 
 }  // namespace
