@@ -24,6 +24,8 @@ PACKAGES=(
   zstd lz4
   # the deploy examples (docs/deploy.md): nginx with `listen ... reuseport`
   nginx-light
+  # `group --udp` against a real UDP server (cases/tests/test_group_unbound.py)
+  unbound
 )
 
 as_root() {
@@ -40,8 +42,9 @@ done
 if ((${#missing[@]})); then
   echo "ci/setup.sh: installing ${missing[*]}"
   as_root apt-get update -qq
-  # nginx is only run by the tests and examples, in namespaces of their own: keep its
-  # package from starting the system service on port 80 (policy-rc.d 101 = "not now").
+  # nginx and unbound are only run by the tests and examples, in namespaces of their own:
+  # keep their packages from starting the system services on ports 80 and 53 (policy-rc.d
+  # 101 = "not now").
   policy_rc=""
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     policy_rc=/usr/sbin/policy-rc.d
