@@ -113,6 +113,7 @@ def test_two_nginx_generations_and_their_shares(cli, require_root, tmp_path):
         # B's sockets were seen joining, with B's master among their owners.
         assert sorted(joined) == sorted(by_master["b"]), (joined, by_master)
         assert all(masters["b"] in {o["pid"] for o in m["owners"]} for m in joined.values()), joined
+        assert all(m["group"] == last["groups"][0]["label"] for m in joined.values()), joined  # the kernel's
         assert len(last["groups"]) == 1 and last["groups"][0]["kernel_num_socks"] == 4, last["groups"]
         assert clients["served"] == clients["attempts"] > 0, clients
         total = totals_by_cookie(doc)

@@ -225,6 +225,10 @@ Sample Collector::collect() {
   auto& im = *impl_;
   const auto now_counts = im.counts();
   Sample s;
+  // sock_diag first: a dump gives every socket it reports a cookie (sock_gen_cookie()), which
+  // the iterator then reads raw. The other order would leave a socket new since the last
+  // sample without a cookie in the iterator's record, and so without its kernel group.
+  const auto sockets = port_sockets(im.protocol, im.port);
   // cookie -> the iterator's record, made into the model's terms.
   std::map<std::uint64_t, std::pair<KernelGroup, int>> kernel;
 #ifdef RP_HAVE_BPF
@@ -241,7 +245,7 @@ Sample Collector::collect() {
                           k.incoming_cpu};
 #endif
   const auto owners = socket_owners();
-  for (auto& d : port_sockets(im.protocol, im.port)) {
+  for (const auto& d : sockets) {
     Member m;
     m.diag = d;
     if (auto it = owners.find(d.inode); it != owners.end()) m.owners = it->second;
