@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "harness/clock.h"
 #include "harness/error.h"
@@ -40,7 +41,7 @@ uint32_t sum16(const void* data, size_t len, uint32_t acc = 0) {
 }
 
 // The TCP checksum over the pseudo-header of the family (RFC 793, RFC 8200 8.1).
-uint16_t tcp_checksum(const sockaddr_storage& src, const sockaddr_storage& dst, const tcphdr& th) {
+uint16_t tcp_checksum(const sockaddr_storage& src, const sockaddr_storage& dst, const uint8_t* segment, size_t len) {
   uint32_t acc = 0;
   if (src.ss_family == AF_INET) {
     acc = sum16(&reinterpret_cast<const sockaddr_in&>(src).sin_addr, 4, acc);
@@ -49,8 +50,8 @@ uint16_t tcp_checksum(const sockaddr_storage& src, const sockaddr_storage& dst, 
     acc = sum16(&reinterpret_cast<const sockaddr_in6&>(src).sin6_addr, 16, acc);
     acc = sum16(&reinterpret_cast<const sockaddr_in6&>(dst).sin6_addr, 16, acc);
   }
-  acc += IPPROTO_TCP + sizeof(tcphdr);
-  acc = sum16(&th, sizeof th, acc);
+  acc += IPPROTO_TCP + static_cast<uint32_t>(len);
+  acc = sum16(segment, len, acc);
   while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
   return htons(static_cast<uint16_t>(~acc));
 }
@@ -65,7 +66,7 @@ RawClient::RawClient(Family f) : family_(f) {
   check_sys(bind(fd_.get(), reinterpret_cast<sockaddr*>(&local_), len_), "bind raw socket to loopback");
 }
 
-void RawClient::send(uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags) {
+void RawClient::send(uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags, std::string_view data) {
   tcphdr th{};
   th.source = htons(sport);
   th.dest = htons(dport);
@@ -75,8 +76,13 @@ void RawClient::send(uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
   th.syn = (flags & TH_SYN) != 0;
   th.ack = (flags & TH_ACK) != 0;
   th.window = htons(65535);
-  th.check = tcp_checksum(local_, remote_, th);
-  check_sys(sendto(fd_.get(), &th, sizeof th, 0, reinterpret_cast<sockaddr*>(&remote_), len_), "sendto raw TCP segment");
+  std::vector<uint8_t> segment(sizeof th + data.size());
+  std::memcpy(segment.data(), &th, sizeof th);
+  std::memcpy(segment.data() + sizeof th, data.data(), data.size());
+  th.check = tcp_checksum(local_, remote_, segment.data(), segment.size());
+  std::memcpy(segment.data(), &th, sizeof th);
+  check_sys(sendto(fd_.get(), segment.data(), segment.size(), 0, reinterpret_cast<sockaddr*>(&remote_), len_),
+            "sendto raw TCP segment");
 }
 
 std::optional<tcphdr> RawClient::receive() {
@@ -123,21 +129,22 @@ int RawRequests::index_of(const tcphdr& th) const {
 }
 
 RawRequests open_raw_requests(RawClient& raw, Family f, uint16_t first_port, int n, uint16_t server_port,
-                              uint32_t client_isn, std::chrono::milliseconds wait) {
+                              uint32_t client_isn, std::chrono::milliseconds wait, std::string_view syn_data) {
   RawRequests r;
+  r.syn_data_len = static_cast<uint32_t>(syn_data.size());
   r.first_port = first_port;
   r.server_port = server_port;
   r.client_isn = client_isn;
   r.server_isn.resize(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) r.absorbers.push_back(absorber(f, static_cast<uint16_t>(first_port + i)));
-  for (int i = 0; i < n; ++i) raw.send(static_cast<uint16_t>(first_port + i), server_port, client_isn + i, 0, TH_SYN);
+  for (int i = 0; i < n; ++i) raw.send(static_cast<uint16_t>(first_port + i), server_port, client_isn + i, 0, TH_SYN, syn_data);
   const uint64_t deadline = monotonic_ns() + static_cast<uint64_t>(wait.count()) * 1'000'000ULL;
   while (r.answered() < n && monotonic_ns() < deadline) {
     raw.wait(10);
     while (auto th = raw.receive()) {
       const int i = r.index_of(*th);
       if (i < 0 || !th->syn || !th->ack || r.server_isn[i]) continue;
-      if (ntohl(th->ack_seq) != client_isn + i + 1) continue;
+      if (ntohl(th->ack_seq) != r.client_next(i)) continue;
       r.server_isn[i] = ntohl(th->seq);
     }
   }
@@ -147,8 +154,7 @@ RawRequests open_raw_requests(RawClient& raw, Family f, uint16_t first_port, int
 void send_final_acks(RawClient& raw, const RawRequests& r) {
   for (int i = 0; i < r.size(); ++i)
     if (r.server_isn[i])
-      raw.send(static_cast<uint16_t>(r.first_port + i), r.server_port, r.client_isn + i + 1, *r.server_isn[i] + 1,
-               TH_ACK);
+      raw.send(static_cast<uint16_t>(r.first_port + i), r.server_port, r.client_next(i), *r.server_isn[i] + 1, TH_ACK);
 }
 
 }  // namespace rp::cases

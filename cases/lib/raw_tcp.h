@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "harness/fd.h"
@@ -31,8 +32,8 @@ class RawClient {
  public:
   explicit RawClient(Family f);
 
-  // One segment from loopback:sport to loopback:dport, without options.
-  void send(uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags);
+  // One segment from loopback:sport to loopback:dport, without options, carrying `data`.
+  void send(uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags, std::string_view data = {});
   // The next TCP header received, if one is queued. IPv4 raw sockets deliver the IP header
   // too, IPv6 ones only the payload.
   std::optional<tcphdr> receive();
@@ -56,10 +57,13 @@ struct RawRequests {
   uint16_t first_port = 0;  // client i sends from first_port + i
   uint16_t server_port = 0;
   uint32_t client_isn = 0;  // client i's ISN is client_isn + i
+  uint32_t syn_data_len = 0;  // bytes each SYN carried (TCP Fast Open)
   std::vector<UniqueFd> absorbers;
   std::vector<std::optional<uint32_t>> server_isn;  // from the SYN-ACK; nullopt: none came
 
   int size() const { return static_cast<int>(server_isn.size()); }
+  // The sequence number after client i's SYN (and its data): what the SYN-ACK acknowledges.
+  uint32_t client_next(int i) const { return client_isn + static_cast<uint32_t>(i) + 1 + syn_data_len; }
   int answered() const;
   // Client i's port if `th` is a segment from the server to one of the clients, else -1.
   int index_of(const tcphdr& th) const;
@@ -67,9 +71,11 @@ struct RawRequests {
 
 // Opens n absorbers on first_port.., sends a SYN from each to loopback:server_port and
 // reads SYN-ACKs (each must acknowledge its SYN) until all n came or `wait` passed. A
-// missing answer is no error here: some cases count SYNs the server dropped.
+// missing answer is no error here: some cases count SYNs the server dropped. With
+// `syn_data`, each SYN carries it (a Fast Open SYN; the server must accept data without a
+// cookie) and a SYN-ACK counts only if it acknowledges the data too.
 RawRequests open_raw_requests(RawClient& raw, Family f, uint16_t first_port, int n, uint16_t server_port,
-                              uint32_t client_isn, std::chrono::milliseconds wait);
+                              uint32_t client_isn, std::chrono::milliseconds wait, std::string_view syn_data = {});
 
 // Sends the final ACK of every answered request.
 void send_final_acks(RawClient& raw, const RawRequests& r);
