@@ -65,7 +65,7 @@ struct RawRequests {
   // The sequence number after client i's SYN (and its data): what the SYN-ACK acknowledges.
   uint32_t client_next(int i) const { return client_isn + static_cast<uint32_t>(i) + 1 + syn_data_len; }
   int answered() const;
-  // Client i's port if `th` is a segment from the server to one of the clients, else -1.
+  // i if `th` is a segment from the server to client i, else -1.
   int index_of(const tcphdr& th) const;
 };
 
