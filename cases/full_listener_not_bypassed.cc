@@ -16,7 +16,7 @@
 // the ACK and keeps the request (marked acked, so the server's SYN-ACK timer may retry it);
 // 1 answers the ACK with a RST and drops the request (`embryonic_reset`, TcpExt.EmbryonicRsts),
 // so a real client sees ECONNRESET. The ACK drop has its own reason, TCP_LISTEN_OVERFLOW
-// (6.0), in the probe's drop counts.
+// (on 6.17 and later here; 6.1 and 6.12 lack it), in the probe's drop counts.
 //
 // Scenario, per variant (family, tcp_abort_on_overflow):
 //   1. In a fresh network namespace set tcp_abort_on_overflow. The victim V (SO_REUSEPORT,
