@@ -335,3 +335,51 @@ def m_sk_lookup_reuseport(c: str, rs: list[dict], recs: Records) -> str:
         f"BPF_SK_LOOKUP_F_NO_REUSEPORT: listener 0 got {span(n, 'on_assigned_listener')}. After "
         f"the link's fd closed: TCP {span(recs(c, 'tcp*'), 'after_link_closed_tcp')}, UDP "
         f"{span(recs(c, 'udp*'), 'after_link_closed_udp_answered')} answers.")
+
+
+@semantics("full_listener_not_bypassed")
+def m_full_listener_not_bypassed(c: str, rs: list[dict], recs: Records) -> str:
+    a0, a1 = recs(c, "*_abort0"), recs(c, "*_abort1")
+    return (
+        f"The victim held {span(rs, 'victim_queue')} (backlog + 1) while the other listener held "
+        f"{span(rs, 'other_queue')} of its {span(rs, 'other_backlog')}; "
+        f"{span(rs, 'unanswered_syns')} of {span(rs, 'clients')} clients got no SYN-ACK, each SYN "
+        f"counted in ListenOverflows in {count(rs, lambda o: o['syn_listen_overflows'] >= o['unanswered_syns'])} "
+        f"variants. The 4 late ACKs: abort=0: {total(a0, 'ack_resets')} RSTs, "
+        f"{span(a0, 'syn_recv_after_acks')} requests kept; abort=1: {span(a1, 'ack_resets')} RSTs, "
+        f"{span(a1, 'embryonic_rsts')} EmbryonicRsts, {total(a1, 'syn_recv_after_acks')} requests left.")
+
+
+@semantics("synack_timer_migration")
+def m_synack_timer_migration(c: str, rs: list[dict], recs: Records) -> str:
+    m0, m1 = recs(c, "*_migrate0"), recs(c, "*_migrate1")
+    return (
+        f"migrate=1: {span(m1, 'synacks_retransmitted')} SYN+ACKs retransmitted and "
+        f"{span(m1, 'migrated_at_timer')} migrations before any ACK, then "
+        f"{span(m1, 'accepted_by_other')} accepted by the new listener, {total(m1, 'final_ack_resets')} RSTs; "
+        f"migrate=0: {total(m0, 'synacks_retransmitted')} retransmitted, {total(m0, 'syn_recv_after_timer')} "
+        f"requests left after the timer, {span(m0, 'final_ack_resets')} RSTs for the ACKs.")
+
+
+@semantics("syncookie_group")
+def m_syncookie_group(c: str, rs: list[dict], recs: Records) -> str:
+    c2, c1 = recs(c, "*_count_syncookies2"), recs(c, "*_count_syncookies1")
+    mv2, mv1 = recs(c, "*_moved_syncookies2"), recs(c, "*_moved_syncookies1")
+    cl2, cl1 = recs(c, "*_close_syncookies2"), recs(c, "*_close_syncookies1")
+    return (
+        f"The program ran {span(c2, 'program_runs')} times for {span(c2, 'connections')} connections "
+        f"with cookies, {span(c1, 'program_runs')} without. Program moved to B after the SYNs: "
+        f"{span(mv2, 'accepted_by_b')} accepted by B with cookies, {span(mv1, 'accepted_by_a')} by A "
+        f"without. A closed after the SYNs: {span(cl2, 'accepted_by_b')} completed on B with cookies "
+        f"({total(cl2, 'final_ack_resets')} RSTs), {span(cl1, 'final_ack_resets')} RSTs without.")
+
+
+@semantics("tfo_children_on_close")
+def m_tfo_children_on_close(c: str, rs: list[dict], recs: Records) -> str:
+    m0, m1 = recs(c, "*_migrate0"), recs(c, "*_migrate1")
+    return (
+        f"{span(rs, 'tfo_children')} Fast Open children in the victim's queue before the close. "
+        f"migrate=0: {span(m0, 'resets_at_close')} RSTs at the close, {span(m0, 'final_ack_resets')} "
+        f"for the ACKs; migrate=1: {total(m1, 'resets_at_close')} RSTs, {span(m1, 'migrated')} migrated, "
+        f"{span(m1, 'accepted_before_ack')} accepted before the ACK with {span(m1, 'syn_data_read')} bytes "
+        f"of SYN data, {span(m1, 'established_after_ack')} established by the ACKs.")
