@@ -23,6 +23,8 @@
 //   2. For each of the two CPUs, a client thread pinned to it opens 32 connections; then
 //      all accept queues are drained and counted.
 //   3. "new_generation" then closes L0 and L1 and connects again (32 per CPU).
+//      "member_without_joined_and_left": L0 and L1 with the option, then U joins and is
+//      closed before the clients connect (so_incoming_cpu.c's test2).
 //   4. Compare with cases/expectations.json.
 
 #include <gtest/gtest.h>
@@ -35,7 +37,7 @@
 namespace rp::cases {
 namespace {
 
-enum class When { BeforeReuseport, BeforeListen, AfterListen, NewGeneration };
+enum class When { BeforeReuseport, BeforeListen, AfterListen, NewGeneration, JoinedAndLeft };
 
 struct Variant {
   When when;
@@ -45,6 +47,7 @@ struct Variant {
       case When::BeforeListen: return "uncovered_member_set_before_listen";
       case When::AfterListen: return "uncovered_member_set_after_listen";
       case When::NewGeneration: return "new_generation_without";
+      case When::JoinedAndLeft: return "member_without_joined_and_left";
     }
     return "?";
   }
@@ -102,6 +105,23 @@ nlohmann::json scenario(const Variant& v) {
   nlohmann::json o;
   o["expected_connections"] = 2 * kClientsPerCpu;
 
+  if (v.when == When::JoinedAndLeft) {
+    // so_incoming_cpu.c's test2: a member without the option joins the CPU-bound group and
+    // leaves before any client; the group's count of members with the option must not move.
+    UniqueFd l0 = member(cpus[0], false), l1 = member(cpus[1], false);
+    set_incoming_cpu(l0.get(), cpus[0]);
+    set_incoming_cpu(l1.get(), cpus[1]);
+    for (int fd : {l0.get(), l1.get()}) check_sys(listen(fd, 256), "listen " + kAddr.str());
+    {
+      UniqueFd u = member(-1, false);
+      check_sys(listen(u.get(), 256), "listen " + kAddr.str());
+    }
+    const auto got = round(cpus, {l0.get(), l1.get()});
+    o["connections"] = got[0][0] + got[0][1] + got[1][0] + got[1][1];
+    o["to_listener_of_their_cpu"] = got[0][0] + got[1][1];
+    o["accepted_per_client_cpu"] = got;
+    return o;
+  }
   if (v.when != When::NewGeneration) {
     const bool early = v.when == When::BeforeReuseport;
     UniqueFd l0 = member(cpus[0], early), l1 = member(cpus[1], early), u = member(-1, false);
@@ -145,7 +165,7 @@ nlohmann::json scenario(const Variant& v) {
 RP_RUNS_ALONE(incoming_cpu_coverage);
 RP_CASE(incoming_cpu_coverage,
         ::testing::Values(Variant{When::BeforeReuseport}, Variant{When::BeforeListen}, Variant{When::AfterListen},
-                          Variant{When::NewGeneration}));
+                          Variant{When::NewGeneration}, Variant{When::JoinedAndLeft}));
 
 }  // namespace
 }  // namespace rp::cases
