@@ -235,6 +235,12 @@ const std::vector<Changed> kChanged = {
      "needs to take the listener's replies to late FINs out of kernel_other_resets_sent; the same kernel's current "
      "record is 6.18.44-fc-v657"},
     {"6.18.44-fc-v669", "listener_shutdown_and_kill", "ERROR", "as for close_listener_with_queued_children"},
+    {"6.18.44-fc-v669", "bpf_steering", "ERROR",
+     "recorded before the case attached its program to a socket without SO_REUSEPORT (attach_without_reuseport, "
+     "reuseport_bpf.c's test_filter_no_reuseport); the same kernel's current record is 6.18.44-fc-v657"},
+    {"6.18.44-fc-v669", "listen_after_shutdown", "ERROR",
+     "recorded before the case shut down B with children queued for the relistened A (a_accepted_after_b_shutdown, "
+     "queued_client_resets); the same kernel's current record is 6.18.44-fc-v657"},
     {"6.18.44-fc-v669", "migrate_bpf_program", "ERROR",
      "recorded before the case counted the requests in SYN_RECV at the close (requests_at_close), which the "
      "migration counts now add to the queued children; the same kernel's current record is 6.18.44-fc-v657"},
