@@ -181,6 +181,10 @@ def test_parallel_run_is_the_serial_run_in_catalogue_order_with_alone_cases_last
     # incoming_cpu declares RP_RUNS_ALONE; the other two come after it in the catalogue, so
     # a run that ignored the declaration would finish incoming_cpu variants before theirs.
     sel = ["--case", "incoming_cpu", "--case", "same_euid_rule", "--case", "time_wait_rebind", "--repeat", "2"]
+    listed = run(cli, "list", *sel[:-2])
+    assert listed.returncode == 0, listed.stderr
+    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+) \((\d+) variants\)$", listed.stdout, re.M)}
+    assert set(counts) == {"incoming_cpu", "same_euid_rule", "time_wait_rebind"}, listed.stdout
     docs = {}
     for jobs in ("1", "2"):
         doc = tmp_path / f"j{jobs}.json"
@@ -188,10 +192,12 @@ def test_parallel_run_is_the_serial_run_in_catalogue_order_with_alone_cases_last
         assert r.returncode == 0, r.stdout + r.stderr
         docs[jobs] = json.loads(doc.read_text())
         finished = [v.split("/")[0] for _, _, v in started_variants(r.stdout)]
-        assert len(finished) == len(docs[jobs]["records"]) == 2 * (4 + 16 + 4), r.stdout
+        assert len(finished) == len(docs[jobs]["records"]) == 2 * sum(counts.values()), r.stdout
         if jobs == "2":
-            assert "2 at a time; 4 variant(s) of cases that run alone after them" in r.stdout
-            assert finished[-8:] == ["incoming_cpu"] * 8 and "incoming_cpu" not in finished[:-8], finished
+            alone = counts["incoming_cpu"]
+            assert f"2 at a time; {alone} variant(s) of cases that run alone after them" in r.stdout
+            assert finished[-2 * alone:] == ["incoming_cpu"] * (2 * alone) and \
+                "incoming_cpu" not in finished[:-2 * alone], finished
     # Same records in the same order (repeat by repeat, catalogue order), same verdicts;
     # each case x variant x repeat exactly once.
     assert [(key(x), x["verdict"]) for x in docs["2"]["records"]] == \
