@@ -32,6 +32,7 @@
 #include <optional>
 
 #include "cases/lib/case_test.h"
+#include "cases/lib/migrate.h"
 #include "cases/lib/kernel.h"
 #include "harness/error.h"
 #include "harness/scope.h"
@@ -100,9 +101,7 @@ void bind_to(int fd, const Endpoint& e) {
 }
 
 nlohmann::json scenario(const Variant& v) {
-  std::optional<SysctlScope> migrate;
-  if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", std::to_string(v.migrate));
-  else if (v.migrate) throw std::runtime_error("net.ipv4.tcp_migrate_req is absent");
+  const auto migrate = set_migrate_req(v.migrate);
 
   UniqueFd a = reuseport_socket(v.family);
   if (v.how == How::Bind0) bind_to(a.get(), Endpoint::loopback(v.family, 0));

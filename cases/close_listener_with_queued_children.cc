@@ -29,6 +29,7 @@
 #include <thread>
 
 #include "cases/lib/case_test.h"
+#include "cases/lib/migrate.h"
 #include "cases/lib/kernel.h"
 #include "probes/kernel_sampler.h"
 #include "cases/lib/observe.h"
@@ -56,9 +57,7 @@ struct Variant {
 constexpr uint16_t kPort = 47200;
 
 nlohmann::json scenario(const Variant& v) {
-  std::optional<SysctlScope> migrate;
-  if (v.migrate) migrate.emplace("net.ipv4.tcp_migrate_req", "1");
-  else if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", "0");
+  const auto migrate = set_migrate_req(v.migrate);
 
   rp::probes::KernelSampler kernel({.port = kPort});
   const Exec exec = v.fault == FaultKind::Close ? Exec::Thread : Exec::Process;

@@ -30,6 +30,7 @@
 #include <optional>
 
 #include "cases/lib/case_test.h"
+#include "cases/lib/migrate.h"
 #include "cases/lib/kernel.h"
 #include "harness/error.h"
 #include "harness/scope.h"
@@ -38,14 +39,7 @@
 namespace rp::cases {
 namespace {
 
-struct Variant {
-  Family family;
-  int migrate;
-
-  std::string name() const {
-    return std::string("tcp") + (family == Family::V4 ? "4" : "6") + "_migrate" + std::to_string(migrate);
-  }
-};
+using Variant = FamilyMigrateVariant;
 
 constexpr uint16_t kPort = 47350;
 constexpr int kPerPhase = 64;
@@ -97,9 +91,7 @@ uint64_t drain_accept(int listener) {
 }
 
 nlohmann::json scenario(const Variant& v) {
-  std::optional<SysctlScope> migrate;
-  if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", std::to_string(v.migrate));
-  else if (v.migrate) throw std::runtime_error("net.ipv4.tcp_migrate_req is absent");
+  const auto migrate = set_migrate_req(v.migrate);
 
   ListenerOptions lo;
   lo.addr = Endpoint::loopback(v.family, kPort);
@@ -150,14 +142,8 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-std::vector<Variant> variants() {
-  std::vector<Variant> out;
-  for (int m : {0, 1})
-    for (Family f : {Family::V4, Family::V6}) out.push_back({f, m});
-  return out;
-}
 
-RP_CASE(listen_after_shutdown, ::testing::ValuesIn(variants()));
+RP_CASE(listen_after_shutdown, ::testing::ValuesIn(family_migrate_variants()));
 
 }  // namespace
 }  // namespace rp::cases

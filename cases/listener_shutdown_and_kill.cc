@@ -38,6 +38,7 @@
 #include <thread>
 
 #include "cases/lib/case_test.h"
+#include "cases/lib/migrate.h"
 #include "cases/lib/kernel.h"
 #include "probes/kernel_sampler.h"
 #include "cases/lib/observe.h"
@@ -140,9 +141,7 @@ LoadOptions load_options(Family f, int victims, int listeners) {
 }
 
 nlohmann::json scenario(const Variant& v) {
-  std::optional<SysctlScope> migrate;
-  if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", std::to_string(v.migrate));
-  else if (v.migrate) throw std::runtime_error("net.ipv4.tcp_migrate_req is absent");
+  const auto migrate = set_migrate_req(v.migrate);
   const Endpoint ep = Endpoint::loopback(v.family, kPort);
   // The owner is forked before anything else holds a file: the probe's, the listeners'.
   std::optional<ListenerOwner> owner;

@@ -45,6 +45,7 @@
 #include <optional>
 
 #include "cases/lib/case_test.h"
+#include "cases/lib/migrate.h"
 #include "cases/lib/kernel.h"
 #include "cases/lib/raw_tcp.h"
 #include "harness/clock.h"
@@ -72,9 +73,7 @@ constexpr int kRequests = 4;
 constexpr uint32_t kClientIsn = 0x10000000;
 
 nlohmann::json scenario(const Variant& v) {
-  std::optional<SysctlScope> migrate;
-  if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", std::to_string(v.migrate));
-  else if (v.migrate) throw std::runtime_error("net.ipv4.tcp_migrate_req is absent");
+  const auto migrate = set_migrate_req(v.migrate);
 
   ListenerOptions lo;
   lo.addr = Endpoint::loopback(v.family, kPort);

@@ -39,6 +39,7 @@
 #include <optional>
 
 #include "cases/lib/case_test.h"
+#include "cases/lib/migrate.h"
 #include "cases/lib/kernel.h"
 #include "cases/lib/raw_tcp.h"
 #include "harness/clock.h"
@@ -49,14 +50,7 @@
 namespace rp::cases {
 namespace {
 
-struct Variant {
-  Family family;
-  int migrate;
-
-  std::string name() const {
-    return std::string("tcp") + (family == Family::V4 ? "4" : "6") + "_migrate" + std::to_string(migrate);
-  }
-};
+using Variant = FamilyMigrateVariant;
 
 constexpr uint16_t kPort = 47420;
 constexpr uint16_t kClientPort = 47430;
@@ -74,9 +68,7 @@ nlohmann::json delta(const nlohmann::json& after, const nlohmann::json& before) 
 }
 
 nlohmann::json scenario(const Variant& v) {
-  std::optional<SysctlScope> migrate;
-  if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", std::to_string(v.migrate));
-  else if (v.migrate) throw std::runtime_error("net.ipv4.tcp_migrate_req is absent");
+  const auto migrate = set_migrate_req(v.migrate);
 
   ListenerOptions lo;
   lo.addr = Endpoint::loopback(v.family, kPort);
@@ -143,14 +135,8 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-std::vector<Variant> variants() {
-  std::vector<Variant> out;
-  for (int m : {0, 1})
-    for (Family f : {Family::V4, Family::V6}) out.push_back({f, m});
-  return out;
-}
 
-RP_CASE(synack_timer_migration, ::testing::ValuesIn(variants()));
+RP_CASE(synack_timer_migration, ::testing::ValuesIn(family_migrate_variants()));
 
 }  // namespace
 }  // namespace rp::cases

@@ -44,6 +44,7 @@
 #include <optional>
 
 #include "cases/lib/case_test.h"
+#include "cases/lib/migrate.h"
 #include "cases/lib/kernel.h"
 #include "cases/lib/raw_tcp.h"
 #include "harness/clock.h"
@@ -91,8 +92,7 @@ uint64_t accept_all(int fd) {
 
 nlohmann::json scenario(const Variant& v) {
   SysctlScope cookies("net.ipv4.tcp_syncookies", std::to_string(v.syncookies));
-  std::optional<SysctlScope> migrate;
-  if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", "0");
+  const auto migrate = set_migrate_req(0);
   const uint64_t sent_before = tcpext("SyncookiesSent");
   const uint64_t recv_before = tcpext("SyncookiesRecv");
   const uint64_t failed_before = tcpext("SyncookiesFailed");

@@ -49,6 +49,7 @@
 #include <optional>
 
 #include "cases/lib/case_test.h"
+#include "cases/lib/migrate.h"
 #include "cases/lib/kernel.h"
 #include "cases/lib/raw_tcp.h"
 #include "harness/clock.h"
@@ -61,14 +62,7 @@
 namespace rp::cases {
 namespace {
 
-struct Variant {
-  Family family;
-  int migrate;
-
-  std::string name() const {
-    return std::string("tcp") + (family == Family::V4 ? "4" : "6") + "_migrate" + std::to_string(migrate);
-  }
-};
+using Variant = FamilyMigrateVariant;
 
 constexpr uint16_t kPort = 47460;
 constexpr uint16_t kClientPort = 47470;
@@ -110,9 +104,7 @@ bool established(int fd) {
 
 nlohmann::json scenario(const Variant& v) {
   SysctlScope fastopen("net.ipv4.tcp_fastopen", "514");  // 0x202
-  std::optional<SysctlScope> migrate;
-  if (has_feature("tcp_migrate_req")) migrate.emplace("net.ipv4.tcp_migrate_req", std::to_string(v.migrate));
-  else if (v.migrate) throw std::runtime_error("net.ipv4.tcp_migrate_req is absent");
+  const auto migrate = set_migrate_req(v.migrate);
   const auto start = probes::netstat::read_current();
 
   UniqueFd victim = fastopen_listener(v.family);
@@ -180,14 +172,8 @@ nlohmann::json scenario(const Variant& v) {
   return o;
 }
 
-std::vector<Variant> variants() {
-  std::vector<Variant> out;
-  for (int m : {0, 1})
-    for (Family f : {Family::V4, Family::V6}) out.push_back({f, m});
-  return out;
-}
 
-RP_CASE(tfo_children_on_close, ::testing::ValuesIn(variants()));
+RP_CASE(tfo_children_on_close, ::testing::ValuesIn(family_migrate_variants()));
 
 }  // namespace
 }  // namespace rp::cases
