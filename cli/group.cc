@@ -71,31 +71,11 @@ void on_signal(int) { g_stop = 1; }
 
 struct Options {
   int port = -1;
-  std::string netns, pid, json_path;
+  NamespaceTarget ns;
+  std::string json_path;
   bool udp = false, watch = false;
   double interval = 1, duration = 0;
 };
-
-// Moves this (still single-threaded) process into the target network namespace. The same
-// steps as watch's; kept here rather than shared while watch is being changed elsewhere.
-void enter_netns(const Options& o) {
-  std::string path;
-  if (!o.netns.empty()) path = "/run/netns/" + o.netns;
-  if (!o.pid.empty()) path = "/proc/" + o.pid + "/ns/net";
-  if (path.empty()) return;
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    if (!o.netns.empty())
-      throw std::runtime_error("no network namespace named '" + o.netns + "' (" + path + ": " + std::strerror(err) + ")");
-    throw std::runtime_error("no process " + o.pid + " whose network namespace could be entered (" + path + ": " +
-                             std::strerror(err) + ")");
-  }
-  const int rc = setns(fd, CLONE_NEWNET);
-  const int err = errno;
-  close(fd);
-  if (rc != 0) throw std::runtime_error("setns " + path + ": " + std::strerror(err));
-}
 
 double now_s() {
   timespec ts;
@@ -213,26 +193,7 @@ int group_command(const std::vector<std::string>& args, const std::vector<std::s
   Options o;
   auto app = make_app("group", kGroupDescription, kGroupFooter);
   app->add_option("--port", o.port, "The port (1-65535)")->required()->check(CLI::Range(1, 65535));
-  auto* netns = app->add_option("--netns", o.netns, "Look inside the network namespace /run/netns/NAME (ip netns)")
-                    ->type_name("NAME")
-                    ->check(CLI::Validator(
-                        [](std::string& v) -> std::string {
-                          if (v.empty() || v.find('/') != std::string::npos || v[0] == '.')
-                            return "takes a name as `ip netns list` shows it, got '" + v + "'";
-                          return {};
-                        },
-                        ""));
-  auto* pid = app->add_option("--pid", o.pid, "Look inside the network namespace of process PID")
-                  ->type_name("PID")
-                  ->check(CLI::Validator(
-                      [](std::string& v) -> std::string {
-                        if (v.empty() || v.size() > 10 || v.find_first_not_of("0123456789") != std::string::npos)
-                          return "needs a process id, got '" + v + "'";
-                        return {};
-                      },
-                      ""));
-  netns->excludes(pid);
-  pid->excludes(netns);
+  add_namespace_options(*app, o.ns, "Look");
   app->add_flag("--udp", o.udp, "The port's UDP sockets (default: its TCP listeners)");
   app->add_option("--json", o.json_path, "Write the members (every interval with --watch) as JSON to PATH")
       ->type_name("PATH");
@@ -259,14 +220,12 @@ int group_command(const std::vector<std::string>& args, const std::vector<std::s
                          "descriptors); missing:%s\n", missing.c_str());
     return 2;
   }
-  const std::string where = !o.netns.empty() ? "network namespace " + o.netns
-                            : !o.pid.empty() ? "the network namespace of process " + o.pid
-                                             : "the current network namespace";
+  const std::string where = o.ns.describe();
   const int protocol = o.udp ? IPPROTO_UDP : IPPROTO_TCP;
   const auto port = static_cast<uint16_t>(o.port);
   std::unique_ptr<rp::group::Collector> collector;
   try {
-    enter_netns(o);
+    enter_netns(o.ns);
     if (port_sockets(protocol, port).empty()) {
       std::fprintf(stderr, "reuseport-check: %s\n", nothing_there(o, where).c_str());
       return 2;

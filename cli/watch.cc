@@ -64,32 +64,11 @@ void on_signal(int) { g_stop = 1; }
 
 struct Options {
   int port = -1;
-  std::string netns, pid, json_path;
+  NamespaceTarget ns;
+  std::string json_path;
   double duration = 0, interval = 1;
   bool quiet = false;
 };
-
-// Moves this (still single-threaded) process into the target network namespace.
-void enter_netns(const Options& o) {
-  std::string path;
-  if (!o.netns.empty()) path = "/run/netns/" + o.netns;
-  if (!o.pid.empty()) path = "/proc/" + o.pid + "/ns/net";
-  if (path.empty()) return;
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    if (!o.netns.empty())
-      throw std::runtime_error("no network namespace named '" + o.netns + "' (" + path + ": " + std::strerror(err) + ")");
-    throw std::runtime_error("cannot reach the network namespace of process " + o.pid + " (" + path + ": " +
-                             std::strerror(err) + ")");
-  }
-  if (setns(fd, CLONE_NEWNET) != 0) {
-    int err = errno;
-    close(fd);
-    throw std::runtime_error("setns " + path + ": " + std::strerror(err));
-  }
-  close(fd);
-}
 
 double now_s() {
   timespec ts;
@@ -105,26 +84,7 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
   Options o;
   auto app = rp::cli::make_app("watch", kWatchDescription, kWatchFooter);
   app->add_option("--port", o.port, "The port (1-65535)")->required()->check(CLI::Range(1, 65535));
-  auto* netns = app->add_option("--netns", o.netns, "Watch inside the network namespace /run/netns/NAME (ip netns)")
-                    ->type_name("NAME")
-                    ->check(CLI::Validator(
-                        [](std::string& v) -> std::string {
-                          if (v.empty() || v.find('/') != std::string::npos || v[0] == '.')
-                            return "takes a name as `ip netns list` shows it, got '" + v + "'";
-                          return {};
-                        },
-                        ""));
-  auto* pid = app->add_option("--pid", o.pid, "Watch inside the network namespace of process PID")
-                  ->type_name("PID")
-                  ->check(CLI::Validator(
-                      [](std::string& v) -> std::string {
-                        if (v.empty() || v.size() > 10 || v.find_first_not_of("0123456789") != std::string::npos)
-                          return "needs a process id, got '" + v + "'";
-                        return {};
-                      },
-                      ""));
-  netns->excludes(pid);
-  pid->excludes(netns);
+  add_namespace_options(*app, o.ns, "Watch");
   app->add_option("--duration", o.duration, "Stop after S seconds (default: until interrupted)")
       ->type_name("S")
       ->check(rp::cli::seconds());
@@ -155,10 +115,9 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
 #else
   const uint16_t port = static_cast<uint16_t>(o.port);
   std::optional<rp::probes::KernelSampler> kernel;
-  std::string where = o.netns.empty() ? (o.pid.empty() ? "the current network namespace" : "the network namespace of process " + o.pid)
-                                      : "network namespace " + o.netns;
+  const std::string where = o.ns.describe();
   try {
-    enter_netns(o);
+    enter_netns(o.ns);
     kernel.emplace(rp::probes::KernelSampler::Options{.port = port, .shared_namespace = true});
   } catch (const std::exception& e) {
     std::fprintf(stderr, "reuseport-check: %s\n", e.what());

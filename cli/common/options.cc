@@ -1,11 +1,15 @@
 #include "cli/common/options.h"
 
+#include <fcntl.h>
 #include <linux/capability.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <stdexcept>
 
 namespace rp::cli {
 
@@ -73,6 +77,54 @@ CLI::Validator seconds(bool zero_ok) {
         return {};
       },
       zero_ok ? "SECONDS>=0" : "SECONDS>0");
+}
+
+std::string NamespaceTarget::describe() const {
+  if (!netns.empty()) return "network namespace " + netns;
+  if (!pid.empty()) return "the network namespace of process " + pid;
+  return "the current network namespace";
+}
+
+void add_namespace_options(CLI::App& app, NamespaceTarget& t, const std::string& verb) {
+  auto* netns = app.add_option("--netns", t.netns, verb + " inside the network namespace /run/netns/NAME (ip netns)")
+                    ->type_name("NAME")
+                    ->check(CLI::Validator(
+                        [](std::string& v) -> std::string {
+                          if (v.empty() || v.find('/') != std::string::npos || v[0] == '.')
+                            return "takes a name as `ip netns list` shows it, got '" + v + "'";
+                          return {};
+                        },
+                        ""));
+  auto* pid = app.add_option("--pid", t.pid, verb + " inside the network namespace of process PID")
+                  ->type_name("PID")
+                  ->check(CLI::Validator(
+                      [](std::string& v) -> std::string {
+                        if (v.empty() || v.size() > 10 || v.find_first_not_of("0123456789") != std::string::npos)
+                          return "needs a process id, got '" + v + "'";
+                        return {};
+                      },
+                      ""));
+  netns->excludes(pid);
+  pid->excludes(netns);
+}
+
+void enter_netns(const NamespaceTarget& t) {
+  std::string path;
+  if (!t.netns.empty()) path = "/run/netns/" + t.netns;
+  if (!t.pid.empty()) path = "/proc/" + t.pid + "/ns/net";
+  if (path.empty()) return;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (!t.netns.empty())
+      throw std::runtime_error("no network namespace named '" + t.netns + "' (" + path + ": " + std::strerror(err) + ")");
+    throw std::runtime_error("no process " + t.pid + " whose network namespace could be entered (" + path + ": " +
+                             std::strerror(err) + ")");
+  }
+  const int rc = setns(fd, CLONE_NEWNET);
+  const int err = errno;
+  close(fd);
+  if (rc != 0) throw std::runtime_error("setns " + path + ": " + std::strerror(err));
 }
 
 }  // namespace rp::cli

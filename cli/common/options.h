@@ -32,4 +32,18 @@ bool has_privileges(std::string& missing);
 // most 30 days.
 CLI::Validator seconds(bool zero_ok = false);
 
+// The network namespace a command looks into: --netns NAME (as `ip netns` names it) or
+// --pid PID (that process's), not both; neither is the current one.
+struct NamespaceTarget {
+  std::string netns, pid;
+  // "network namespace NAME", "the network namespace of process PID", "the current network
+  // namespace": how messages name it.
+  std::string describe() const;
+};
+// Adds --netns and --pid, validated and exclusive; `verb` begins their help ("Watch", "Look").
+void add_namespace_options(CLI::App& app, NamespaceTarget& t, const std::string& verb);
+// Moves this (still single-threaded) process into the target's namespace; a namespace or
+// process that is not there throws a one-line message naming it.
+void enter_netns(const NamespaceTarget& t);
+
 }  // namespace rp::cli
