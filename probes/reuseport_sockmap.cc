@@ -1,4 +1,5 @@
 #include "probes/reuseport_sockmap.h"
+#include "probes/skel_util.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -50,20 +51,6 @@ struct ReuseportSockmap::Impl {
   }
 };
 
-namespace {
-
-int libbpf_errno(long rc) { return rc < 0 ? static_cast<int>(-rc) : (errno ? errno : EINVAL); }
-
-template <class T>
-void store(T& field, T v) {
-  std::atomic_ref<T>(field).store(v, std::memory_order_relaxed);
-}
-template <class T>
-T load(T& field) {
-  return std::atomic_ref<T>(field).load(std::memory_order_relaxed);
-}
-
-}  // namespace
 
 ReuseportSockmap::ReuseportSockmap(SockmapProgram which) : impl_(std::make_unique<Impl>()) {
   // The same test hook as ReuseportSteer: our program fails while the kernel offers it.

@@ -1,4 +1,5 @@
 #include "probes/reuseport_steer.h"
+#include "probes/skel_util.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -40,21 +41,6 @@ struct ReuseportSteer::Impl {
   ~Impl() { reuseport_steer__destroy(skel); }
 };
 
-namespace {
-
-// libbpf returns -errno (and sets errno) in 1.x.
-int libbpf_errno(long rc) { return rc < 0 ? static_cast<int>(-rc) : (errno ? errno : EINVAL); }
-
-template <class T>
-void store(T& field, T v) {
-  std::atomic_ref<T>(field).store(v, std::memory_order_relaxed);
-}
-template <class T>
-T load(T& field) {
-  return std::atomic_ref<T>(field).load(std::memory_order_relaxed);
-}
-
-}  // namespace
 
 ReuseportSteer::ReuseportSteer(SteerProgram which) : impl_(std::make_unique<Impl>()) {
   // Test hook: our program fails to load while the kernel offers everything it needs, so
