@@ -23,11 +23,11 @@
 
 #include <gtest/gtest.h>
 #include <linux/filter.h>
-#include <sched.h>
 
 #include <thread>
 
 #include "cases/lib/case_test.h"
+#include "cases/lib/cpu.h"
 #include "harness/error.h"
 #include "harness/socket.h"
 
@@ -45,17 +45,6 @@ struct Variant {
 constexpr uint16_t kPort = 47810;
 constexpr int kPerCpu = 32;
 
-std::vector<int> two_allowed_cpus() {
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  check_sys(sched_getaffinity(0, sizeof allowed, &allowed), "sched_getaffinity");
-  std::vector<int> cpus;
-  for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c)
-    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
-  if (cpus.size() < 2) throw std::runtime_error("fewer than 2 CPUs available (the two_cpus feature should have skipped)");
-  return cpus;
-}
-
 void attach_return_cpu(int fd) {
   sock_filter code[] = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, static_cast<__u32>(SKF_AD_OFF + SKF_AD_CPU)),
@@ -64,28 +53,6 @@ void attach_return_cpu(int fd) {
   sock_fprog prog{2, code};
   check_sys(setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog),
             "setsockopt SO_ATTACH_REUSEPORT_CBPF");
-}
-
-// From a thread pinned to `cpu`: kPerCpu connections kept open in `keep` (TCP), or one
-// datagram each from kPerCpu sockets of their own (UDP).
-void send_from(int cpu, const Variant& v, const Endpoint& to, std::vector<UniqueFd>& keep) {
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(cpu, &one);
-  check_sys(sched_setaffinity(0, sizeof one, &one), "sched_setaffinity CPU " + std::to_string(cpu));
-  sockaddr_storage ss;
-  const socklen_t len = to.to_sockaddr(ss);
-  const int type = v.proto == Proto::Tcp ? SOCK_STREAM : SOCK_DGRAM;
-  for (int k = 0; k < kPerCpu; ++k) {
-    UniqueFd c(static_cast<int>(check_sys(socket(af_of(v.family), type | SOCK_CLOEXEC, 0), "socket client")));
-    if (v.proto == Proto::Tcp) {
-      check_sys(connect(c.get(), reinterpret_cast<sockaddr*>(&ss), len), "connect " + to.str());
-    } else {
-      const char byte = 'x';
-      check_sys(sendto(c.get(), &byte, 1, 0, reinterpret_cast<sockaddr*>(&ss), len), "sendto " + to.str());
-    }
-    keep.push_back(std::move(c));
-  }
 }
 
 uint64_t drain(int fd, Proto proto) {
@@ -105,7 +72,8 @@ uint64_t drain(int fd, Proto proto) {
 }
 
 nlohmann::json scenario(const Variant& v) {
-  const std::vector<int> cpus = two_allowed_cpus();
+  const std::vector<int> cpus = allowed_cpus(2);
+  if (cpus.size() < 2) throw std::runtime_error("fewer than 2 CPUs available (the two_cpus feature should have skipped)");
   ListenerOptions lo;
   lo.proto = v.proto;
   lo.addr = Endpoint::loopback(v.family, kPort);
@@ -117,17 +85,7 @@ nlohmann::json scenario(const Variant& v) {
   uint64_t total = 0, on_their_cpu = 0;
   nlohmann::json per_cpu = nlohmann::json::object();
   for (int cpu : cpus) {
-    std::vector<UniqueFd> keep;
-    std::string error;
-    std::thread t([&] {
-      try {
-        send_from(cpu, v, lo.addr, keep);
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
-    });
-    t.join();
-    if (!error.empty()) throw std::runtime_error(error);
+    const std::vector<UniqueFd> keep = connect_from_cpu(cpu, lo.addr, kPerCpu, v.proto);
     // Loopback delivers inside the sender's own call, as a rule; the deadline only bounds a
     // straggler, and whatever is missing after it counts as not received.
     std::vector<uint64_t> got(socks.size(), 0);

@@ -20,7 +20,7 @@ std::vector<int> allowed_cpus(size_t n) {
   return cpus;
 }
 
-std::vector<UniqueFd> connect_from_cpu(int cpu, const Endpoint& to, int n) {
+std::vector<UniqueFd> connect_from_cpu(int cpu, const Endpoint& to, int n, Proto proto) {
   std::vector<UniqueFd> clients;
   std::string error;
   // A thread of its own, so that pinning it leaves the caller's affinity alone.
@@ -33,8 +33,14 @@ std::vector<UniqueFd> connect_from_cpu(int cpu, const Endpoint& to, int n) {
       sockaddr_storage ss;
       const socklen_t len = to.to_sockaddr(ss);
       for (int k = 0; k < n; ++k) {
-        UniqueFd c(static_cast<int>(check_sys(socket(af_of(to.family), SOCK_STREAM | SOCK_CLOEXEC, 0), "socket client")));
-        check_sys(connect(c.get(), reinterpret_cast<sockaddr*>(&ss), len), "connect " + to.str());
+        const int type = proto == Proto::Tcp ? SOCK_STREAM : SOCK_DGRAM;
+        UniqueFd c(static_cast<int>(check_sys(socket(af_of(to.family), type | SOCK_CLOEXEC, 0), "socket client")));
+        if (proto == Proto::Tcp) {
+          check_sys(connect(c.get(), reinterpret_cast<sockaddr*>(&ss), len), "connect " + to.str());
+        } else {
+          const char byte = 'x';
+          check_sys(sendto(c.get(), &byte, 1, 0, reinterpret_cast<sockaddr*>(&ss), len), "sendto " + to.str());
+        }
         clients.push_back(std::move(c));
       }
     } catch (const std::exception& e) {

@@ -15,7 +15,8 @@ namespace rp::cases {
 std::vector<int> allowed_cpus(size_t n);
 
 // Opens `n` TCP connections to `to`, one after another, from a thread pinned to `cpu`, and
-// returns them still open. A failing syscall throws, naming it.
-std::vector<UniqueFd> connect_from_cpu(int cpu, const Endpoint& to, int n);
+// returns them still open; for UDP, sends one byte from each of `n` sockets of their own
+// (returned too). A failing syscall throws, naming it.
+std::vector<UniqueFd> connect_from_cpu(int cpu, const Endpoint& to, int n, Proto proto = Proto::Tcp);
 
 }  // namespace rp::cases
