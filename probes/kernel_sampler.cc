@@ -73,6 +73,9 @@ KernelSampler::KernelSampler(const Options& options) : impl_(std::make_unique<Im
         throw ProbeError("load reuseport_probe (suppressed by RP_TEST_PROBE_FAIL)", EPERM);
       ProbeOptions po;
       po.port = options.port;
+      // No row of the counter table is per listener: sk_data_ready, which runs on every
+      // data segment of the machine, is left out (group attaches it for the shares).
+      po.per_listener = false;
       try {
         if (options.filter_by_inode) throw ProbeError("SO_NETNS_COOKIE not used (filter_by_inode)", ENOPROTOOPT);
         po.netns_cookie = current_netns_cookie();

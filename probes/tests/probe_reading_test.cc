@@ -109,3 +109,26 @@ TEST(ProbeReporting, live_reading_matches_capabilities) {
 
 }  // namespace
 }  // namespace rp::probes
+
+namespace rp::probes {
+namespace {
+
+// What a user does not ask for is not loaded: group's probe (children per listener only)
+// runs one program, and the counters it did not ask for say "not requested", never 0.
+TEST(ProbeReporting, only_requested_programs_are_attached) {
+  if (!is_root()) GTEST_SKIP() << "needs root: BPF load";
+  ReuseportProbe probe({.port = 1, .netns_cookie = current_netns_cookie(), .lifecycle = false, .drops = false,
+                        .per_listener = true, .migrate_fexit = false});
+  const Capabilities& caps = probe.capabilities();
+  const ProbeReading r = probe.read();
+  EXPECT_FALSE(caps.lifecycle);
+  EXPECT_EQ(probe.link_ids().size(), caps.per_listener ? 1u : 0u);
+  EXPECT_FALSE(r.counter("kernel_listener_closes").value.has_value());
+  EXPECT_NE(r.counter("kernel_listener_closes").source.find("not requested"), std::string::npos);
+  EXPECT_FALSE(r.drops_by_reason.has_value());
+  EXPECT_NE(r.drops_source.find("not requested"), std::string::npos);
+  EXPECT_EQ(r.listeners.has_value(), caps.per_listener) << r.listeners_source;
+}
+
+}  // namespace
+}  // namespace rp::probes
