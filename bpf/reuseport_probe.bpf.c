@@ -177,16 +177,16 @@ static __always_inline struct rp_listener_stats *listener_stats(__u64 cookie)
 	return s;
 }
 
-static __always_inline void on_listener_close(const struct sock *sk)
+/* cookie: the listener's socket cookie, 0 when the program could not get one (then its
+ * orphans are counted in total only). */
+static __always_inline void on_listener_close(const struct sock *sk, __u64 cookie)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct rp_closing c = {};
 
 	count(&counters.listener_closes);
 	c.listener = (__u64)sk;
-	/* Raw read: 0 means no cookie was ever generated for this socket (no SO_COOKIE, no
-	 * sk_data_ready seen); bpf_get_socket_cookie() is not callable from raw_tp. */
-	c.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	c.cookie = cookie;
 	if (bpf_map_update_elem(&rp_closing, &tid, &c, BPF_ANY))
 		count(&counters.closing_map_full);
 	closing_seen = 1;
@@ -220,27 +220,61 @@ static __always_inline void on_child_close(const struct sock *sk)
 	}
 }
 
-SEC("raw_tp/inet_sock_set_state")
+static __always_inline bool is_listener_of_port(const struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != RP_IPPROTO_TCP)
+		return false;
+	return port_ok(sk_local_port_net(sk)) && sk_netns_ok(sk);
+}
+
+/* Every transition but one into CLOSE returns at the first test: this event fires about
+ * ten times per connection. */
+static __always_inline void on_child_transition(const struct sock *sk, int oldstate)
+{
+	/* tcp_need_reset() states: an accept-queue child can be ESTABLISHED, CLOSE_WAIT (peer
+	 * already sent FIN) or SYN_RECV (a TCP Fast Open child). */
+	if (oldstate != TCP_ESTABLISHED && oldstate != TCP_CLOSE_WAIT &&
+	    oldstate != TCP_SYN_RECV)
+		return;
+	if (!closing_seen)
+		return;
+	on_child_close(sk);
+}
+
+/*
+ * The listener's cookie keys its orphans. bpf_get_socket_cookie() takes a BTF socket
+ * pointer, so only tp_btf can call it ("bpf: Expose bpf_get_socket_cookie to tracing
+ * programs", v5.12), and it generates the cookie if nobody asked for one yet. The loader
+ * prefers this program and falls back to rp_set_state below where it does not load.
+ */
+SEC("?tp_btf/inet_sock_set_state")
+int BPF_PROG(rp_set_state_btf, struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_CLOSE)
+		return 0;
+	if (oldstate == TCP_LISTEN) {
+		if (is_listener_of_port(sk))
+			on_listener_close(sk, bpf_get_socket_cookie(sk));
+		return 0;
+	}
+	on_child_transition(sk, oldstate);
+	return 0;
+}
+
+/* The same from a raw_tp, where no helper gives the cookie: the raw read is 0 unless
+ * someone had one generated before the close (SO_COOKIE, sock_diag, sk_data_ready), so
+ * the loader reports per-listener orphans as not observable with this program. */
+SEC("?raw_tp/inet_sock_set_state")
 int BPF_PROG(rp_set_state, const struct sock *sk, int oldstate, int newstate)
 {
 	if (newstate != TCP_CLOSE)
 		return 0;
 	if (oldstate == TCP_LISTEN) {
-		if (BPF_CORE_READ(sk, sk_protocol) != RP_IPPROTO_TCP)
-			return 0;
-		if (!port_ok(sk_local_port_net(sk)) || !sk_netns_ok(sk))
-			return 0;
-		on_listener_close(sk);
+		if (is_listener_of_port(sk))
+			on_listener_close(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter));
 		return 0;
 	}
-	/* tcp_need_reset() states: an accept-queue child can be ESTABLISHED, CLOSE_WAIT (peer
-	 * already sent FIN) or SYN_RECV (a TCP Fast Open child). */
-	if (oldstate != TCP_ESTABLISHED && oldstate != TCP_CLOSE_WAIT &&
-	    oldstate != TCP_SYN_RECV)
-		return 0;
-	if (!closing_seen)
-		return 0;
-	on_child_close(sk);
+	on_child_transition(sk, oldstate);
 	return 0;
 }
 

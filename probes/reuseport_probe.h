@@ -87,6 +87,11 @@ struct ProbeReading {
   std::optional<std::map<std::uint64_t, ListenerStats>> listeners;
   std::string listeners_source;
 
+  // Children orphaned per closed listener (cookie -> count), every listener of the port
+  // that closed since attach, 0 included; nullopt where not observable (see the source).
+  std::optional<std::map<std::uint64_t, std::uint64_t>> listener_orphans;
+  std::string listener_orphans_source;
+
   // The reason names the running kernel's enum skb_drop_reason has; empty when not known
   // (a reading built without the kernel's BTF, as in unit tests).
   std::set<std::string> known_reasons;
@@ -102,6 +107,11 @@ struct Capabilities {
   bool rst_reason = false;    // tcp_send_reset carries a reason (v6.10+)
   bool drop_reason = false;   // tp_btf/kfree_skb attached, its event has a reason (v5.17+)
   bool per_listener = false;  // tp_btf/sk_data_ready is attached
+  // Orphans per closed listener: tp_btf/inet_sock_set_state took the listener's cookie at
+  // its close (5.12+); with the raw_tp fallback a cookie is only there if someone had it
+  // generated before, so the count is not observable.
+  bool listener_orphans = false;
+  std::string listener_orphans_why;  // empty when listener_orphans
   bool migrate_fexit = false; // fexit/reuseport_migrate_sock is attached
   std::string per_listener_why;  // empty when per_listener
   std::string migrate_why;       // empty when migrate_fexit
