@@ -10,6 +10,8 @@
  * Program types, by what attaches where (see probes/reuseport_probe.cc):
  *  - raw_tp for everything that must always work: no tracefs, no BTF attach, and the
  *    arguments arrive unformatted (a classic tracepoint would copy sockaddrs first).
+ *  - tp_btf/inet_sock_set_state, preferred over its raw_tp twin where it loads (5.12+):
+ *    it can take the closing listener's cookie, which keys the orphans per listener.
  *  - tp_btf/sk_data_ready, optional: bpf_get_socket_cookie() needs a BTF socket pointer,
  *    and the tracepoint only exists on newer kernels (6.18 has it).
  *  - tp_btf/kfree_skb, optional: drops by reason need a kernel whose event has a reason,
