@@ -10,6 +10,8 @@
  * Program types, by what attaches where (see probes/reuseport_probe.cc):
  *  - raw_tp for everything that must always work: no tracefs, no BTF attach, and the
  *    arguments arrive unformatted (a classic tracepoint would copy sockaddrs first).
+ *  - tp_btf/inet_sock_set_state, preferred over its raw_tp twin where it loads (5.12+):
+ *    it can take the closing listener's cookie, which keys the orphans per listener.
  *  - tp_btf/sk_data_ready, optional: bpf_get_socket_cookie() needs a BTF socket pointer,
  *    and the tracepoint only exists on newer kernels (6.18 has it).
  *  - tp_btf/kfree_skb, optional: drops by reason need a kernel whose event has a reason,
@@ -18,9 +20,11 @@
  *    6.18 test machine rejects the load with EPERM); migrations are then only visible in
  *    TcpExt TCPMigrateReq*.
  *
- * Per event work is kept small because the cost target is <= 3% of the connection rate:
- * every program tests what it gets for free (states, arguments) before it reads memory,
- * then the port, then the namespace, and only then touches a map.
+ * Per event work is kept small because the cost target is <= 1% of the connection rate
+ * (issue 14): every program tests what it gets for free (states, arguments) before it
+ * reads memory, then the port, then the namespace, and only then touches a map; counters
+ * bumped once per connection are per CPU. The loader attaches only the programs whose
+ * counters its user asked for (ProbeOptions).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -44,7 +48,15 @@ const volatile __u64 target_netns = 0; /* net->net_cookie; 0 matches every names
 const volatile __u32 target_netns_ino = 0;
 
 struct rp_counters counters = {};
-__u64 drops[RP_MAX_DROP_REASONS] = {};
+/* Per CPU, summed by the loader: every connection of the port drops skbs (QUEUE_PURGE at
+ * destruction on 6.18) on whichever CPU closes it, and one shared counter would bounce its
+ * cache line between the CPUs on each of them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RP_MAX_DROP_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} rp_drops SEC(".maps");
 /* Set once any filtered listener closed: until then tcp_destroy_sock does no map lookup. */
 __u64 closing_seen = 0;
 
@@ -73,8 +85,10 @@ struct {
 	__type(value, struct rp_closing);
 } rp_closing SEC(".maps");
 
+/* Per CPU for the same reason: the children counter of a listener is bumped once per
+ * connection, from every CPU that completes a handshake. User space sums the CPUs. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, RP_MAX_LISTENERS);
 	__type(key, __u64);
 	__type(value, struct rp_listener_stats);
@@ -165,16 +179,16 @@ static __always_inline struct rp_listener_stats *listener_stats(__u64 cookie)
 	return s;
 }
 
-static __always_inline void on_listener_close(const struct sock *sk)
+/* cookie: the listener's socket cookie, 0 when the program could not get one (then its
+ * orphans are counted in total only). */
+static __always_inline void on_listener_close(const struct sock *sk, __u64 cookie)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct rp_closing c = {};
 
 	count(&counters.listener_closes);
 	c.listener = (__u64)sk;
-	/* Raw read: 0 means no cookie was ever generated for this socket (no SO_COOKIE, no
-	 * sk_data_ready seen); bpf_get_socket_cookie() is not callable from raw_tp. */
-	c.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	c.cookie = cookie;
 	if (bpf_map_update_elem(&rp_closing, &tid, &c, BPF_ANY))
 		count(&counters.closing_map_full);
 	closing_seen = 1;
@@ -208,27 +222,61 @@ static __always_inline void on_child_close(const struct sock *sk)
 	}
 }
 
-SEC("raw_tp/inet_sock_set_state")
+static __always_inline bool is_listener_of_port(const struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != RP_IPPROTO_TCP)
+		return false;
+	return port_ok(sk_local_port_net(sk)) && sk_netns_ok(sk);
+}
+
+/* Every transition but one into CLOSE returns at the first test: this event fires about
+ * ten times per connection. */
+static __always_inline void on_child_transition(const struct sock *sk, int oldstate)
+{
+	/* tcp_need_reset() states: an accept-queue child can be ESTABLISHED, CLOSE_WAIT (peer
+	 * already sent FIN) or SYN_RECV (a TCP Fast Open child). */
+	if (oldstate != TCP_ESTABLISHED && oldstate != TCP_CLOSE_WAIT &&
+	    oldstate != TCP_SYN_RECV)
+		return;
+	if (!closing_seen)
+		return;
+	on_child_close(sk);
+}
+
+/*
+ * The listener's cookie keys its orphans. bpf_get_socket_cookie() takes a BTF socket
+ * pointer, so only tp_btf can call it ("bpf: Expose bpf_get_socket_cookie to tracing
+ * programs", v5.12), and it generates the cookie if nobody asked for one yet. The loader
+ * prefers this program and falls back to rp_set_state below where it does not load.
+ */
+SEC("?tp_btf/inet_sock_set_state")
+int BPF_PROG(rp_set_state_btf, struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_CLOSE)
+		return 0;
+	if (oldstate == TCP_LISTEN) {
+		if (is_listener_of_port(sk))
+			on_listener_close(sk, bpf_get_socket_cookie(sk));
+		return 0;
+	}
+	on_child_transition(sk, oldstate);
+	return 0;
+}
+
+/* The same from a raw_tp, where no helper gives the cookie: the raw read is 0 unless
+ * someone had one generated before the close (SO_COOKIE, sock_diag, sk_data_ready), so
+ * the loader reports per-listener orphans as not observable with this program. */
+SEC("?raw_tp/inet_sock_set_state")
 int BPF_PROG(rp_set_state, const struct sock *sk, int oldstate, int newstate)
 {
 	if (newstate != TCP_CLOSE)
 		return 0;
 	if (oldstate == TCP_LISTEN) {
-		if (BPF_CORE_READ(sk, sk_protocol) != RP_IPPROTO_TCP)
-			return 0;
-		if (!port_ok(sk_local_port_net(sk)) || !sk_netns_ok(sk))
-			return 0;
-		on_listener_close(sk);
+		if (is_listener_of_port(sk))
+			on_listener_close(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter));
 		return 0;
 	}
-	/* tcp_need_reset() states: an accept-queue child can be ESTABLISHED, CLOSE_WAIT (peer
-	 * already sent FIN) or SYN_RECV (a TCP Fast Open child). */
-	if (oldstate != TCP_ESTABLISHED && oldstate != TCP_CLOSE_WAIT &&
-	    oldstate != TCP_SYN_RECV)
-		return 0;
-	if (!closing_seen)
-		return 0;
-	on_child_close(sk);
+	on_child_transition(sk, oldstate);
 	return 0;
 }
 
@@ -422,10 +470,14 @@ int BPF_PROG(rp_kfree_skb, struct sk_buff *skb)
 				return 0;
 		}
 	}
-	if (reason < RP_MAX_DROP_REASONS)
-		count(&drops[reason]);
-	else
+	if (reason < RP_MAX_DROP_REASONS) {
+		__u64 *n = bpf_map_lookup_elem(&rp_drops, &reason);
+
+		if (n)
+			count(n);
+	} else {
 		count(&counters.drops_out_of_range);
+	}
 	return 0;
 }
 

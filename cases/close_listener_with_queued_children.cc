@@ -102,7 +102,7 @@ nlohmann::json scenario(const Variant& v) {
   }
   const uint32_t queued = events.at(0).queued_before.value();
   load.wait();
-  const nlohmann::json kernel_counts = kernel.sample().to_json();  // before stop_all() closes the rest
+  const rp::probes::KernelCounts kernel_sample = kernel.sample();  // before stop_all() closes the rest
   group.stop_all();
 
   nlohmann::json o = ledger_counts(load.ledger(), group);
@@ -111,7 +111,8 @@ nlohmann::json scenario(const Variant& v) {
   o["queue_limit"] = v.backlog + 1;
   o["served_by_victim"] = group.served(victim_id);
   o["lost_other"] = o["failed"].get<uint64_t>() - o["client_resets"].get<uint64_t>();
-  o.update(kernel_counts);
+  o.update(kernel_sample.to_json());
+  put_orphans_of_only_closed(o, "kernel_orphans_of_victim", kernel_sample);
   return o;
 }
 

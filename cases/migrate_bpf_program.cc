@@ -162,7 +162,7 @@ nlohmann::json scenario(const Variant& v) {
   // requests too. Measured on 6.1 in 2-vCPU guests: 133 = 129 + 4 migrated, 1 run in 3.
   const uint32_t requests = events.at(0).requests_before.value();
   load.wait();
-  const nlohmann::json kernel_counts = kernel.sample().to_json();  // before stop_all() closes the target
+  const rp::probes::KernelCounts kernel_sample = kernel.sample();  // before stop_all() closes the target
   const auto pc = prog.counts();
   group.stop_all();
 
@@ -194,7 +194,8 @@ nlohmann::json scenario(const Variant& v) {
   o["program_migrated"] = pc.migrated;
   o["program_migrate_dropped"] = pc.migrate_dropped;
   o["program_migrate_errors"] = pc.migrate_errors;
-  o.update(kernel_counts);
+  o.update(kernel_sample.to_json());
+  put_orphans_of_only_closed(o, "kernel_orphans_of_victim", kernel_sample);
   return o;
 }
 

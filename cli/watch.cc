@@ -35,6 +35,15 @@ namespace rp::cli {
 using namespace rp::cases;
 namespace {
 
+// Orphans per listener that closed, by socket cookie (SO_COOKIE; a JSON key is a string);
+// null where the kernel cannot tell which listener they were orphaned by.
+nlohmann::json orphans_by_listener(const rp::probes::KernelCounts& k) {
+  if (!k.listener_orphans) return nullptr;
+  nlohmann::json o = nlohmann::json::object();
+  for (const auto& [cookie, n] : *k.listener_orphans) o[std::to_string(cookie)] = n;
+  return o;
+}
+
 using nlohmann::json;
 
 constexpr const char* kWatchDescription =
@@ -152,6 +161,7 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
     last_counts = kernel->sample();
     json s = last_counts.to_json(false);
     s["t"] = t;
+    s["orphans_by_listener"] = orphans_by_listener(last_counts);
     uint64_t queued = 0;
     cur_listeners.clear();
     for (const auto& l : tcp_listeners(port)) {
@@ -192,6 +202,7 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
     for (auto& [k, why] : last_counts.not_observable) sources[k] = why;
     for (auto& [k, why] : last_counts.errors) sources[k] = "not read: " + why;
     sources["listeners, accept_queue, joined/left"] = "NETLINK_SOCK_DIAG, LISTEN sockets of the port";
+    sources["orphans_by_listener"] = last_counts.listener_orphans_source;
     return sources;
   };
   // The whole document, replaced atomically after every interval, so that a watch killed
@@ -250,6 +261,9 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
   for (const auto& row : rp::probes::counter_table())
     if (totals.contains(row.key) && totals[row.key].is_number())
       std::printf("  %-64s %s\n", row.label, cell(totals[row.key]).c_str());
+  if (totals.contains("orphans_by_listener") && totals["orphans_by_listener"].is_object())
+    for (auto& [cookie, n] : totals["orphans_by_listener"].items())
+      std::printf("  orphans of the listener with cookie %-36s %s\n", cookie.c_str(), cell(n).c_str());
   for (auto& [k, v] : totals.items())
     if (v.is_null()) std::printf("  n/a %s: %s\n", k.c_str(), sources.contains(k) ? sources[k].get<std::string>().c_str() : "this kernel lacks it");
 

@@ -36,6 +36,12 @@ std::optional<std::uint64_t> KernelCounts::value(std::string_view key) const {
   return it->second;
 }
 
+std::optional<std::uint64_t> KernelCounts::orphans_of(std::uint64_t cookie) const {
+  if (!listener_orphans) return std::nullopt;
+  auto it = listener_orphans->find(cookie);
+  return it == listener_orphans->end() ? 0 : it->second;
+}
+
 json KernelCounts::to_json(bool with_provenance) const {
   json j = json::object();
   for (const auto& [k, v] : values) j[k] = v ? json(*v) : json(nullptr);
@@ -73,6 +79,9 @@ KernelSampler::KernelSampler(const Options& options) : impl_(std::make_unique<Im
         throw ProbeError("load reuseport_probe (suppressed by RP_TEST_PROBE_FAIL)", EPERM);
       ProbeOptions po;
       po.port = options.port;
+      // No row of the counter table is per listener: sk_data_ready, which runs on every
+      // data segment of the machine, is left out (group attaches it for the shares).
+      po.per_listener = false;
       try {
         if (options.filter_by_inode) throw ProbeError("SO_NETNS_COOKIE not used (filter_by_inode)", ENOPROTOOPT);
         po.netns_cookie = current_netns_cookie();
@@ -136,7 +145,15 @@ KernelCounts KernelSampler::sample() const {
 #ifdef RP_HAVE_BPF
   std::optional<ProbeReading> r;
   if (im.probe) r = delta(im.probe->read(), im.probe_base);
+  if (r) {
+    out.listener_orphans = r->listener_orphans;
+    out.listener_orphans_source = r->listener_orphans_source;
+  }
 #endif
+  if (!out.listener_orphans && out.listener_orphans_source.empty()) {
+    out.listener_orphans_source = im.probe_error;
+    out.listener_orphans_error = !im.probe_absent_by_build;
+  }
   std::optional<ns::Deltas> d;
   std::string netstat_error = im.netstat_error;
   if (im.netstat_base) {

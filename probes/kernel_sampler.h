@@ -31,6 +31,15 @@ struct KernelCounts {
   std::map<std::string, std::string, std::less<>> not_observable;
   std::map<std::string, std::string, std::less<>> errors;
 
+  // Children orphaned per listener that closed (socket cookie -> count, SO_COOKIE's value);
+  // nullopt: not observable or not read, listener_orphans_source says which and why.
+  std::optional<std::map<std::uint64_t, std::uint64_t>> listener_orphans;
+  std::string listener_orphans_source;
+  bool listener_orphans_error = false;  // the probe should have read it and did not
+  // The orphans of the listener with this cookie: 0 when it closed with none or has not
+  // closed; nullopt when per-listener orphans are not observable.
+  std::optional<std::uint64_t> orphans_of(std::uint64_t cookie) const;
+
   // The value of `key`; throws std::out_of_range for a key that is not in the table.
   std::optional<std::uint64_t> value(std::string_view key) const;
   // {key: value or null, ...}; with_provenance adds "kernel_sources",

@@ -33,6 +33,7 @@ namespace {
 
 constexpr const char* kObjectName = "reuseport_probe";
 constexpr const char* kProgDataReady = "rp_data_ready";
+constexpr const char* kProgSetStateBtf = "rp_set_state_btf";
 constexpr const char* kProgMigrate = "rp_migrate_exit";
 constexpr const char* kProgKfreeSkb = "rp_kfree_skb";
 
@@ -167,6 +168,7 @@ struct ReuseportProbe::Impl {
   struct reuseport_probe* skel = nullptr;
   std::vector<struct bpf_link*> links;
   std::vector<std::string> reason_names;
+  int possible_cpus = 1;
 
   Impl() = default;
   Impl(const Impl&) = delete;
@@ -179,12 +181,17 @@ struct ReuseportProbe::Impl {
 
   // Opens, configures and loads one attempt. Returns 0 or a negative libbpf error; on
   // failure skel is destroyed again.
-  int try_load(bool data_ready, bool migrate, bool drops, std::string& log) {
+  int try_load(bool lifecycle, bool state_btf, bool data_ready, bool migrate, bool drops, std::string& log) {
     skel = reuseport_probe__open();
     if (skel == nullptr) throw ProbeError(std::string("bpf: open ") + kObjectName, errno, log);
     skel->rodata->target_port = options.port;
     skel->rodata->target_netns = options.netns_cookie;
     skel->rodata->target_netns_ino = options.netns_ino;
+    for (struct bpf_program* p : {skel->progs.rp_destroy_sock, skel->progs.rp_send_reset, skel->progs.rp_recv_reset})
+      bpf_program__set_autoload(p, lifecycle);
+    // One of the two inet_sock_set_state programs, never both (each counts every close).
+    bpf_program__set_autoload(skel->progs.rp_set_state_btf, lifecycle && state_btf);
+    bpf_program__set_autoload(skel->progs.rp_set_state, lifecycle && !state_btf);
     bpf_program__set_autoload(skel->progs.rp_data_ready, data_ready);
     bpf_program__set_autoload(skel->progs.rp_migrate_exit, migrate);
     // Without a reason the kfree_skb event says nothing this probe reports: do not pay
@@ -227,10 +234,22 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
       btf_struct_has_member(vmlinux.get(), "trace_event_raw_tcp_send_reset", "reason");
   bool drops = btf_struct_has_member(vmlinux.get(), "trace_event_raw_kfree_skb", "reason");
   if (!drops) im.caps.drop_why = "kfree_skb carries no drop reason on this kernel (< 5.17)";
+  if (!options.drops) {
+    drops = false;
+    im.caps.drop_why = "not requested";
+  }
   im.reason_names = drop_reason_names(vmlinux.get());
 
   bool data_ready = false;
   bool migrate = false;
+  bool state_btf = false;
+  if (!options.lifecycle) {
+    im.caps.listener_orphans_why = "not requested";
+  } else if (!btf_has(vmlinux.get(), "btf_trace_inet_sock_set_state", BTF_KIND_TYPEDEF)) {
+    im.caps.listener_orphans_why = "this kernel's BTF has no sock:inet_sock_set_state for tp_btf";
+  } else {
+    state_btf = true;
+  }
   if (!options.per_listener) {
     im.caps.per_listener_why = "not requested";
   } else if (!btf_has(vmlinux.get(), "btf_trace_sk_data_ready", BTF_KIND_TYPEDEF)) {
@@ -252,10 +271,15 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
   // mandatory program, or one libbpf does not attribute, ends here.
   for (;;) {
     log.clear();
-    const int err = im.try_load(data_ready, migrate, drops, log);
+    const int err = im.try_load(options.lifecycle, state_btf, data_ready, migrate, drops, log);
     if (err == 0) break;
     const std::string why = describe(std::string("bpf: load ") + kObjectName, -err);
-    if (migrate && log_names_failed_program(log, kProgMigrate)) {
+    if (state_btf && log_names_failed_program(log, kProgSetStateBtf)) {
+      // Before 5.12 tracing programs may not call bpf_get_socket_cookie().
+      state_btf = false;
+      im.caps.listener_orphans_why = "tp_btf/inet_sock_set_state with bpf_get_socket_cookie() did not load (" + why +
+                                     "; the helper came to tracing programs in 5.12)";
+    } else if (migrate && log_names_failed_program(log, kProgMigrate)) {
       migrate = false;
       im.caps.migrate_why = "fexit/reuseport_migrate_sock did not load (" + why + ")";
     } else if (data_ready && log_names_failed_program(log, kProgDataReady)) {
@@ -269,14 +293,19 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
     }
   }
 
+  im.possible_cpus = libbpf_num_possible_cpus();
+  if (im.possible_cpus <= 0) throw ProbeError("libbpf: number of possible CPUs", -im.possible_cpus, log);
   auto* s = im.skel;
   im.attach(s->progs.rp_set_state, false, nullptr, log);
+  im.attach(s->progs.rp_set_state_btf, false, nullptr, log);
   im.attach(s->progs.rp_destroy_sock, false, nullptr, log);
   im.attach(s->progs.rp_send_reset, false, nullptr, log);
   im.attach(s->progs.rp_recv_reset, false, nullptr, log);
   im.attach(s->progs.rp_kfree_skb, true, &im.caps.drop_why, log);
   im.attach(s->progs.rp_data_ready, true, &im.caps.per_listener_why, log);
   im.attach(s->progs.rp_migrate_exit, true, &im.caps.migrate_why, log);
+  im.caps.lifecycle = options.lifecycle;
+  im.caps.listener_orphans = options.lifecycle && state_btf;
   im.caps.per_listener = data_ready && im.caps.per_listener_why.empty();
   im.caps.migrate_fexit = migrate && im.caps.migrate_why.empty();
   im.caps.drop_reason = drops && im.caps.drop_why.empty();
@@ -300,21 +329,37 @@ ProbeReading ReuseportProbe::read() const {
   for (std::size_t i = 0; i < sizeof(struct rp_counters) / sizeof(__u64); ++i) to[i] = load_relaxed(from[i]);
   for (const auto& name : im.reason_names)
     if (name.rfind("reason_", 0) != 0) raw.known_reasons.insert(name);
-  for (std::size_t i = 0; i < RP_MAX_DROP_REASONS; ++i) {
-    if (std::uint64_t n = load_relaxed(im.skel->bss->drops[i]); n != 0)
-      raw.drops_by_reason[im.reason_names[i]] += n;
+  // Per-CPU maps: a lookup returns one value per possible CPU, each rounded up to 8 bytes.
+  const std::size_t cpus = static_cast<std::size_t>(im.possible_cpus);
+  if (im.caps.drop_reason) {
+    const int fd = bpf_map__fd(im.skel->maps.rp_drops);
+    std::vector<__u64> per_cpu(cpus);
+    for (__u32 i = 0; i < RP_MAX_DROP_REASONS; ++i) {
+      if (bpf_map_lookup_elem(fd, &i, per_cpu.data()) != 0) throw ProbeError("bpf: read rp_drops", errno);
+      std::uint64_t n = 0;
+      for (__u64 v : per_cpu) n += v;
+      if (n != 0) raw.drops_by_reason[im.reason_names[i]] += n;
+    }
   }
-  if (im.caps.per_listener) {
+  if (im.caps.per_listener || im.caps.listener_orphans) {
     const int fd = bpf_map__fd(im.skel->maps.rp_listeners);
     __u64 key = 0;
     __u64 next = 0;
     const void* prev = nullptr;
+    static_assert(sizeof(struct rp_listener_stats) % 8 == 0);
+    std::vector<struct rp_listener_stats> per_cpu(cpus);
     while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-      struct rp_listener_stats v {};
       // An entry deleted between the two calls is simply skipped (entries are never
       // deleted by the BPF side today).
-      if (bpf_map_lookup_elem(fd, &next, &v) == 0)
-        raw.listeners[next] = ListenerStats{v.children, v.orphans, v.closed != 0};
+      if (bpf_map_lookup_elem(fd, &next, per_cpu.data()) == 0) {
+        ListenerStats l;
+        for (const auto& v : per_cpu) {
+          l.children += v.children;
+          l.orphans += v.orphans;
+          l.closed = l.closed || v.closed != 0;
+        }
+        raw.listeners[next] = l;
+      }
       key = next;
       prev = &key;
     }
@@ -353,8 +398,8 @@ std::optional<std::uint64_t> ProbeReading::drops(const std::string& reason) cons
 
 const std::vector<std::string>& program_names() {
   static const std::vector<std::string> names = {
-      "rp_set_state", "rp_destroy_sock", "rp_send_reset", "rp_recv_reset",
-      kProgKfreeSkb,  kProgDataReady,    kProgMigrate};
+      "rp_set_state", kProgSetStateBtf, "rp_destroy_sock", "rp_send_reset", "rp_recv_reset",
+      kProgKfreeSkb,  kProgDataReady,   kProgMigrate};
   return names;
 }
 
@@ -375,6 +420,14 @@ ProbeReading delta(const ProbeReading& after, const ProbeReading& before) {
     }
   }
   d.listeners_source = after.listeners_source;
+  d.listener_orphans_source = after.listener_orphans_source;
+  if (after.listener_orphans && before.listener_orphans) {
+    d.listener_orphans.emplace();
+    for (const auto& [cookie, n] : *after.listener_orphans) {
+      auto it = before.listener_orphans->find(cookie);
+      (*d.listener_orphans)[cookie] = n - (it == before.listener_orphans->end() ? 0 : it->second);
+    }
+  }
   if (after.listeners && before.listeners) {
     d.listeners.emplace();
     for (const auto& [cookie, s] : *after.listeners) {
@@ -428,6 +481,10 @@ ProbeReading make_reading(const RawCounters& raw, const Capabilities& caps) {
       "not observable: " + (caps.drop_why.empty() ? std::string("kfree_skb not attached") : caps.drop_why);
   for (const auto& row : counter_table()) {
     if (row.from != CounterDef::From::Probe) continue;
+    if (row.needs == CounterDef::Needs::Nothing && !caps.lifecycle) {
+      r.counters[row.key] = {std::nullopt, "not observable: not requested (the probe's lifecycle programs are not attached)"};
+      continue;
+    }
     const bool attached = row.needs == CounterDef::Needs::Nothing ||
                           (row.needs == CounterDef::Needs::MigrateFexit && caps.migrate_fexit) ||
                           (row.needs == CounterDef::Needs::DropReason && caps.drop_reason);
@@ -450,6 +507,18 @@ ProbeReading make_reading(const RawCounters& raw, const Capabilities& caps) {
     r.drops_source =
         "not observable: " +
         (caps.drop_why.empty() ? std::string("kfree_skb not attached") : caps.drop_why);
+  }
+  if (caps.listener_orphans) {
+    r.listener_orphans.emplace();
+    for (const auto& [cookie, l] : raw.listeners)
+      if (l.closed) (*r.listener_orphans)[cookie] = l.orphans;
+    r.listener_orphans_source =
+        "tracepoint sock:inet_sock_set_state (tp_btf): children closed in the closing thread between the "
+        "listener's LISTEN->CLOSE (cookie from bpf_get_socket_cookie) and its tcp_destroy_sock";
+  } else {
+    r.listener_orphans_source =
+        "not observable: " + (caps.listener_orphans_why.empty() ? std::string("inet_sock_set_state (tp_btf) not attached")
+                                                                : caps.listener_orphans_why);
   }
   if (caps.per_listener) {
     r.listeners = raw.listeners;

@@ -47,6 +47,13 @@ struct ProbeOptions {
   // The namespace's inode (stat /proc/self/ns/net), for kernels without SO_NETNS_COOKIE
   // (before 5.14). Used only when netns_cookie is 0; both 0 counts every namespace.
   std::uint32_t netns_ino = 0;
+  // Which counters the caller wants; only their programs are loaded and attached, since
+  // every attached program runs on each of its events machine-wide (issue 14: the probe
+  // costs at most 1% of the connection rate). A counter not asked for is not observable,
+  // with the source "not requested".
+  bool lifecycle = true;           // listener closes, orphans and RSTs (inet_sock_set_state,
+                                   // tcp_destroy_sock, tcp_send_reset, tcp_receive_reset)
+  bool drops = true;               // kfree_skb drops by reason (tp_btf/kfree_skb)
   bool per_listener = true;        // try tp_btf/sk_data_ready (children per listener)
   bool migrate_fexit = true;       // try fexit/reuseport_migrate_sock
 };
@@ -80,6 +87,11 @@ struct ProbeReading {
   std::optional<std::map<std::uint64_t, ListenerStats>> listeners;
   std::string listeners_source;
 
+  // Children orphaned per closed listener (cookie -> count), every listener of the port
+  // that closed since attach, 0 included; nullopt where not observable (see the source).
+  std::optional<std::map<std::uint64_t, std::uint64_t>> listener_orphans;
+  std::string listener_orphans_source;
+
   // The reason names the running kernel's enum skb_drop_reason has; empty when not known
   // (a reading built without the kernel's BTF, as in unit tests).
   std::set<std::string> known_reasons;
@@ -91,9 +103,15 @@ struct ProbeReading {
 
 // What the running kernel let the probe observe, and why not where it did not.
 struct Capabilities {
+  bool lifecycle = true;      // the four raw_tp programs are attached (false: not requested)
   bool rst_reason = false;    // tcp_send_reset carries a reason (v6.10+)
   bool drop_reason = false;   // tp_btf/kfree_skb attached, its event has a reason (v5.17+)
   bool per_listener = false;  // tp_btf/sk_data_ready is attached
+  // Orphans per closed listener: tp_btf/inet_sock_set_state took the listener's cookie at
+  // its close (5.12+); with the raw_tp fallback a cookie is only there if someone had it
+  // generated before, so the count is not observable.
+  bool listener_orphans = false;
+  std::string listener_orphans_why;  // empty when listener_orphans
   bool migrate_fexit = false; // fexit/reuseport_migrate_sock is attached
   std::string per_listener_why;  // empty when per_listener
   std::string migrate_why;       // empty when migrate_fexit

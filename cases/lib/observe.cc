@@ -31,4 +31,21 @@ nlohmann::json answer_counts(uint64_t answered, const ListenerGroup& servers) {
   return j;
 }
 
+void put_orphans_of_only_closed(nlohmann::json& record, const std::string& key,
+                                const rp::probes::KernelCounts& kernel) {
+  record[key] = nullptr;
+  if (!kernel.listener_orphans) {
+    record[kernel.listener_orphans_error ? "kernel_errors" : "kernel_not_observable"][key] =
+        "orphans per listener: " + kernel.listener_orphans_source;
+    return;
+  }
+  if (kernel.listener_orphans->size() != 1) {
+    record["kernel_errors"][key] = "expected exactly one closed listener of the port before the sample, the probe saw " +
+                                   std::to_string(kernel.listener_orphans->size());
+    return;
+  }
+  record[key] = kernel.listener_orphans->begin()->second;
+  record["kernel_sources"][key] = kernel.listener_orphans_source;
+}
+
 }  // namespace rp::cases

@@ -211,6 +211,12 @@ def test_naive_swap_loses_and_the_kernel_says_why(cli, require_root, tmp_path):
     assert t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"] == t["lost"], t
     assert k["kernel_orphaned_children"] == k["kernel_orphan_resets"] == k["kernel_resets_received"] == t["lost"], (t, k)
     assert k["kernel_listener_closes"] == 2, k
+    # Per closed listener, by cookie: the two listeners of the old server, whose orphans add up.
+    by_listener = rep["kernel_orphans_by_listener"]
+    if by_listener is None:
+        assert "not observable" in rep["kernel_orphans_by_listener_source"], rep
+    else:
+        assert len(by_listener) == 2 and sum(by_listener.values()) == k["kernel_orphaned_children"], by_listener
     assert any(row["client_lost"] and row["kernel"].get("kernel_orphaned_children") for row in rep["timeline"]), rep["timeline"]
     assert rep["verdict"] == "fail"
     suite, outcome = junit_outcome(junit)

@@ -130,6 +130,13 @@ def test_counts_a_foreign_servers_orphans(cli, require_root, tmp_path):
         assert totals["kernel_orphan_resets"] == resets, text
         assert totals["kernel_resets_received"] == resets, text
         assert totals["kernel_listener_closes"] == 1, text
+        # Per listener, by cookie: the one that closed orphaned them all (null only where
+        # the kernel cannot tell, and then the source says why).
+        if totals["orphans_by_listener"] is None:
+            assert "not observable" in doc["sources"]["orphans_by_listener"], doc["sources"]
+        else:
+            assert list(totals["orphans_by_listener"].values()) == [resets], totals["orphans_by_listener"]
+            assert "orphans of the listener with cookie" in text, text
         assert totals["listeners_at_start"] == 2 and totals["listeners_left"] == 1, text
         assert "children orphaned in a closed listener's accept queue" in text  # probes/counters.cc's label
     finally:

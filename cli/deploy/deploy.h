@@ -59,6 +59,9 @@ struct Observed {
   const Process& deploy;  // the deploy command; its start is t = 0
   nlohmann::json kernel_sources, kernel_not_observable, kernel_errors;
   std::string namespace_filter;  // the probe's ("netns cookie N", "netns inode N (...)"), "" without
+  // Orphans per closed listener {cookie: count}, null where not observable; and its source.
+  nlohmann::json orphans_by_listener;
+  std::string orphans_by_listener_source;
 };
 
 // What the losses were and what the kernel did about them.

@@ -96,6 +96,8 @@ int report(const Options& o, const Observed& obs, const Attribution& a, double e
       {"kernel_sources", obs.kernel_sources},
       {"kernel_not_observable", obs.kernel_not_observable},
       {"kernel_errors", obs.kernel_errors},
+      {"kernel_orphans_by_listener", obs.orphans_by_listener},
+      {"kernel_orphans_by_listener_source", obs.orphans_by_listener_source},
       // How the probe told the deploy's namespace from others: its cookie (5.14+) or its
       // inode (before); null when the probe is not attached.
       {"kernel_namespace_filter", obs.namespace_filter.empty() ? json(nullptr) : json(obs.namespace_filter)},

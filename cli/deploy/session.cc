@@ -77,6 +77,14 @@ class Kernel {
   nlohmann::json sources() const { return nlohmann::json(last_.sources); }
   nlohmann::json not_observable() const { return nlohmann::json(last_.not_observable); }
   nlohmann::json errors() const { return nlohmann::json(last_.errors); }
+  // A JSON key is a string: the cookie in decimal, as SO_COOKIE and group print it.
+  nlohmann::json orphans_by_listener() const {
+    if (!last_.listener_orphans) return nullptr;
+    nlohmann::json o = nlohmann::json::object();
+    for (const auto& [cookie, n] : *last_.listener_orphans) o[std::to_string(cookie)] = n;
+    return o;
+  }
+  const std::string& orphans_by_listener_source() const { return last_.listener_orphans_source; }
 
  private:
   uint16_t port_;
@@ -284,7 +292,8 @@ int Session::go() {
   lg.wait();
   samples.push_back(kernel_->sample());
   const Observed obs{lg.ledger(), samples, deploy_, kernel_->sources(), kernel_->not_observable(),
-                     kernel_->errors(), kernel_->namespace_filter()};
+                     kernel_->errors(), kernel_->namespace_filter(), kernel_->orphans_by_listener(),
+                     kernel_->orphans_by_listener_source()};
   return report(o_, obs, attribute(o_, obs), elapsed());
 }
 

@@ -198,7 +198,10 @@ Collector::Collector(int protocol, std::uint16_t port) : impl_(std::make_unique<
   } else {
     try {
       impl_->probe = std::make_unique<rp::probes::ReuseportProbe>(rp::probes::ProbeOptions{
-          .port = port, .netns_cookie = netns, .per_listener = true, .migrate_fexit = false});
+          .port = port, .netns_cookie = netns, .lifecycle = false, .drops = false, .per_listener = true,
+          .migrate_fexit = false});
+      // Only the children per listener are read here: the other programs would cost the
+      // server's connection rate for nothing.
       if (!impl_->probe->capabilities().per_listener) {
         not_observable_["share"] = "children per listener: " + impl_->probe->capabilities().per_listener_why;
         impl_->probe.reset();

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <map>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -33,6 +35,8 @@ TEST(ProbeReporting, unobservable_counters_are_nullopt_not_zero) {
   EXPECT_NE(r.drops_source.find("no drop reason"), std::string::npos);
   EXPECT_FALSE(r.listeners.has_value());
   EXPECT_NE(r.listeners_source.find("sk_data_ready"), std::string::npos);
+  EXPECT_FALSE(r.listener_orphans.has_value());
+  EXPECT_NE(r.listener_orphans_source.find("not observable"), std::string::npos);
   // Always observable (raw tracepoints every supported kernel has): 0 is a real 0.
   ASSERT_TRUE(r.counter("kernel_listener_closes").value.has_value());
   EXPECT_EQ(*r.counter("kernel_listener_closes").value, 0u);
@@ -55,6 +59,12 @@ TEST(ProbeReporting, observable_counters_carry_values_and_zero_for_unseen_reason
   EXPECT_EQ(r.drops("QUEUE_PURGE"), 0u);
   ASSERT_TRUE(r.listeners.has_value());
   EXPECT_EQ(r.listeners->at(42).orphans, 9u);
+  EXPECT_FALSE(r.listener_orphans.has_value());  // the cookie was not taken at the close
+  caps.listener_orphans = true;
+  raw.listeners[43] = ListenerStats{5, 0, false};  // never closed: not an orphaning listener
+  const ProbeReading r2 = detail::make_reading(raw, caps);
+  ASSERT_TRUE(r2.listener_orphans.has_value());
+  EXPECT_EQ(*r2.listener_orphans, (std::map<std::uint64_t, std::uint64_t>{{42, 9}}));
   EXPECT_NE(r.counter("kernel_orphan_resets").source.find("TCP_STATE"), std::string::npos);
 }
 
@@ -105,6 +115,29 @@ TEST(ProbeReporting, live_reading_matches_capabilities) {
   EXPECT_EQ(caps.drop_reason, caps.drop_why.empty()) << caps.drop_why;
   RecordProperty("migrate_source", r.counter("kernel_migrate_target_found").source);
   RecordProperty("listeners_source", r.listeners_source);
+}
+
+}  // namespace
+}  // namespace rp::probes
+
+namespace rp::probes {
+namespace {
+
+// What a user does not ask for is not loaded: group's probe (children per listener only)
+// runs one program, and the counters it did not ask for say "not requested", never 0.
+TEST(ProbeReporting, only_requested_programs_are_attached) {
+  if (!is_root()) GTEST_SKIP() << "needs root: BPF load";
+  ReuseportProbe probe({.port = 1, .netns_cookie = current_netns_cookie(), .lifecycle = false, .drops = false,
+                        .per_listener = true, .migrate_fexit = false});
+  const Capabilities& caps = probe.capabilities();
+  const ProbeReading r = probe.read();
+  EXPECT_FALSE(caps.lifecycle);
+  EXPECT_EQ(probe.link_ids().size(), caps.per_listener ? 1u : 0u);
+  EXPECT_FALSE(r.counter("kernel_listener_closes").value.has_value());
+  EXPECT_NE(r.counter("kernel_listener_closes").source.find("not requested"), std::string::npos);
+  EXPECT_FALSE(r.drops_by_reason.has_value());
+  EXPECT_NE(r.drops_source.find("not requested"), std::string::npos);
+  EXPECT_EQ(r.listeners.has_value(), caps.per_listener) << r.listeners_source;
 }
 
 }  // namespace
