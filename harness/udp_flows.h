@@ -12,7 +12,7 @@
 //             apart, never also as Lost);
 //   Lost:     no answer by the end of the run.
 // The run ends `late_window` after the last send or when every datagram is answered,
-// whichever is first. In the closed loop a datagram past its timeout frees its slot, so a
+// whichever is first (each thread for its own flows). In the closed loop a datagram past its timeout frees its slot, so a
 // flow keeps sending while its late answer may still come.
 //
 // Every flow ends with exactly one outcome, from its answered and late datagrams in sequence
