@@ -4,7 +4,6 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <atomic>
 #include <exception>
 #include <mutex>
 #include <stdexcept>
@@ -77,7 +76,7 @@ UniqueFd open_flow_socket(const Endpoint& target, uint16_t port) {
 // raises no error on them, so "nothing listened" is a lost datagram like any other.
 class FlowWorker {
  public:
-  FlowWorker(const UdpFlowOptions& o, std::vector<FlowState*> flows, std::atomic<int64_t>& budget, uint64_t t0,
+  FlowWorker(const UdpFlowOptions& o, std::vector<FlowState*> flows, uint64_t budget, uint64_t t0,
              double rate)
       : o_(o), flows_(std::move(flows)), budget_(budget), t0_(t0), interval_ns_(rate > 0 ? 1e9 / rate : 0) {
     dst_len_ = o.target.to_sockaddr(dst_);
@@ -109,8 +108,10 @@ class FlowWorker {
 
  private:
   bool claim() {
-    if (budget_.fetch_sub(1, std::memory_order_relaxed) > 0) return true;
-    budget_.fetch_add(1, std::memory_order_relaxed);
+    if (budget_ > 0) {
+      --budget_;
+      return true;
+    }
     sending_ = false;
     return false;
   }
@@ -124,7 +125,7 @@ class FlowWorker {
     d.sent_ns = monotonic_ns();
     ssize_t n = sendto(f.fd.get(), &q, sizeof q, 0, reinterpret_cast<sockaddr*>(&dst_), dst_len_);
     if (n < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
-      budget_.fetch_add(1, std::memory_order_relaxed);
+      ++budget_;
       return false;
     }
     check_sys(n, "sendto udp flow " + std::to_string(r.flow) + " -> " + o_.target.str());
@@ -191,7 +192,7 @@ class FlowWorker {
 
   const UdpFlowOptions& o_;
   std::vector<FlowState*> flows_;
-  std::atomic<int64_t>& budget_;
+  uint64_t budget_;
   sockaddr_storage dst_{};
   socklen_t dst_len_ = 0;
   uint64_t t0_;
@@ -245,18 +246,24 @@ UdpFlowResult UdpFlowLoad::run() const {
     res.flows[i].flow = i;
     res.flows[i].source_port = local_port(states[i].fd.get());
   }
-  // Signed, so that a claim past zero is seen and given back (claim()).
-  std::atomic<int64_t> budget{static_cast<int64_t>(opts_.max_datagrams)};
   std::vector<std::thread> threads;
   std::exception_ptr err;
   std::mutex err_mu;
   res.started_ns = monotonic_ns();
+  uint64_t flows_before = 0;
   for (unsigned t = 0; t < opts_.threads; ++t) {
     std::vector<FlowState*> mine;
     for (uint32_t i = t; i < opts_.flows; i += opts_.threads) mine.push_back(&states[i]);
-    threads.emplace_back([&, mine = std::move(mine)]() mutable {
+    // Each thread owns its flows' share of the count: with one shared budget a thread that
+    // started first (or was scheduled more on a busy machine) took it all, and the other
+    // thread's flows sent nothing.
+    // Cumulative, so that the shares add up to max_datagrams exactly.
+    const uint64_t share = opts_.max_datagrams * (flows_before + mine.size()) / opts_.flows -
+                           opts_.max_datagrams * flows_before / opts_.flows;
+    flows_before += mine.size();
+    threads.emplace_back([&, share, mine = std::move(mine)]() mutable {
       try {
-        FlowWorker w(opts_, std::move(mine), budget, res.started_ns, opts_.rate / opts_.threads);
+        FlowWorker w(opts_, std::move(mine), share, res.started_ns, opts_.rate / opts_.threads);
         w.run();
       } catch (...) {
         std::lock_guard<std::mutex> lk(err_mu);

@@ -17,7 +17,8 @@
 //
 // Every flow ends with exactly one outcome, from its answered and late datagrams in sequence
 // order:
-//   Stayed:       every answer from one member, nothing lost;
+//   Stayed:       every answer from one member, nothing lost (also a flow that sent nothing,
+//                 which only happens when max_datagrams < flows);
 //   Moved:        answers from a member other than the first one's, nothing lost; the first
 //                 move is recorded (the send time of the first datagram answered by the new
 //                 member, the old and new member) and how many times the member changed;
@@ -47,7 +48,7 @@ struct UdpFlowOptions {
   unsigned in_flight = 1;        // closed loop: datagrams in flight per flow
   double rate = 1000;            // open loop: datagrams per second over all flows
   unsigned threads = 1;          // flows are split over threads; at most `flows`
-  uint64_t max_datagrams = 10000;                 // over all flows
+  uint64_t max_datagrams = 10000;                 // over all flows; each thread sends its flows' share
   std::chrono::milliseconds max_duration{10000};  // no datagram is sent after this
   std::chrono::milliseconds reply_timeout{1000};  // answered later than this: Late
   std::chrono::milliseconds late_window{2000};    // after the last send; must be >= reply_timeout

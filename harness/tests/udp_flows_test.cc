@@ -72,11 +72,13 @@ TEST_P(UdpFlowsTest, OpenLoopSendsTheCountOverChosenPorts) {
   o.mode = UdpFlowOptions::Mode::Open;
   o.flows = 4;
   o.source_ports = {41001, 41002, 41003, 41004};
-  o.rate = 4000;
-  o.max_datagrams = 800;
+  // Modest: a thread descheduled on a busy machine catches up in a burst, and a burst
+  // beyond the members' receive buffers is (truly) lost.
+  o.rate = 1000;
+  o.max_datagrams = 400;
   UdpFlowResult r = UdpFlowLoad(o).run();
-  EXPECT_EQ(r.tally().sent, 800u);
-  EXPECT_EQ(r.tally().answered, 800u);
+  EXPECT_EQ(r.tally().sent, 400u);
+  EXPECT_EQ(r.tally().answered, 400u);
   EXPECT_EQ(r.flows[2].source_port, 41003);
   EXPECT_EQ(reconcile(r, g.served_by_listener()), std::vector<std::string>{});
 }
