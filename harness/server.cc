@@ -124,11 +124,22 @@ void serve_udp(ListenerGroup::Slot& s, int fd, uint32_t id) {
     ssize_t n = recvfrom(fd, buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &fl);
     if (n < 0) return;
     s.accepted.fetch_add(1, std::memory_order_relaxed);
+    // A flow request gets its flow and sequence echoed; anything else the plain reply.
+    wire::FlowRequest q;
+    wire::FlowReply fr{wire::kFlowReplyMagic, id, 0, 0, 0};
     wire::Reply r = wire::make_reply(id);
+    const void* out = &r;
+    size_t len = sizeof r;
+    if (wire::parse_flow_request(buf, static_cast<size_t>(n), q)) {
+      fr.flow = q.flow;
+      fr.seq = q.seq;
+      out = &fr;
+      len = sizeof fr;
+    }
     // Counted before the send, as serve_one does: a client may read the reply and the test
     // read the count before this thread runs again; a failed send takes its count back.
     s.served.fetch_add(1, std::memory_order_relaxed);
-    if (sendto(fd, &r, sizeof r, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), fl) != sizeof r)
+    if (sendto(fd, out, len, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), fl) != static_cast<ssize_t>(len))
       s.served.fetch_sub(1, std::memory_order_relaxed);
   }
 }
