@@ -21,7 +21,9 @@ UniqueFd bound(int family, int type, uint16_t port, int v6only = -1) {
   EXPECT_TRUE(fd) << "socket";
   int one = 1;
   EXPECT_EQ(setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one), 0) << "setsockopt SO_REUSEPORT";
-  if (v6only >= 0) EXPECT_EQ(setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only), 0);
+  if (v6only >= 0) {
+    EXPECT_EQ(setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only), 0);
+  }
   int rc;
   if (family == AF_INET) {
     sockaddr_in a{};
@@ -37,7 +39,9 @@ UniqueFd bound(int family, int type, uint16_t port, int v6only = -1) {
     rc = bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
   }
   EXPECT_EQ(rc, 0) << "bind";
-  if (type == SOCK_STREAM) EXPECT_EQ(listen(fd.get(), 7), 0) << "listen";
+  if (type == SOCK_STREAM) {
+    EXPECT_EQ(listen(fd.get(), 7), 0) << "listen";
+  }
   return fd;
 }
 

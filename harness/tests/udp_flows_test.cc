@@ -192,7 +192,9 @@ TEST_P(UdpFlowsTest, ClosedMemberLosesItsQueueAndItsFlowsMove) {
       // datagrams, and never while the group was steady.
       EXPECT_LE(f.lost, o.in_flight) << "flow " << f.flow << " of member " << f.first_member;
       for (const auto& d : f.datagrams)
-        if (d.outcome == DatagramOutcome::Lost) EXPECT_GE(d.sent_ns, stalled_at) << "flow " << f.flow;
+        if (d.outcome == DatagramOutcome::Lost) {
+          EXPECT_GE(d.sent_ns, stalled_at) << "flow " << f.flow;
+        }
     }
   }
   EXPECT_GT(moved_off, 0u) << "no flow hashed to member 0";
