@@ -149,12 +149,6 @@ std::uint64_t load_relaxed(const __u64& v) {
   return std::atomic_ref<const __u64>(v).load(std::memory_order_relaxed);
 }
 
-Counter sub(const Counter& after, const Counter& before) {
-  Counter c{std::nullopt, after.source};
-  if (after.value && before.value) c.value = *after.value - *before.value;
-  return c;
-}
-
 }  // namespace
 
 ProbeError::ProbeError(const std::string& operation, int err, const std::string& detail)
@@ -383,63 +377,11 @@ std::vector<std::uint32_t> ReuseportProbe::link_ids() const {
   return ids;
 }
 
-const Counter& ProbeReading::counter(std::string_view key) const {
-  auto it = counters.find(key);
-  if (it == counters.end()) throw std::out_of_range("no probe counter '" + std::string(key) + "' (probes/counters.cc)");
-  return it->second;
-}
-
-std::optional<std::uint64_t> ProbeReading::drops(const std::string& reason) const {
-  if (!drops_by_reason) return std::nullopt;
-  if (!known_reasons.empty() && !known_reasons.count(reason)) return std::nullopt;
-  auto it = drops_by_reason->find(reason);
-  return it == drops_by_reason->end() ? 0 : it->second;
-}
-
 const std::vector<std::string>& program_names() {
   static const std::vector<std::string> names = {
       "rp_set_state", kProgSetStateBtf, "rp_destroy_sock", "rp_send_reset", "rp_recv_reset",
       kProgKfreeSkb,  kProgDataReady,   kProgMigrate};
   return names;
-}
-
-ProbeReading delta(const ProbeReading& after, const ProbeReading& before) {
-  ProbeReading d;
-  for (const auto& [key, c] : after.counters) {
-    auto it = before.counters.find(key);
-    d.counters[key] = it == before.counters.end() ? Counter{std::nullopt, c.source} : sub(c, it->second);
-  }
-  d.drops_source = after.drops_source;
-  d.known_reasons = after.known_reasons;
-  if (after.drops_by_reason && before.drops_by_reason) {
-    d.drops_by_reason.emplace();
-    for (const auto& [name, n] : *after.drops_by_reason) {
-      auto it = before.drops_by_reason->find(name);
-      const std::uint64_t was = it == before.drops_by_reason->end() ? 0 : it->second;
-      if (n != was) (*d.drops_by_reason)[name] = n - was;
-    }
-  }
-  d.listeners_source = after.listeners_source;
-  d.listener_orphans_source = after.listener_orphans_source;
-  if (after.listener_orphans && before.listener_orphans) {
-    d.listener_orphans.emplace();
-    for (const auto& [cookie, n] : *after.listener_orphans) {
-      auto it = before.listener_orphans->find(cookie);
-      (*d.listener_orphans)[cookie] = n - (it == before.listener_orphans->end() ? 0 : it->second);
-    }
-  }
-  if (after.listeners && before.listeners) {
-    d.listeners.emplace();
-    for (const auto& [cookie, s] : *after.listeners) {
-      ListenerStats v = s;
-      if (auto it = before.listeners->find(cookie); it != before.listeners->end()) {
-        v.children -= it->second.children;
-        v.orphans -= it->second.orphans;
-      }
-      (*d.listeners)[cookie] = v;
-    }
-  }
-  return d;
 }
 
 std::uint32_t current_netns_ino() {
@@ -469,68 +411,4 @@ std::uint64_t socket_cookie(int fd) {
   return cookie;
 }
 
-namespace detail {
-
-ProbeReading make_reading(const RawCounters& raw, const Capabilities& caps) {
-  constexpr const char* kKfreeSkb = "tracepoint skb:kfree_skb (tp_btf)";
-  ProbeReading r;
-  const std::string migrate_why =
-      "not observable: " + (caps.migrate_why.empty() ? std::string("fexit not attached") : caps.migrate_why) +
-      "; TcpExt TCPMigrateReqSuccess/Failure count migrations";
-  const std::string drop_why =
-      "not observable: " + (caps.drop_why.empty() ? std::string("kfree_skb not attached") : caps.drop_why);
-  for (const auto& row : counter_table()) {
-    if (row.from != CounterDef::From::Probe) continue;
-    if (row.needs == CounterDef::Needs::Nothing && !caps.lifecycle) {
-      r.counters[row.key] = {std::nullopt, "not observable: not requested (the probe's lifecycle programs are not attached)"};
-      continue;
-    }
-    const bool attached = row.needs == CounterDef::Needs::Nothing ||
-                          (row.needs == CounterDef::Needs::MigrateFexit && caps.migrate_fexit) ||
-                          (row.needs == CounterDef::Needs::DropReason && caps.drop_reason);
-    if (!attached) {
-      r.counters[row.key] = {std::nullopt, row.needs == CounterDef::Needs::MigrateFexit ? migrate_why : drop_why};
-      continue;
-    }
-    __u64 v = 0;
-    std::memcpy(&v, reinterpret_cast<const char*>(&raw.counters) + row.offset, sizeof v);
-    std::string source = row.source;
-    if (!caps.rst_reason && source.find("tcp_send_reset") != std::string::npos)
-      source += " (this kernel gives no reset reason)";
-    r.counters[row.key] = {v, source};
-  }
-  if (caps.drop_reason) {
-    r.drops_by_reason = raw.drops_by_reason;
-    r.known_reasons = raw.known_reasons;
-    r.drops_source = std::string(kKfreeSkb) + ": reason, TCP segments of the port";
-  } else {
-    r.drops_source =
-        "not observable: " +
-        (caps.drop_why.empty() ? std::string("kfree_skb not attached") : caps.drop_why);
-  }
-  if (caps.listener_orphans) {
-    r.listener_orphans.emplace();
-    for (const auto& [cookie, l] : raw.listeners)
-      if (l.closed) (*r.listener_orphans)[cookie] = l.orphans;
-    r.listener_orphans_source =
-        "tracepoint sock:inet_sock_set_state (tp_btf): children closed in the closing thread between the "
-        "listener's LISTEN->CLOSE (cookie from bpf_get_socket_cookie) and its tcp_destroy_sock";
-  } else {
-    r.listener_orphans_source =
-        "not observable: " + (caps.listener_orphans_why.empty() ? std::string("inet_sock_set_state (tp_btf) not attached")
-                                                                : caps.listener_orphans_why);
-  }
-  if (caps.per_listener) {
-    r.listeners = raw.listeners;
-    r.listeners_source = "tracepoint sock:sk_data_ready (tp_btf) on LISTEN sockets, by cookie";
-  } else {
-    r.listeners_source =
-        "not observable: " +
-        (caps.per_listener_why.empty() ? std::string("sk_data_ready not attached")
-                                       : caps.per_listener_why);
-  }
-  return r;
-}
-
-}  // namespace detail
 }  // namespace rp::probes
