@@ -9,25 +9,27 @@
 // same 4-tuple always hashes alike.
 //
 // Scenario, per variant (tcp/udp x IPv4/IPv6):
-//   1. In a fresh network namespace, widen net.ipv4.ip_local_port_range (TCP) so that
-//      20,000 connections need no port twice; start 4 SO_REUSEPORT listeners (threads) on
-//      one loopback port.
-//   2. Spread: TCP: rounds of 5,000 connections from the load generator, source port
-//      recorded per attempt, until 20,000 distinct ports were used; UDP: one datagram from each of 20,000 chosen source ports. Count per
-//      listener over distinct source ports.
+//   1. In a fresh network namespace, 4 SO_REUSEPORT sockets on one loopback port: TCP
+//      listeners the case accepts on itself (no request, no answer: a flow costs one
+//      handshake, which matters in the TCG guests); UDP sockets that answer each datagram
+//      with their id.
+//   2. Spread: one flow from each of 20,000 chosen source ports (20000-39999): TCP clients
+//      bound to the port connect in batches of 500, the case accepts on every listener and
+//      reads the peer's port, and both ends close with RST (no TIME_WAIT holds a tuple);
+//      UDP one datagram per port. Count per listener.
 //   3. Judge the spread: each listener's share within +-6% of a quarter, and a chi-square
 //      statistic (3 degrees of freedom) below 30.66 (p = 1e-6). Under a uniform hash one
 //      listener's count has a standard deviation of 1.2% of the mean (binomial, n = 20,000,
 //      p = 1/4), so 6% is ~5 standard deviations; p = 1e-6 keeps a case that runs 4 variants
 //      x 20 repeats x 5 kernels from failing by chance (at p = 1e-3 it would, about once in
 //      every 3 such sweeps).
-//   4. Same 4-tuple, same socket: TCP: every port the load used again, and 32 chosen ports, 3 connections from each
-//      (the client waits for the server's FIN and aborts with RST, so no TIME_WAIT holds the
-//      tuple); UDP: the first 1,000 ports of step 2 again. Count the tuples whose listener
-//      changed.
+//   4. Same 4-tuple, same socket: the first 1,000 ports of step 2 again. Count the tuples
+//      whose socket changed.
 //   5. UDP: 200 datagrams one after another from one socket (one source port) all reach
 //      one listener.
-//   6. Reconcile: what the clients saw per listener = what the listeners counted.
+//   6. Reconcile: TCP: every client whose handshake completed was accepted once, from a
+//      port the case used; UDP: what the clients saw per listener = what the listeners
+//      counted.
 
 #include <gtest/gtest.h>
 #include <netinet/tcp.h>
@@ -39,8 +41,7 @@
 #include "cases/lib/case_test.h"
 #include "cases/lib/observe.h"
 #include "harness/error.h"
-#include "harness/loadgen.h"
-#include "harness/scope.h"
+#include "harness/socket.h"
 #include "harness/server.h"
 #include "harness/udp_client.h"
 
@@ -56,6 +57,8 @@ struct Variant {
 constexpr uint16_t kPort = 47400;
 constexpr int kListeners = 4;
 constexpr uint64_t kFlows = 20000;
+constexpr uint16_t kFirstPort = 20000;  // the flows' source ports: 20000-39999
+constexpr size_t kRechecked = 1000;
 constexpr double kShareTolerance = 0.06;
 constexpr double kChiSquareLimit = 30.66;  // 3 degrees of freedom, p = 1e-6
 
@@ -82,101 +85,178 @@ Spread spread_of(const std::vector<int32_t>& listener_per_flow) {
   return s;
 }
 
-nlohmann::json scenario(const Variant& v) {
-  std::optional<SysctlScope> ports;
-  if (v.proto == Proto::Tcp) ports.emplace("net.ipv4.ip_local_port_range", "10000 64999");
+struct TcpTally {
+  uint64_t attempts = 0;   // connect() calls
+  uint64_t connected = 0;  // handshakes the clients saw complete
+  uint64_t accepted = 0;   // children the listeners handed out from the case's ports
+  uint64_t strangers = 0;  // children from any other port (none expected)
+};
+
+void abort_on_close(int fd) {
+  linger lg{1, 0};
+  check_sys(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), "setsockopt SO_LINGER");
+}
+
+// Which of `listeners` took the connection from each source port (-1: none did). Clients
+// connect in batches, each bound to its port; the case itself accepts on every listener
+// and reads the peer's port, so a flow costs one handshake and no request. Both ends then
+// close with RST (SO_LINGER 0): no TIME_WAIT holds a 4-tuple, and a port can connect again.
+std::vector<int32_t> tcp_listener_per_port(const std::vector<UniqueFd>& listeners, const Endpoint& to,
+                                           const std::vector<uint16_t>& ports, TcpTally& t) {
+  constexpr size_t kBatch = 500;
+  std::vector<int32_t> out(ports.size(), -1);
+  sockaddr_storage dst;
+  const socklen_t dst_len = to.to_sockaddr(dst);
+  const auto wait = std::chrono::seconds(5) * timeout_scale();
+  for (size_t first = 0; first < ports.size(); first += kBatch) {
+    const size_t n = std::min(kBatch, ports.size() - first);
+    std::map<uint16_t, size_t> index;  // source port -> position in `ports`
+    std::vector<UniqueFd> clients, children;
+    for (size_t i = first; i < first + n; ++i) {
+      UniqueFd c(static_cast<int>(check_sys(socket(af_of(to.family), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0),
+                                            "socket tcp client")));
+      sockaddr_storage src;
+      const Endpoint from = Endpoint::loopback(to.family, ports[i]);
+      const socklen_t len = from.to_sockaddr(src);
+      check_sys(bind(c.get(), reinterpret_cast<sockaddr*>(&src), len), "bind tcp source " + from.str());
+      if (connect(c.get(), reinterpret_cast<sockaddr*>(&dst), dst_len) != 0 && errno != EINPROGRESS)
+        throw_sys("connect " + from.str() + " -> " + to.str());
+      ++t.attempts;
+      index[ports[i]] = i;
+      clients.push_back(std::move(c));
+    }
+    size_t got = 0;
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    while (got < n && std::chrono::steady_clock::now() < deadline) {
+      std::vector<pollfd> pfds;
+      for (const UniqueFd& l : listeners) pfds.push_back({l.get(), POLLIN, 0});
+      if (poll(pfds.data(), pfds.size(), 100) < 0 && errno != EINTR) throw_sys("poll listeners");
+      for (size_t l = 0; l < listeners.size(); ++l) {
+        for (;;) {
+          sockaddr_storage peer;
+          socklen_t plen = sizeof peer;
+          int c = accept4(listeners[l].get(), reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_CLOEXEC);
+          if (c < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) break;
+            throw_sys("accept4");
+          }
+          children.emplace_back(c);
+          // sin_port and sin6_port sit at the same offset.
+          const uint16_t port = ntohs(reinterpret_cast<sockaddr_in*>(&peer)->sin_port);
+          auto it = index.find(port);
+          if (it == index.end() || out[it->second] != -1) {
+            ++t.strangers;
+            continue;
+          }
+          out[it->second] = static_cast<int32_t>(l);
+          ++t.accepted;
+          ++got;
+        }
+      }
+    }
+    for (const UniqueFd& c : clients) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      check_sys(getsockopt(c.get(), SOL_SOCKET, SO_ERROR, &err, &len), "getsockopt SO_ERROR");
+      sockaddr_storage peer;
+      socklen_t plen = sizeof peer;
+      if (err == 0 && getpeername(c.get(), reinterpret_cast<sockaddr*>(&peer), &plen) == 0) ++t.connected;
+      abort_on_close(c.get());
+    }
+    for (const UniqueFd& c : children) abort_on_close(c.get());
+  }
+  return out;
+}
+
+// TCP: 20,000 flows from chosen ports, then the first kRechecked again.
+nlohmann::json tcp_scenario(const Variant& v, std::vector<int32_t>& flows, uint64_t& checked, uint64_t& moved) {
+  // Our own listeners that never serve: the case accepts on them and reads who connected.
+  std::vector<UniqueFd> listeners;
+  for (int i = 0; i < kListeners; ++i) {
+    ListenerOptions lo;
+    lo.addr = Endpoint::loopback(v.family, kPort);
+    lo.backlog = 4096;
+    listeners.push_back(open_listener(lo));
+  }
+  const Endpoint to = Endpoint::loopback(v.family, kPort);
+  std::vector<uint16_t> ports;
+  for (uint64_t i = 0; i < kFlows; ++i) ports.push_back(static_cast<uint16_t>(kFirstPort + i));
+  TcpTally t;
+  flows = tcp_listener_per_port(listeners, to, ports, t);
+  const std::vector<uint16_t> again(ports.begin(), ports.begin() + kRechecked);
+  const std::vector<int32_t> second = tcp_listener_per_port(listeners, to, again, t);
+  for (size_t i = 0; i < second.size(); ++i) {
+    ++checked;
+    if (second[i] != flows[i]) ++moved;
+  }
+  nlohmann::json o;
+  o["attempts"] = t.attempts;
+  o["connected"] = t.connected;
+  o["accepted"] = t.accepted;
+  o["unaccepted"] = t.attempts - t.accepted;
+  o["accepted_from_elsewhere"] = t.strangers;
+  // Both sides of every flow: each client that connected was accepted once, by one listener.
+  o["ledger_mismatches"] = nlohmann::json::array();
+  if (t.connected != t.accepted || t.strangers != 0)
+    o["ledger_mismatches"].push_back("clients connected " + std::to_string(t.connected) + ", listeners accepted " +
+                                     std::to_string(t.accepted) + " (and " + std::to_string(t.strangers) +
+                                     " from ports the case did not use or used twice)");
+  return o;
+}
+
+// UDP: one datagram from each of 20,000 chosen ports, the first kRechecked again, then 200
+// from one port; each answered by the listener (a serving group) that got it.
+nlohmann::json udp_scenario(const Variant& v, std::vector<int32_t>& flows, uint64_t& checked, uint64_t& moved) {
   ListenerGroup group;
   ListenerSpec spec;
   spec.socket.proto = v.proto;
   spec.socket.addr = Endpoint::loopback(v.family, kPort);
-  spec.socket.backlog = 4096;
   for (int i = 0; i < kListeners; ++i) group.add(spec);
-
   nlohmann::json o;
-  std::vector<int32_t> flows;  // listener per distinct source port
-  uint64_t tuples_checked = 0, tuples_moved = 0;
   std::map<int32_t, uint64_t> seen_by_clients;
-  std::optional<Ledger> ledger;
-  if (v.proto == Proto::Tcp) {
-    LoadOptions lo;
-    lo.target = Endpoint::loopback(v.family, kPort);
-    lo.threads = 2;
-    lo.concurrency = 64;
-    lo.max_attempts = 5000;
-    lo.max_duration = std::chrono::seconds(30);
-    lo.record_source_port = true;
-    // connect() hands out a port again once its last connection is gone (about a quarter
-    // of 20,000 here), so the load runs in rounds until 20,000 distinct ports were used.
-    // A port used again is a repeated 4-tuple: it must reach the same listener.
-    ledger.emplace();
-    std::map<uint16_t, int32_t> by_port;
-    uint64_t port_reused = 0, port_reused_moved = 0;
-    for (int round = 0; round < 12 && by_port.size() < kFlows; ++round) {
-      LoadGenerator load(lo);
-      load.run();
-      ledger->merge(load.ledger());
-      for (const Attempt& a : load.ledger().attempts()) {
-        if (a.outcome != Outcome::Served || a.source_port == 0) continue;
-        auto [it, fresh] = by_port.emplace(a.source_port, a.listener);
-        if (!fresh) {
-          ++port_reused;
-          if (it->second != a.listener) ++port_reused_moved;
-        }
-      }
-    }
-    for (auto& [p, l] : by_port) flows.push_back(l);
-    o["load_port_reused"] = port_reused;
-    o["load_port_reused_moved"] = port_reused_moved;
-    for (auto& [id, n] : ledger->served_by_listener()) seen_by_clients[id] += n;
-    // Step 4 with chosen ports, below the ephemeral range so no load connection used them.
-    for (int round = 0; round < 3; ++round)
-      for (uint16_t p = 9000; p < 9032; ++p) {
-        int32_t l = tcp_flow_from(Endpoint::loopback(v.family, kPort), p);
-        ++seen_by_clients[l];
-        if (round == 0) {
-          by_port[p] = l;
-        } else {
-          ++tuples_checked;
-          if (by_port[p] != l) ++tuples_moved;
-        }
-      }
-  } else {
-    UdpClientOptions uo;
-    uo.target = Endpoint::loopback(v.family, kPort);
-    uo.reply_timeout = std::chrono::milliseconds(2000);
-    UdpClient client(uo);
-    std::vector<uint16_t> ports;
-    for (uint64_t i = 0; i < kFlows; ++i) ports.push_back(static_cast<uint16_t>(20000 + i));
-    auto xs = client.from_ports(ports);
-    for (const auto& x : xs) flows.push_back(x.listener);
-    UdpTally t = tally(xs);
-    o["attempts"] = t.sent;
-    o["lost"] = t.lost;
-    for (auto& [id, n] : t.by_listener) seen_by_clients[id] += n;
-    std::vector<uint16_t> again(ports.begin(), ports.begin() + 1000);
-    auto ys = client.from_ports(again);
-    for (size_t i = 0; i < ys.size(); ++i) {
-      ++tuples_checked;
-      if (ys[i].listener != xs[i].listener) ++tuples_moved;
-      if (ys[i].listener >= 0) ++seen_by_clients[ys[i].listener];
-    }
-    o["lost"] = o["lost"].get<uint64_t>() + tally(ys).lost;
-    auto one = client.from_one_port(45000, 200);
-    UdpTally ot = tally(one);
-    for (auto& [id, n] : ot.by_listener) seen_by_clients[id] += n;
-    o["one_port_datagrams"] = ot.sent;
-    o["one_port_answered"] = ot.answered;
-    o["one_port_listeners"] = ot.by_listener.size();
+  UdpClientOptions uo;
+  uo.target = Endpoint::loopback(v.family, kPort);
+  uo.reply_timeout = std::chrono::milliseconds(2000);
+  UdpClient client(uo);
+  std::vector<uint16_t> ports;
+  for (uint64_t i = 0; i < kFlows; ++i) ports.push_back(static_cast<uint16_t>(kFirstPort + i));
+  auto xs = client.from_ports(ports);
+  for (const auto& x : xs) flows.push_back(x.listener);
+  UdpTally t = tally(xs);
+  o["attempts"] = t.sent;
+  o["lost"] = t.lost;
+  for (auto& [id, n] : t.by_listener) seen_by_clients[id] += n;
+  std::vector<uint16_t> again(ports.begin(), ports.begin() + kRechecked);
+  auto ys = client.from_ports(again);
+  for (size_t i = 0; i < ys.size(); ++i) {
+    ++checked;
+    if (ys[i].listener != xs[i].listener) ++moved;
+    if (ys[i].listener >= 0) ++seen_by_clients[ys[i].listener];
   }
-  // Only once every listener has stopped are its counts final.
+  o["lost"] = o["lost"].get<uint64_t>() + tally(ys).lost;
+  auto one = client.from_one_port(45000, 200);
+  UdpTally ot = tally(one);
+  for (auto& [id, n] : ot.by_listener) seen_by_clients[id] += n;
+  o["one_port_datagrams"] = ot.sent;
+  o["one_port_answered"] = ot.answered;
+  o["one_port_listeners"] = ot.by_listener.size();
+  // Only once every listener has stopped are its counts final; every reply the clients got
+  // names a listener, and each listener counted what it sent.
   group.stop_all();
-  if (ledger) {
-    nlohmann::json l = ledger_counts(*ledger, group);
-    l.erase("ledger_mismatches");  // the listeners also served step 4: reconciled below
-    l.erase("served_by_listener");
-    o.update(l);
+  o["ledger_mismatches"] = nlohmann::json::array();
+  if (const auto servers = group.served_by_listener(); seen_by_clients != servers) {
+    nlohmann::json c, sv;
+    for (auto& [id, n] : seen_by_clients) c[std::to_string(id)] = n;
+    for (auto& [id, n] : servers) sv[std::to_string(id)] = n;
+    o["ledger_mismatches"].push_back("served per listener: clients saw " + c.dump() + ", listeners counted " + sv.dump());
   }
+  return o;
+}
 
+nlohmann::json scenario(const Variant& v) {
+  std::vector<int32_t> flows;  // listener per source port
+  uint64_t checked = 0, moved = 0;
+  nlohmann::json o = v.proto == Proto::Tcp ? tcp_scenario(v, flows, checked, moved) : udp_scenario(v, flows, checked, moved);
   Spread s = spread_of(flows);
   o["listeners"] = kListeners;
   o["distinct_source_ports"] = s.n;
@@ -188,21 +268,8 @@ nlohmann::json scenario(const Variant& v) {
   o["enough_flows"] = s.n >= kFlows;
   o["shares_within_tolerance"] = s.max_share_deviation <= kShareTolerance;
   o["chi_square_below_limit"] = s.chi_square < kChiSquareLimit;
-  o["tuples_rechecked"] = tuples_checked;
-  o["tuples_moved"] = tuples_moved;
-  // Every reply the clients got names a listener, and each listener counted what it sent.
-  nlohmann::json mismatches = nlohmann::json::array();
-  if (ledger && ledger->started() != ledger->total())
-    mismatches.push_back("load: " + std::to_string(ledger->started()) + " attempts started, " +
-                         std::to_string(ledger->total()) + " ended");
-  const auto servers = group.served_by_listener();
-  if (seen_by_clients != servers) {
-    nlohmann::json c, sv;
-    for (auto& [id, n] : seen_by_clients) c[std::to_string(id)] = n;
-    for (auto& [id, n] : servers) sv[std::to_string(id)] = n;
-    mismatches.push_back("served per listener: clients saw " + c.dump() + ", listeners counted " + sv.dump());
-  }
-  o["ledger_mismatches"] = mismatches;
+  o["tuples_rechecked"] = checked;
+  o["tuples_moved"] = moved;
   return o;
 }
 

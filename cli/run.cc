@@ -76,7 +76,7 @@ Running cases needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (network namespaces
 struct Options {
   std::vector<std::string> globs;
   int repeat = 1;
-  int jobs = 0;  // 0: usable_cpus()
+  int jobs = 0;  // 0: default_jobs()
   std::string json_path, resume;
   bool verbose = false;
 };
@@ -219,8 +219,9 @@ void add_options(CLI::App& app, Options& o) {
                  "Keep the records of an earlier run's PATH or PATH.jsonl and run only the missing ones.")
       ->type_name("FILE");
   app.add_option("-j,--jobs", o.jobs,
-                 "Run N variants at a time, each in its own network namespace (default: the CPUs this "
-                 "process may run on; 1: one after another).")
+                 "Run N variants at a time, each in its own network namespace (default: 4 per CPU this "
+                 "process may run on, at most 64: variants mostly wait on the kernel's timers; 1: one "
+                 "after another).")
       ->type_name("N")
       ->check(CLI::Range(1, 1024));
   app.add_flag("--verbose", o.verbose, "Also print each record's observed counts in full.");
@@ -323,7 +324,7 @@ int run_command(const std::vector<std::string>& args, const std::vector<std::str
   auto* listener = new Listener;
   listeners.Append(listener);
 
-  if (o.jobs == 0) o.jobs = usable_cpus();
+  if (o.jobs == 0) o.jobs = default_jobs();
   std::printf("reuseport-check: %zu variant(s) x %d repeat(s) on kernel %s\n", chosen.size(), o.repeat,
               kernel.c_str());
   if (o.jobs > 1) {

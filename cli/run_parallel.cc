@@ -34,6 +34,8 @@ int usable_cpus() {
   return std::max(1, CPU_COUNT(&set));
 }
 
+int default_jobs() { return std::min(kMaxDefaultJobs, kJobsPerCpu * usable_cpus()); }
+
 namespace {
 
 // One flag per item x repeat, and one that stops the workers starting anything: anonymous

@@ -21,8 +21,17 @@
 
 namespace rp::cli {
 
-// The CPUs this process may run on (sched_getaffinity): the default of -j.
+// The CPUs this process may run on (sched_getaffinity).
 int usable_cpus();
+
+// The default of -j: kJobsPerCpu per usable CPU, at most kMaxDefaultJobs. Most variants
+// wait on the kernel's timers (a SYN dropped at a full queue is retried after 1 s, a
+// SYN+ACK timer, a probe's attach) rather than on the CPUs, so one variant per CPU leaves
+// them idle: the catalogue here (2 CPUs) took 44.7 s at -j 2, 25.2 s at -j 4 and 17.4 s at
+// -j 8 with the same verdicts (bench/run_jobs.py measures it again, interleaved).
+inline constexpr int kJobsPerCpu = 4;
+inline constexpr int kMaxDefaultJobs = 64;
+int default_jobs();
 
 struct ParallelRun {
   // The items, in catalogue order: GoogleTest full name, case, variant.

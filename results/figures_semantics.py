@@ -44,12 +44,9 @@ def m_hash_spread(c: str, rs: list[dict], recs: Records) -> str:
         f"{span(rs, 'chi_square')}; {total(rs, 'tuples_moved')} tuples moved of "
         f"{span(tcp, 'tuples_rechecked')} (TCP) and {span(udp, 'tuples_rechecked')} (UDP) "
         f"rechecked; {span(udp, 'one_port_answered')} of {span(udp, 'one_port_datagrams')} "
-        f"datagrams of one port at {span(udp, 'one_port_listeners')} listener. The load "
-        f"generator reuses a source port once its last connection is gone: TCP took "
-        f"{span(tcp, 'attempts')} connections to see {span(tcp, 'distinct_source_ports')} "
-        f"distinct ports ({span(tcp, 'load_port_reused')} reused one, "
-        f"{total(tcp, 'load_port_reused_moved')} of those at another listener), so the case "
-        f"runs rounds of connections until 20,000 distinct ports were seen.")
+        f"datagrams of one port at {span(udp, 'one_port_listeners')} listener. TCP: "
+        f"{span(tcp, 'accepted')} of {span(tcp, 'attempts')} connections accepted, "
+        f"{total(tcp, 'accepted_from_elsewhere')} from a port the case did not use.")
 
 
 @semantics("group_change_remap")

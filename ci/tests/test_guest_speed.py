@@ -52,6 +52,7 @@ def test_the_guest_script_measures_itself_instead_of_a_constant_scale():
     script = driver.guest_script(["c/*"], [], vcpus=4, host_us=2500)
     assert "RP_TIMEOUT_SCALE=10" not in script
     assert "for c in $(seq 4)" in script  # as many copies as CPUs, as many as run at once
+    assert f"{driver.GUEST_BIN} run --json {driver.GUEST_JSON} -j 4 " in script  # one variant per vCPU
     measured = script.index("export RP_TIMEOUT_SCALE=$s")
     assert measured < script.index(f"{driver.GUEST_BIN} run")
 

@@ -75,7 +75,7 @@ def test_guest_script_loads_modules_in_order_and_prints_the_json_between_markers
     lines = script.splitlines()
     assert lines[0].startswith("insmod /rp/mod/inet_diag.ko")
     assert lines[1].startswith("insmod /rp/mod/tcp_diag.ko")
-    assert f"{driver.GUEST_BIN} run --json {driver.GUEST_JSON} --case 'c/*v*'" in script
+    assert f"{driver.GUEST_BIN} run --json {driver.GUEST_JSON} -j 2 --case 'c/*v*'" in script
     assert script.index(driver.BEGIN) < script.index(driver.END)
     assert lines[-1] == "exit $rc"
 
