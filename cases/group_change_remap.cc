@@ -13,10 +13,11 @@
 //     slot 0 every flow of socket 0 goes to socket 3, which moved into slot 0.
 //
 // Scenario, per variant (tcp/udp x IPv4/IPv6 x change):
-//   1. In a fresh network namespace, 4 SO_REUSEPORT listeners (threads) on one port.
-//   2. Map F flows (fixed source ports; UDP: F = 4,096 datagrams, TCP: F = 1,024
-//      connections that end with an RST from the client so no TIME_WAIT keeps the tuple)
-//      to the listener that answers.
+//   1. In a fresh network namespace, 4 SO_REUSEPORT sockets on one port: UDP sockets that
+//      answer with their id; TCP listeners the case accepts on itself.
+//   2. Map F flows (fixed source ports) to their socket: UDP F = 4,096 datagrams, each
+//      answered; TCP F = 1,024 handshakes, the accepted child's peer port naming its flow,
+//      both ends closed with an RST so no TIME_WAIT keeps the tuple (cases/lib/tcp_flows).
 //   3. Change the group: add a 5th listener, or close the listener in slot 0, 1 or 3.
 //   4. Map the same flows again.
 //   5. Compare: the fraction of flows that moved against the slot model's prediction
@@ -29,6 +30,7 @@
 
 #include "cases/lib/case_test.h"
 #include "cases/lib/observe.h"
+#include "cases/lib/tcp_flows.h"
 #include "harness/error.h"
 #include "harness/scope.h"
 #include "harness/server.h"
@@ -66,12 +68,12 @@ std::vector<int> slots_after(Change c) {
 int closed_listener(Change c) { return c == Change::CloseFirst ? 0 : c == Change::CloseMiddle ? 1 : c == Change::CloseLast ? 3 : -1; }
 
 // The slot model over x in [0, 1): the probability of each (old listener, new listener)
-// pair. Exact to the grid: all breakpoints are multiples of 1/(n*m) with n, m <= 5, which
-// a grid of 60 * 10^4 cells hits exactly.
+// pair. Exact: every breakpoint is a multiple of 1/(n*m) with n = 4 and m = 3 or 5, so each
+// of 60 equal cells lies within one piece and its midpoint stands for it.
 std::map<std::pair<int, int>, double> model(Change c) {
   const std::vector<int> after = slots_after(c);
   const int m = static_cast<int>(after.size());
-  constexpr int kCells = 600000;
+  constexpr int kCells = 60;
   std::map<std::pair<int, int>, double> p;
   for (int i = 0; i < kCells; ++i) {
     const double x = (i + 0.5) / kCells;
@@ -83,38 +85,58 @@ std::map<std::pair<int, int>, double> model(Change c) {
 }
 
 nlohmann::json scenario(const Variant& v) {
-  ListenerGroup group;
-  ListenerSpec spec;
-  spec.socket.proto = v.proto;
-  spec.socket.addr = Endpoint::loopback(v.family, kPort);
-  for (int i = 0; i < kListeners; ++i) group.add(spec);
-
   const size_t flows = v.proto == Proto::Udp ? 4096 : 1024;
   std::vector<uint16_t> ports;
   for (size_t i = 0; i < flows; ++i) ports.push_back(static_cast<uint16_t>(20000 + i));
-  UdpClientOptions uo;
-  uo.target = Endpoint::loopback(v.family, kPort);
-  uo.reply_timeout = std::chrono::milliseconds(2000);
-  UdpClient udp(uo);
-  uint64_t answered = 0;
-  auto map_flows = [&] {
-    std::vector<int32_t> out;
-    if (v.proto == Proto::Udp) {
+  const Endpoint to = Endpoint::loopback(v.family, kPort);
+  nlohmann::json o;
+  std::vector<int32_t> before, after;
+  if (v.proto == Proto::Tcp) {
+    // Our own listeners, never served: tcp_listener_per_port accepts on them (a flow is one
+    // handshake). A closed listener keeps its index (fd -1), an added one is index 4.
+    auto open = [&] {
+      ListenerOptions lo;
+      lo.addr = to;
+      lo.backlog = 1024;
+      return open_listener(lo);
+    };
+    std::vector<UniqueFd> listeners;
+    for (int i = 0; i < kListeners; ++i) listeners.push_back(open());
+    TcpFlowTally t;
+    before = tcp_listener_per_port(listeners, to, ports, t);
+    if (v.change == Change::Add)
+      listeners.push_back(open());
+    else
+      listeners[static_cast<size_t>(closed_listener(v.change))].reset();
+    after = tcp_listener_per_port(listeners, to, ports, t);
+    o = tcp_flow_counts(t);
+  } else {
+    ListenerGroup group;
+    ListenerSpec spec;
+    spec.socket.proto = v.proto;
+    spec.socket.addr = to;
+    for (int i = 0; i < kListeners; ++i) group.add(spec);
+    UdpClientOptions uo;
+    uo.target = to;
+    uo.reply_timeout = std::chrono::milliseconds(2000);
+    UdpClient udp(uo);
+    uint64_t answered = 0;
+    auto map_flows = [&] {
+      std::vector<int32_t> out;
       for (const auto& x : udp.from_ports(ports)) out.push_back(x.listener);
-    } else {
-      for (uint16_t p : ports) out.push_back(tcp_flow_from(Endpoint::loopback(v.family, kPort), p));
-    }
-    for (int32_t l : out) answered += l >= 0;
-    return out;
-  };
-
-  const std::vector<int32_t> before = map_flows();
-  if (v.change == Change::Add)
-    group.add(spec);
-  else
-    group.close(closed_listener(v.change));
-  const std::vector<int32_t> after = map_flows();
-  group.stop_all();
+      for (int32_t l : out) answered += l >= 0;
+      return out;
+    };
+    before = map_flows();
+    if (v.change == Change::Add)
+      group.add(spec);
+    else
+      group.close(closed_listener(v.change));
+    after = map_flows();
+    group.stop_all();
+    // Every answer came from a listener that counted it.
+    o = answer_counts(answered, group);
+  }
 
   const auto p = model(v.change);
   double predicted_moved = 0;
@@ -136,7 +158,6 @@ nlohmann::json scenario(const Variant& v) {
   const double observed = n > 0 ? moved / n : 0;
   const double tolerance = std::ceil(5 * std::sqrt(0.25 / static_cast<double>(flows)) * 1000) / 1000;
 
-  nlohmann::json o;
   o["flows"] = flows;
   o["lost"] = lost;
   o["moved"] = moved;
@@ -150,8 +171,6 @@ nlohmann::json scenario(const Variant& v) {
     o["moved_to_new"] = to_new;
     o["moved_to_new_fraction"] = std::round(to_new / n * 10000) / 10000;
   }
-  // Every answer came from a listener that counted it.
-  o.update(answer_counts(answered, group));
   return o;
 }
 

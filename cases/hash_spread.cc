@@ -40,6 +40,7 @@
 
 #include "cases/lib/case_test.h"
 #include "cases/lib/observe.h"
+#include "cases/lib/tcp_flows.h"
 #include "harness/error.h"
 #include "harness/socket.h"
 #include "harness/server.h"
@@ -85,89 +86,6 @@ Spread spread_of(const std::vector<int32_t>& listener_per_flow) {
   return s;
 }
 
-struct TcpTally {
-  uint64_t attempts = 0;   // connect() calls
-  uint64_t connected = 0;  // handshakes the clients saw complete
-  uint64_t accepted = 0;   // children the listeners handed out from the case's ports
-  uint64_t strangers = 0;  // children from any other port (none expected)
-};
-
-void abort_on_close(int fd) {
-  linger lg{1, 0};
-  check_sys(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), "setsockopt SO_LINGER");
-}
-
-// Which of `listeners` took the connection from each source port (-1: none did). Clients
-// connect in batches, each bound to its port; the case itself accepts on every listener
-// and reads the peer's port, so a flow costs one handshake and no request. Both ends then
-// close with RST (SO_LINGER 0): no TIME_WAIT holds a 4-tuple, and a port can connect again.
-std::vector<int32_t> tcp_listener_per_port(const std::vector<UniqueFd>& listeners, const Endpoint& to,
-                                           const std::vector<uint16_t>& ports, TcpTally& t) {
-  constexpr size_t kBatch = 500;
-  std::vector<int32_t> out(ports.size(), -1);
-  sockaddr_storage dst;
-  const socklen_t dst_len = to.to_sockaddr(dst);
-  const auto wait = std::chrono::seconds(5) * timeout_scale();
-  for (size_t first = 0; first < ports.size(); first += kBatch) {
-    const size_t n = std::min(kBatch, ports.size() - first);
-    std::map<uint16_t, size_t> index;  // source port -> position in `ports`
-    std::vector<UniqueFd> clients, children;
-    for (size_t i = first; i < first + n; ++i) {
-      UniqueFd c(static_cast<int>(check_sys(socket(af_of(to.family), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0),
-                                            "socket tcp client")));
-      sockaddr_storage src;
-      const Endpoint from = Endpoint::loopback(to.family, ports[i]);
-      const socklen_t len = from.to_sockaddr(src);
-      check_sys(bind(c.get(), reinterpret_cast<sockaddr*>(&src), len), "bind tcp source " + from.str());
-      if (connect(c.get(), reinterpret_cast<sockaddr*>(&dst), dst_len) != 0 && errno != EINPROGRESS)
-        throw_sys("connect " + from.str() + " -> " + to.str());
-      ++t.attempts;
-      index[ports[i]] = i;
-      clients.push_back(std::move(c));
-    }
-    size_t got = 0;
-    const auto deadline = std::chrono::steady_clock::now() + wait;
-    while (got < n && std::chrono::steady_clock::now() < deadline) {
-      std::vector<pollfd> pfds;
-      for (const UniqueFd& l : listeners) pfds.push_back({l.get(), POLLIN, 0});
-      if (poll(pfds.data(), pfds.size(), 100) < 0 && errno != EINTR) throw_sys("poll listeners");
-      for (size_t l = 0; l < listeners.size(); ++l) {
-        for (;;) {
-          sockaddr_storage peer;
-          socklen_t plen = sizeof peer;
-          int c = accept4(listeners[l].get(), reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_CLOEXEC);
-          if (c < 0) {
-            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) break;
-            throw_sys("accept4");
-          }
-          children.emplace_back(c);
-          // sin_port and sin6_port sit at the same offset.
-          const uint16_t port = ntohs(reinterpret_cast<sockaddr_in*>(&peer)->sin_port);
-          auto it = index.find(port);
-          if (it == index.end() || out[it->second] != -1) {
-            ++t.strangers;
-            continue;
-          }
-          out[it->second] = static_cast<int32_t>(l);
-          ++t.accepted;
-          ++got;
-        }
-      }
-    }
-    for (const UniqueFd& c : clients) {
-      int err = 0;
-      socklen_t len = sizeof err;
-      check_sys(getsockopt(c.get(), SOL_SOCKET, SO_ERROR, &err, &len), "getsockopt SO_ERROR");
-      sockaddr_storage peer;
-      socklen_t plen = sizeof peer;
-      if (err == 0 && getpeername(c.get(), reinterpret_cast<sockaddr*>(&peer), &plen) == 0) ++t.connected;
-      abort_on_close(c.get());
-    }
-    for (const UniqueFd& c : children) abort_on_close(c.get());
-  }
-  return out;
-}
-
 // TCP: 20,000 flows from chosen ports, then the first kRechecked again.
 nlohmann::json tcp_scenario(const Variant& v, std::vector<int32_t>& flows, uint64_t& checked, uint64_t& moved) {
   // Our own listeners that never serve: the case accepts on them and reads who connected.
@@ -181,7 +99,7 @@ nlohmann::json tcp_scenario(const Variant& v, std::vector<int32_t>& flows, uint6
   const Endpoint to = Endpoint::loopback(v.family, kPort);
   std::vector<uint16_t> ports;
   for (uint64_t i = 0; i < kFlows; ++i) ports.push_back(static_cast<uint16_t>(kFirstPort + i));
-  TcpTally t;
+  TcpFlowTally t;
   flows = tcp_listener_per_port(listeners, to, ports, t);
   const std::vector<uint16_t> again(ports.begin(), ports.begin() + kRechecked);
   const std::vector<int32_t> second = tcp_listener_per_port(listeners, to, again, t);
@@ -189,19 +107,7 @@ nlohmann::json tcp_scenario(const Variant& v, std::vector<int32_t>& flows, uint6
     ++checked;
     if (second[i] != flows[i]) ++moved;
   }
-  nlohmann::json o;
-  o["attempts"] = t.attempts;
-  o["connected"] = t.connected;
-  o["accepted"] = t.accepted;
-  o["unaccepted"] = t.attempts - t.accepted;
-  o["accepted_from_elsewhere"] = t.strangers;
-  // Both sides of every flow: each client that connected was accepted once, by one listener.
-  o["ledger_mismatches"] = nlohmann::json::array();
-  if (t.connected != t.accepted || t.strangers != 0)
-    o["ledger_mismatches"].push_back("clients connected " + std::to_string(t.connected) + ", listeners accepted " +
-                                     std::to_string(t.accepted) + " (and " + std::to_string(t.strangers) +
-                                     " from ports the case did not use or used twice)");
-  return o;
+  return tcp_flow_counts(t);
 }
 
 // UDP: one datagram from each of 20,000 chosen ports, the first kRechecked again, then 200

@@ -1,0 +1,35 @@
+// TCP flows by their source port: which listener of a reuseport group takes each one, at
+// the cost of one handshake per flow (no request, no answer, no TIME_WAIT).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "harness/fd.h"
+#include "harness/socket.h"
+
+namespace rp::cases {
+
+struct TcpFlowTally {
+  uint64_t attempts = 0;   // connect() calls
+  uint64_t connected = 0;  // handshakes the clients saw complete
+  uint64_t accepted = 0;   // children the listeners handed out from the ports asked for
+  uint64_t strangers = 0;  // children from any other port, or a port's second (none expected)
+};
+
+// Which of `listeners` (an index; closed ones, fd -1, are skipped) took the connection from
+// each source port, -1 where none did within 5 s x the run's timeout scale. Clients connect
+// in batches of 500, each bound to its port on the loopback address of `to`'s family; the
+// caller's listeners are never served: this accepts on all of them and reads each peer's
+// port. Both ends then close with RST (SO_LINGER 0), so no TIME_WAIT holds a 4-tuple and a
+// port can connect again at once. Adds to `t`.
+std::vector<int32_t> tcp_listener_per_port(const std::vector<UniqueFd>& listeners, const Endpoint& to,
+                                           const std::vector<uint16_t>& ports, TcpFlowTally& t);
+
+// attempts, connected, accepted, unaccepted (attempts - accepted), accepted_from_elsewhere,
+// and ledger_mismatches: both sides of every flow, each client that connected accepted once.
+nlohmann::json tcp_flow_counts(const TcpFlowTally& t);
+
+}  // namespace rp::cases
