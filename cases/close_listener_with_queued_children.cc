@@ -83,7 +83,7 @@ nlohmann::json scenario(const Variant& v) {
   // seen here, and an ACK dropped at overflow leaves a request behind that is reset later.
   lo.threads = 1;
   lo.concurrency = static_cast<unsigned>(v.backlog + 1 + 64);
-  lo.max_attempts = static_cast<uint64_t>(2 * v.listeners * (v.backlog + 1) + 1000);
+  lo.max_attempts = static_cast<uint64_t>(2 * v.listeners * (v.backlog + 1) + 200);
   lo.max_duration = std::chrono::seconds(20);
   // Long enough for a SYN dropped at the full queue to be retried (1 s, then 3 s) and for
   // the queued children to wait out the close.

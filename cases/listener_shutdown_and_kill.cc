@@ -133,7 +133,7 @@ LoadOptions load_options(Family f, int victims, int listeners) {
   // completes inside its connect(), so a queue stops at exactly backlog+1.
   lo.threads = 1;
   lo.concurrency = static_cast<unsigned>(victims * (kBacklog + 1) + 64);
-  lo.max_attempts = static_cast<uint64_t>(2 * listeners * (kBacklog + 1) + 1000);
+  lo.max_attempts = static_cast<uint64_t>(2 * listeners * (kBacklog + 1) + 200);
   lo.max_duration = std::chrono::seconds(20);
   lo.connect_timeout = std::chrono::seconds(8);
   lo.response_timeout = std::chrono::seconds(8);
