@@ -27,6 +27,7 @@
 #include <gtest/gtest.h>
 
 #include <thread>
+#include <utility>
 
 #include "cases/lib/case_test.h"
 #include "cases/lib/migrate.h"
@@ -121,8 +122,11 @@ std::vector<Variant> variants() {
   for (int migrate : {0, 1})
     for (Family f : {Family::V4, Family::V6})
       for (FaultKind fault : {FaultKind::Close, FaultKind::Kill})
-        for (int k : {2, 4})
-          for (int b : {8, 128}) out.push_back({f, fault, k, b, migrate});
+        // Group size and backlog paired, not crossed: (2, 8) and (4, 128). The full cross
+        // (also (2, 128) and (4, 8)) gave the same verdicts on every kernel of the matrix and
+        // in 20 repeats here (orphans = Q whatever K), and cost the TCG guests a quarter of
+        // their time: each variant waits out a SYN retry.
+        for (auto [k, b] : {std::pair{2, 8}, std::pair{4, 128}}) out.push_back({f, fault, k, b, migrate});
   return out;
 }
 
