@@ -13,11 +13,11 @@
 //     slot 0 every flow of socket 0 goes to socket 3, which moved into slot 0.
 //
 // Scenario, per variant (tcp/udp x IPv4/IPv6 x change):
-//   1. In a fresh network namespace, 4 SO_REUSEPORT sockets on one port: UDP sockets that
-//      answer with their id; TCP listeners the case accepts on itself.
+//   1. In a fresh network namespace, 4 SO_REUSEPORT sockets on one port, which the case
+//      reads itself (cases/lib/flows_by_port).
 //   2. Map F flows (fixed source ports) to their socket: UDP F = 4,096 datagrams, each
-//      answered; TCP F = 1,024 handshakes, the accepted child's peer port naming its flow,
-//      both ends closed with an RST so no TIME_WAIT keeps the tuple (cases/lib/tcp_flows).
+//      carrying its index; TCP F = 1,024 handshakes, the accepted child's peer port naming
+//      its flow, both ends closed with an RST so no TIME_WAIT keeps the tuple.
 //   3. Change the group: add a 5th listener, or close the listener in slot 0, 1 or 3.
 //   4. Map the same flows again.
 //   5. Compare: the fraction of flows that moved against the slot model's prediction
@@ -30,11 +30,9 @@
 
 #include "cases/lib/case_test.h"
 #include "cases/lib/observe.h"
-#include "cases/lib/tcp_flows.h"
+#include "cases/lib/flows_by_port.h"
 #include "harness/error.h"
 #include "harness/scope.h"
-#include "harness/server.h"
-#include "harness/udp_client.h"
 
 namespace rp::cases {
 namespace {
@@ -92,8 +90,7 @@ nlohmann::json scenario(const Variant& v) {
   nlohmann::json o;
   std::vector<int32_t> before, after;
   if (v.proto == Proto::Tcp) {
-    // Our own listeners, never served: tcp_listener_per_port accepts on them (a flow is one
-    // handshake). A closed listener keeps its index (fd -1), an added one is index 4.
+    // A closed socket keeps its index (fd -1), an added one is index 4.
     auto open = [&] {
       ListenerOptions lo;
       lo.addr = to;
@@ -111,31 +108,22 @@ nlohmann::json scenario(const Variant& v) {
     after = tcp_listener_per_port(listeners, to, ports, t);
     o = tcp_flow_counts(t);
   } else {
-    ListenerGroup group;
-    ListenerSpec spec;
-    spec.socket.proto = v.proto;
-    spec.socket.addr = to;
-    for (int i = 0; i < kListeners; ++i) group.add(spec);
-    UdpClientOptions uo;
-    uo.target = to;
-    uo.reply_timeout = std::chrono::milliseconds(2000);
-    UdpClient udp(uo);
-    uint64_t answered = 0;
-    auto map_flows = [&] {
-      std::vector<int32_t> out;
-      for (const auto& x : udp.from_ports(ports)) out.push_back(x.listener);
-      for (int32_t l : out) answered += l >= 0;
-      return out;
+    auto open = [&] {
+      ListenerOptions lo;
+      lo.proto = Proto::Udp;
+      lo.addr = to;
+      return open_listener(lo);
     };
-    before = map_flows();
+    std::vector<UniqueFd> sockets;
+    for (int i = 0; i < kListeners; ++i) sockets.push_back(open());
+    UdpFlowTally t;
+    before = udp_socket_per_datagram(sockets, to, ports, t);
     if (v.change == Change::Add)
-      group.add(spec);
+      sockets.push_back(open());
     else
-      group.close(closed_listener(v.change));
-    after = map_flows();
-    group.stop_all();
-    // Every answer came from a listener that counted it.
-    o = answer_counts(answered, group);
+      sockets[static_cast<size_t>(closed_listener(v.change))].reset();
+    after = udp_socket_per_datagram(sockets, to, ports, t);
+    o = udp_flow_counts(t);
   }
 
   const auto p = model(v.change);

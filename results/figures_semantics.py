@@ -43,7 +43,7 @@ def m_hash_spread(c: str, rs: list[dict], recs: Records) -> str:
         f"Largest share deviation {span(rs, 'max_share_deviation', pct)}, chi-square "
         f"{span(rs, 'chi_square')}; {total(rs, 'tuples_moved')} tuples moved of "
         f"{span(tcp, 'tuples_rechecked')} (TCP) and {span(udp, 'tuples_rechecked')} (UDP) "
-        f"rechecked; {span(udp, 'one_port_answered')} of {span(udp, 'one_port_datagrams')} "
+        f"rechecked; {span(udp, 'one_port_received')} of {span(udp, 'one_port_datagrams')} "
         f"datagrams of one port at {span(udp, 'one_port_listeners')} listener. TCP: "
         f"{span(tcp, 'accepted')} of {span(tcp, 'attempts')} connections accepted, "
         f"{total(tcp, 'accepted_from_elsewhere')} from a port the case did not use.")

@@ -1,4 +1,4 @@
-#include "cases/lib/tcp_flows.h"
+#include "cases/lib/flows_by_port.h"
 
 #include <netinet/in.h>
 #include <poll.h>
@@ -103,6 +103,78 @@ nlohmann::json tcp_flow_counts(const TcpFlowTally& t) {
     o["ledger_mismatches"].push_back("clients connected " + std::to_string(t.connected) + ", listeners accepted " +
                                      std::to_string(t.accepted) + " (and " + std::to_string(t.strangers) +
                                      " from ports not asked for, or twice)");
+  return o;
+}
+
+std::vector<int32_t> udp_socket_per_datagram(const std::vector<UniqueFd>& sockets, const Endpoint& to,
+                                             const std::vector<uint16_t>& ports, UdpFlowTally& t) {
+  constexpr size_t kBatch = 100;
+  std::vector<int32_t> out(ports.size(), -1);
+  sockaddr_storage dst;
+  const socklen_t dst_len = to.to_sockaddr(dst);
+  const auto wait = std::chrono::seconds(2) * timeout_scale();
+  for (size_t first = 0; first < ports.size(); first += kBatch) {
+    const size_t n = std::min(kBatch, ports.size() - first);
+    std::map<uint16_t, UniqueFd> clients;
+    for (size_t i = first; i < first + n; ++i) {
+      auto it = clients.find(ports[i]);
+      if (it == clients.end()) {
+        UniqueFd c(static_cast<int>(check_sys(socket(af_of(to.family), SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket udp client")));
+        sockaddr_storage src;
+        const Endpoint from = Endpoint::loopback(to.family, ports[i]);
+        const socklen_t len = from.to_sockaddr(src);
+        check_sys(bind(c.get(), reinterpret_cast<sockaddr*>(&src), len), "bind udp source " + from.str());
+        it = clients.emplace(ports[i], std::move(c)).first;
+      }
+      const uint32_t index = static_cast<uint32_t>(i);
+      check_sys(sendto(it->second.get(), &index, sizeof index, 0, reinterpret_cast<sockaddr*>(&dst), dst_len),
+                "sendto " + to.str());
+      ++t.sent;
+    }
+    size_t got = 0;
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    while (got < n && std::chrono::steady_clock::now() < deadline) {
+      std::vector<pollfd> pfds;
+      for (const UniqueFd& s : sockets) pfds.push_back({s.get(), POLLIN, 0});  // fd -1: ignored by poll
+      if (poll(pfds.data(), pfds.size(), 100) < 0 && errno != EINTR) throw_sys("poll udp sockets");
+      for (size_t s = 0; s < sockets.size(); ++s) {
+        if (!sockets[s]) continue;
+        for (;;) {
+          uint32_t index = 0;
+          sockaddr_storage peer;
+          socklen_t plen = sizeof peer;
+          const ssize_t r = recvfrom(sockets[s].get(), &index, sizeof index, MSG_DONTWAIT,
+                                     reinterpret_cast<sockaddr*>(&peer), &plen);
+          if (r < 0) {
+            if (errno == EAGAIN || errno == EINTR) break;
+            throw_sys("recvfrom");
+          }
+          // sin_port and sin6_port sit at the same offset.
+          const uint16_t port = ntohs(reinterpret_cast<sockaddr_in*>(&peer)->sin_port);
+          if (r != sizeof index || index < first || index >= first + n || ports[index] != port || out[index] != -1) {
+            ++t.strangers;
+            continue;
+          }
+          out[index] = static_cast<int32_t>(s);
+          ++t.received;
+          ++got;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+nlohmann::json udp_flow_counts(const UdpFlowTally& t) {
+  nlohmann::json o;
+  o["attempts"] = t.sent;
+  o["received"] = t.received;
+  o["lost"] = t.sent - t.received;
+  o["received_from_elsewhere"] = t.strangers;
+  o["ledger_mismatches"] = nlohmann::json::array();
+  if (t.strangers != 0)
+    o["ledger_mismatches"].push_back(std::to_string(t.strangers) +
+                                     " datagram(s) from a port they were not sent from, or received twice");
   return o;
 }
 
