@@ -103,6 +103,7 @@ nlohmann::json scenario(const Variant& v) {
   o["hash_listeners_used"] = hashed_by.size();
 
   std::optional<ReuseportSteer> ebpf;
+  const uint64_t retrans_before = syn_retransmits();
   if (v.kind == Kind::Extended) {
     ebpf.emplace(SteerProgram::Filter);
     ebpf->set_steer_index(kTarget);
@@ -124,7 +125,13 @@ nlohmann::json scenario(const Variant& v) {
   const std::vector<int32_t> fallback = map_flows();
   o["out_of_range_index"] = out_of_range;
   o["fallback_differs_from_hash"] = count_differing(fallback, hashed);
-  if (ebpf) o["program_runs"] = ebpf->counts().filter_runs;
+  if (ebpf) {
+    o["program_runs"] = ebpf->counts().filter_runs;
+    // One run per SYN or datagram while attached; a SYN sent again (a starved guest's client
+    // can wait out its 1 s timer) is looked up, and runs the program, again.
+    o["lookups_while_attached"] = 2 * flows;
+    o["syn_retransmits_while_attached"] = syn_retransmits() - retrans_before;
+  }
 
   probes::detach_reuseport_bpf(member);
   const std::vector<int32_t> detached = map_flows();

@@ -1,5 +1,7 @@
 #include "cases/lib/observe.h"
 
+#include "probes/netstat.h"
+
 namespace rp::cases {
 
 nlohmann::json ledger_counts(const Ledger& l, const ListenerGroup& servers) {
@@ -46,6 +48,12 @@ void put_orphans_of_only_closed(nlohmann::json& record, const std::string& key,
   }
   record[key] = kernel.listener_orphans->begin()->second;
   record["kernel_sources"][key] = kernel.listener_orphans_source;
+}
+
+uint64_t syn_retransmits() {
+  const auto v = rp::probes::netstat::get(rp::probes::netstat::read_current(), "TcpExt", "TCPSynRetrans");
+  if (!v) throw std::runtime_error("/proc/net/netstat has no TcpExt TCPSynRetrans");
+  return *v;
 }
 
 }  // namespace rp::cases

@@ -26,4 +26,9 @@ nlohmann::json answer_counts(uint64_t answered, const ListenerGroup& servers);
 void put_orphans_of_only_closed(nlohmann::json& record, const std::string& key,
                                 const rp::probes::KernelCounts& kernel);
 
+// TcpExt.TCPSynRetrans of the calling thread's network namespace: SYNs the clients sent
+// again. Each one is looked up (and any steering program runs) once more, so a count of
+// program runs per connection adds it. Throws when the counter cannot be read.
+uint64_t syn_retransmits();
+
 }  // namespace rp::cases
