@@ -134,9 +134,12 @@ nlohmann::json scenario(const Variant& v) {
   aim(b, b_target);
   b.attach(fd2);
   const uint64_t a_before = runs(a), b_before = runs(b);
+  const uint64_t retrans_before = syn_retransmits();
   o["replaced_on_listener"] = where();
   o["old_program_runs_after_replace"] = runs(a) - a_before;
   o["new_program_runs"] = runs(b) - b_before;
+  // A SYN sent again (a starved guest's client) is looked up, and runs the program, again.
+  o["syn_retransmits_after_replace"] = syn_retransmits() - retrans_before;
 
   const uint32_t keys = index ? 4 : 2;
   // "3 1 2 hash": per index (or slot) the listener all flows reached, or "hash" when they

@@ -112,6 +112,7 @@ nlohmann::json scenario(const Variant& v) {
   std::vector<uint16_t> ports;
   for (size_t i = 0; i < kFlows; ++i) ports.push_back(static_cast<uint16_t>(20000 + i));
   std::map<int32_t, uint64_t> by;
+  const uint64_t retrans_before = syn_retransmits();
   if (v.proto == Proto::Udp) {
     for (const auto& x : udp.from_ports(ports)) ++by[x.listener];
   } else {
@@ -129,6 +130,8 @@ nlohmann::json scenario(const Variant& v) {
   o["lookup_runs"] = c.lookup_runs;
   o["lookup_assigned"] = c.assigned;
   o["lookup_assign_errors"] = c.assign_errors;
+  // A SYN sent again (a starved guest's client) is looked up, and assigned, again.
+  o["syn_retransmits"] = syn_retransmits() - retrans_before;
 
   // The link is the attachment: closing its fd ends the redirect.
   lookup.detach_netns();
