@@ -5,7 +5,7 @@ machine's load hits them all alike; prints each time, the medians and their rati
 and whether every run gave the same verdict per case x variant as the first -j 1 run.
 Needs root and a build (RP_BUILD_DIR, default build/).
 
-    bench/run_jobs.py [--rounds 3] [--jobs 1,2,3,4] [--case GLOB]...
+    bench/run_jobs.py [--rounds 3] [--jobs 1,2,4,8] [--case GLOB]...
 """
 import argparse
 import json
@@ -23,7 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--jobs", default="1,2,3,4", help="comma-separated -j values (1 is the reference)")
+    ap.add_argument("--jobs", default="1,2,4,8", help="comma-separated -j values (1 is the reference)")
     ap.add_argument("--case", action="append", default=[], help="passed to run --case")
     a = ap.parse_args()
     jobs = [int(j) for j in a.jobs.split(",")]

@@ -249,3 +249,11 @@ def test_a_full_disk_stops_the_run_and_keeps_whole_records(cli, require_root, tm
     for rec in recs:
         check_record(rec)
     assert "a case ended without a verdict" not in r.stdout
+
+
+def test_default_jobs_is_four_per_cpu_at_most_64(cli, require_root, tmp_path):
+    """Variants mostly wait on the kernel's timers, so `run` without -j runs 4 per usable CPU."""
+    want = min(64, 4 * len(os.sched_getaffinity(0)))
+    r = run(cli, "run", "--case", "bind_rules", "--json", str(tmp_path / "d.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"reuseport-check: {want} at a time;" in r.stdout, r.stdout
