@@ -125,6 +125,7 @@ def test_report_strategy_whose_program_does_not_load_is_an_error_not_unavailable
     # The message names each run that is not ok or not reconciled, with its mismatches: one
     # CI run here failed this with a run whose ledger did not reconcile, and said no more.
     assert others and all(x["status"] == "ok" and x["reconciled"] is True for x in others), [
-        (x["experiment"], x["strategy"], x["status"], x.get("error"), x.get("mismatches"))
+        (x["experiment"], x["strategy"], x["status"], x.get("error"), x.get("mismatches"), x.get("outcomes"),
+         x.get("params"))
         for x in others if x["status"] != "ok" or x.get("reconciled") is not True]
     assert f"{len(broken)} errors" in r.stderr and "report: ERROR runs[" in r.stderr, r.stderr
