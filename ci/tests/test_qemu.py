@@ -151,6 +151,14 @@ def test_working_kvm_is_used_and_remembered(fake):
     assert fake(mode="ok").accel == "kvm" and fake.accels == ["kvm"]
 
 
+def test_a_result_prints_as_json_with_its_log_paths_as_strings(fake):
+    # `python3 -m ci.vm.boot --json` printed nothing but a TypeError on the logs' Paths.
+    import json
+    doc = json.loads(json.dumps(fake(mode="ok").to_json()))
+    assert isinstance(doc["console_log"], str) and isinstance(doc["output_log"], str)
+    assert doc["journal_log"] is None or isinstance(doc["journal_log"], str)
+
+
 def test_forced_accelerator_skips_the_probe(fake, monkeypatch):
     assert fake(mode="kvm-abort", accel="tcg").accel == "tcg" and fake.accels == ["tcg"]
     monkeypatch.setenv("RP_ACCEL", "kvm")

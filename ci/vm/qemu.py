@@ -100,7 +100,8 @@ class VmResult:
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
-        d["console_log"], d["output_log"] = str(self.console_log), str(self.output_log)
+        for key in ("console_log", "output_log", "journal_log"):
+            d[key] = None if d[key] is None else str(d[key])
         return d
 
 
