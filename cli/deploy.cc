@@ -9,12 +9,14 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "cli/commands.h"
 #include "cli/common/options.h"
 #include "cli/common/output.h"
 #include "cli/deploy/deploy.h"
+#include "cli/python_driver.h"
 #include "harness/socket.h"
 
 namespace rp::cli {
@@ -89,6 +91,46 @@ CLI::Validator load_spec() {
       "");
 }
 
+// The deploy's own options, as given, less those of the run across kernels (which the
+// driver takes itself): --kernels, --guest-path, -j, --python, --json, --junit.
+std::vector<std::string> per_kernel_args(const std::vector<std::string>& args) {
+  static const std::vector<std::string> own = {"--kernels", "--guest-path", "-j", "--jobs", "--python", "--json", "--junit"};
+  std::vector<std::string> out;
+  for (size_t i = 1; i < args.size(); ++i) {
+    bool skip = false;
+    for (const std::string& name : own) {
+      if (args[i] == name) {
+        ++i;  // and its value
+        skip = true;
+        break;
+      }
+      if (args[i].rfind(name + "=", 0) == 0) {
+        skip = true;
+        break;
+      }
+    }
+    if (!skip) out.push_back(args[i]);
+  }
+  return out;
+}
+
+// `deploy --kernels`: ci/matrix/deploy_kernels.py boots each kernel with the static binary
+// and what the commands need, and runs this deploy inside; its exit status is ours.
+int across_kernels(const std::vector<std::string>& args, const std::string& kernels,
+                   const std::vector<std::string>& guest_paths, int jobs, const std::string& python,
+                   const deploy::Options& o) {
+  std::vector<std::string> a = {"--kernels", kernels, "--host-binary", self_path(), "-j", std::to_string(jobs)};
+  if (!o.json_path.empty()) a.insert(a.end(), {"--json", std::filesystem::absolute(o.json_path).string()});
+  if (!o.junit_path.empty()) a.insert(a.end(), {"--junit", std::filesystem::absolute(o.junit_path).string()});
+  for (const std::string& g : guest_paths) a.insert(a.end(), {"--guest-path", std::filesystem::absolute(g).string()});
+  a.push_back("--");
+  const std::vector<std::string> rest = per_kernel_args(args);
+  a.insert(a.end(), rest.begin(), rest.end());
+  // In the caller's directory: the commands' relative paths and --request mean what they
+  // mean on the host run ("running"); the guests get absolute paths only (their words).
+  return run_python_module(python, "ci.matrix.deploy_kernels", a, std::filesystem::current_path().string());
+}
+
 }  // namespace
 
 int deploy_command(const std::vector<std::string>& args, const std::vector<std::string>&) {
@@ -151,6 +193,20 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
       ->type_name("K");
   app->add_option("--json", o.json_path, "Write the full report (totals, kernel counts, timeline) as JSON.")->type_name("PATH");
   app->add_option("--junit", o.junit_path, "Write a JUnit XML file: one testsuite, one testcase 'deploy'.")->type_name("PATH");
+  std::string kernels, python = "/usr/bin/python3";
+  std::vector<std::string> guest_paths;
+  int jobs = 1;
+  app->add_option("--kernels", kernels,
+                  "Run the same deploy on these kernels of ci/kernels.toml (comma separated, or \"all\"; "
+                  "\"running\" is this machine's) and print one row per kernel.")
+      ->type_name("LIST");
+  app->add_option("--guest-path", guest_paths,
+                  "With --kernels: a file or directory the guests need (configuration, data, a program the "
+                  "commands call), put at the same path (repeatable).")
+      ->type_name("PATH");
+  app->add_option("-j,--jobs", jobs, "With --kernels: guests at a time (default 1).")->check(integer(1, 16));
+  app->add_option("--python", python, "With --kernels: the Python that runs the driver (default /usr/bin/python3).")
+      ->type_name("PATH");
   app->add_flag("--host-net", o.host_net,
                 "Run in the current network namespace instead of a private one. Processes that leave it "
                 "(daemons) are still found and killed, as descendants; TcpExt counts then include all other traffic.");
@@ -185,6 +241,11 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
     std::fprintf(stderr, "reuseport-check: deploy: %s\n", e.what());
     return 2;
   }
+  if (!kernels.empty()) {
+    if (o.host_net) return usage_error("--host-net and --kernels are exclusive: each guest is its own machine");
+    return across_kernels(args, kernels, guest_paths, jobs, python, o);
+  }
+  if (!guest_paths.empty()) return usage_error("--guest-path needs --kernels");
   std::string missing;
   if (!rp::cli::has_privileges(missing)) {
     std::fprintf(stderr, "reuseport-check: deploy needs root (a network namespace, the BPF probe); missing:%s\n", missing.c_str());

@@ -34,6 +34,7 @@
 #include "cli/common/options.h"
 #include "cli/common/output.h"
 #include "cli/common/progress.h"
+#include "cli/python_driver.h"
 #include "cli/report_runs.h"
 #include "cases/lib/case.h"
 #include "cases/lib/kernel.h"
@@ -89,59 +90,10 @@ Examples:
   reuseport-check report --kernels 5.10,6.12 --guest-profile quick -j 2
 )FOOTER";
 
-std::filesystem::path source_dir() {
-  const char* env = std::getenv("RP_SOURCE_DIR");
-  return std::filesystem::path(env && *env ? env : RP_SOURCE_DIR);
-}
-
-std::string self_path() {
-  std::error_code ec;
-  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string("/proc/self/exe") : p.string();
-}
-
-// Runs argv[0] with argv (in cwd, with env added) and waits: its exit status, 127 when it
-// could not be started.
-int run_program(const std::vector<std::string>& argv, const std::string& cwd = {},
-                const std::map<std::string, std::string>& env = {}) {
-  if (access(argv[0].c_str(), X_OK) != 0) {
-    std::fprintf(stderr, "reuseport-check: %s: %s (ci/setup.sh installs Python 3 and its packages)\n",
-                 argv[0].c_str(), std::strerror(errno));
-    return 127;
-  }
-  // The terminal's ^C reaches it with us (same process group); it dies with us.
-  try {
-    rp::SpawnOptions so;
-    so.argv = argv;
-    so.cwd = cwd;
-    so.env = env;
-    so.output = rp::SpawnOptions::Output::Inherit;
-    so.own_process_group = false;
-    so.parent_death_signal = SIGTERM;
-    so.stdin_null = false;
-    so.name = argv[0];
-    rp::Process p = rp::Process::spawn(so);
-    return rp::exit_code(p.wait());
-  } catch (const rp::SysError& e) {
-    std::fprintf(stderr, "reuseport-check: %s\n", e.what());
-    return 127;
-  }
-}
-
-// The kernel-matrix driver (the module ci.matrix.report of the source tree, which is the
-// Python import root): its exit status is the command's: 0, 1 (a kernel or run failed),
-// 2 (usage).
+// The kernel-matrix driver (the module ci.matrix.report of the source tree): its exit
+// status is the command's: 0, 1 (a kernel or run failed), 2 (usage).
 int exec_driver(const std::string& python, const std::vector<std::string>& args) {
-  const std::string src = source_dir().string();
-  if (!std::filesystem::is_regular_file(source_dir() / "ci" / "matrix" / "report.py")) {
-    std::fprintf(stderr, "reuseport-check: no report driver at %s/ci/matrix/report.py (set RP_SOURCE_DIR to the source tree)\n",
-                 src.c_str());
-    return 2;
-  }
-  std::vector<std::string> argv = {python, "-P", "-m", "ci.matrix.report"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  const int rc = run_program(argv, src, {{"PYTHONPATH", src}});
-  return rc == 127 ? 2 : rc;
+  return run_python_module(python, "ci.matrix.report", args);
 }
 
 }  // namespace

@@ -129,9 +129,13 @@ def boot_guest(name: str, make_script: Callable[[list[str]], str], *, binary: Pa
                vmlinuz: Path | None = None, initrd: Path | None = None,
                memory_mb: int = 256, watch: Callable[[], object] | None = None,
                vcpus: int = DEFAULT_VCPUS, tcg_thread: str | None = None,
+               extra_files: Iterable[tuple[Path, str]] = (),
                log: Callable[[str], None] = lambda m: None) -> GuestBoot:
     """Fetch `name`, put the stripped static binary and the kernel's diag modules into a
     fresh initramfs and run make_script(<the modules' paths in the guest>) in it.
+
+    extra_files: (host path, guest path) pairs to put in too (a dynamically linked ELF
+    brings its loader and libraries: ci/vm/initramfs.py).
 
     watch: a context manager factory held open while qemu runs (progress tailers).
     vmlinuz / initrd replace the fetched kernel or the generated initramfs (tests).
@@ -153,6 +157,7 @@ def boot_guest(name: str, make_script: Callable[[list[str]], str], *, binary: Pa
     files = [(guest_copy(binary), GUEST_BIN)]
     guest_modules = [f"/rp/mod/{m.name}" for m in modules]
     files += list(zip(modules, guest_modules))
+    files += list(extra_files)
     emit({"ev": "kernel", "kernel": name, "state": "booting", "release": fetched.release})
     t0 = time.monotonic()
     with (watch() if watch else contextlib.nullcontext()):

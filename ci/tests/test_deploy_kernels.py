@@ -1,0 +1,132 @@
+"""`reuseport-check deploy --kernels`: the user's server and deploy procedure in the guests.
+
+The naive swap of docs/examples/serve loses connections on every kernel, the migrating swap
+on none from 5.14; nginx (the host's binary and its libraries, put into the guest with
+--guest-path) reloads without a loss. One row, one JUnit testcase and one deploy document
+per kernel; the exit status is the worst kernel's.
+"""
+
+import copy
+import json
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from ci.matrix import deploy_kernels
+from ci.matrix.driver import REPO
+from results.schemas import errors
+
+CLI = REPO / "build" / "bin" / "reuseport-check"
+SERVE = REPO / "docs" / "examples" / "serve"
+NGINX = REPO / "docs" / "examples" / "nginx"
+# A slow server (10 ms per accept): its queues hold children whenever generation 1 closes,
+# however slow the guest (test_deploy_guest.py).
+SLOW = "--accept-delay-ms 10"
+
+
+def deploy(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict, ET.Element]:
+    out, junit = tmp_path / "d.json", tmp_path / "d.xml"
+    r = subprocess.run([str(CLI), "deploy", *args, "--warmup", "1", "--settle", "1", "--json", str(out),
+                        "--junit", str(junit)], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    doc = json.loads(out.read_text())
+    assert errors(doc, "deploy-kernels") == [], errors(doc, "deploy-kernels")[:3]
+    return r, doc, ET.parse(junit).getroot()
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
+def test_a_losing_and_a_lossless_deploy_on_two_guests_and_the_host(static_binary, tmp_path):
+    kernels = "running,5.10,7.2"
+    r, doc, junit = deploy(tmp_path, "--kernels", kernels, "-j", "2", "--port", "8080",
+                           "--start", f"{SERVE}/start.sh {SLOW}", "--deploy", f"{SERVE}/swap.sh {SLOW}")
+    print(r.stdout)
+    assert r.returncode == 1, r.stdout + r.stderr  # lost more than --max-lost 0
+    assert doc["complete"] and [k["kernel"] for k in doc["kernels"]] == kernels.split(",")
+    for k in doc["kernels"]:
+        t = k["deploy"]["totals"]
+        assert k["verdict"] == "FAIL" and t["lost"] > 0, k["error"] or k["output"]
+        assert k["deploy"]["kernel"] == k["release"], k
+        assert f"{k['kernel']} " in r.stdout and k["release"] in r.stdout
+    assert [c.get("name") for c in junit.iter("testcase")] == kernels.split(",")
+    assert len(list(junit.iter("failure"))) == 3
+
+    # The same procedure after tcp_migrate_req=1 (5.14+): nothing lost on 7.2 and here.
+    r, doc, junit = deploy(tmp_path, "--kernels", "running,7.2", "--port", "8080", "--guest-path", str(SERVE),
+                           "--start", f"{SERVE}/start.sh {SLOW}", "--deploy", f"{SERVE}/swap-migrate.sh {SLOW}")
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [(k["kernel"], k["verdict"], k["deploy"]["totals"]["lost"]) for k in doc["kernels"]] == \
+        [("running", "PASS", 0), ("7.2", "PASS", 0)]
+    assert not list(junit.iter("failure")) and not list(junit.iter("error"))
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
+@pytest.mark.skipif(not Path("/usr/sbin/nginx").exists(), reason="nginx (nginx-light) is not installed")
+def test_nginx_reload_in_a_guest_with_its_binary_libraries_and_config(static_binary, tmp_path):
+    r, doc, _ = deploy(tmp_path, "--kernels", "6.12", "--port", "8080", "--http", "/",
+                       "--guest-path", str(NGINX), "--guest-path", "/usr/sbin/nginx",
+                       "--start", f"{NGINX}/start.sh", "--deploy", f"{NGINX}/reload.sh")
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (k,) = doc["kernels"]
+    t = k["deploy"]["totals"]
+    assert k["verdict"] == "PASS" and k["environment"]["where"] == "guest", k
+    assert t["served"] > 0 and t["lost"] == 0, t
+
+
+def test_a_guest_without_the_server_is_an_error_not_a_pass(tmp_path, monkeypatch):
+    """A guest that ran no deploy (exit 2, no report) is ERROR, and the run's exit 1."""
+    monkeypatch.setattr(deploy_kernels.driver, "ensure_static_binary", lambda **kw: Path("/bin/true"))
+
+    class Boot:
+        fetched, error = None, "qemu: no such kernel"
+        result = None
+    monkeypatch.setattr(deploy_kernels.driver, "boot_guest", lambda *a, **kw: Boot())
+    out = tmp_path / "d.json"
+    rc = deploy_kernels.main(["--kernels", "5.10", "--json", str(out), "--", "--port", "1",
+                              "--start", "true", "--deploy", "true"])
+    doc = json.loads(out.read_text())
+    assert rc == 1 and doc["kernels"][0]["verdict"] == "ERROR" and "no such kernel" in doc["kernels"][0]["error"]
+    assert errors(doc, "deploy-kernels") == []
+
+
+def test_the_schema_holds_each_kernel_to_the_deploy_schema(tmp_path):
+    doc = {"schema": deploy_kernels.SCHEMA, "complete": True, "deploy_args": [], "kernels": [
+        {"kernel": "running", "release": "x", "verdict": "PASS", "exit_code": 0, "error": "", "output": "",
+         "environment": {"where": "host"}, "deploy": {"schema": "not a deploy document"}}]}
+    assert errors(doc, "deploy-kernels") != []
+    ok = copy.deepcopy(doc)
+    ok["kernels"][0]["deploy"] = None
+    assert errors(ok, "deploy-kernels") == []
+
+
+def test_closure_takes_paths_programs_guest_paths_and_the_users(tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "sub").mkdir(parents=True)
+    (conf / "sub" / "a.conf").write_text("x")
+    files = dict((g, h) for h, g in deploy_kernels.closure([f"{SERVE}/start.sh --x 1", "nginx -s reload"],
+                                                            [str(conf)]))
+    assert f"{SERVE}/start.sh" in files and str(conf / "sub" / "a.conf") in files
+    assert "/etc/passwd" in files
+    if shutil.which("nginx"):
+        assert shutil.which("nginx") in files
+    with pytest.raises(deploy_kernels.UsageError, match="does not exist"):
+        deploy_kernels.closure([], ["/no/such/path"])
+    with pytest.raises(deploy_kernels.UsageError, match="/proc"):
+        deploy_kernels.closure([], ["/proc/self/status"])
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--guest-path", "/etc/hostname"], "--guest-path needs --kernels"),
+    (["--kernels", "running", "--host-net"], "--host-net and --kernels are exclusive"),
+    (["--kernels", "9.99"], "unknown kernel"),
+])
+def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, says):
+    r = subprocess.run([str(CLI), "deploy", "--port", "8080", "--start", "true", "--deploy", "true", *args],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert says in r.stderr, r.stderr
