@@ -359,6 +359,78 @@ static __always_inline bool skb_netns_ok(const struct sk_buff *skb, const struct
 	return net_ok(BPF_CORE_READ(dev, nd_net.net));
 }
 
+/* A reset reason by name, or ~0 where the running kernel's enum sk_rst_reason lacks it
+ * (the enum came with v6.10, "net: introduce rstreason to detect why the RST is sent", and
+ * grew since); ~0 never matches, so a missing name cannot pass a check. */
+#define RST_REASON(name)                                                 \
+	(bpf_core_enum_value_exists(enum sk_rst_reason, name) ?          \
+		 (__u32)bpf_core_enum_value(enum sk_rst_reason, name) :   \
+		 ~0U)
+
+/*
+ * The cause of an RST that is not an orphan's, one counter each (issue 14). First by the
+ * socket's state and owner, which every kernel has; then, where the kernel gives a reason
+ * (6.10+), the reason must agree with that, or the RST is unnamed: a state alone cannot
+ * tell a close with unread data from a keepalive timeout of the same owned socket.
+ *  - active (no skb): a socket with an owner (sk_socket set) reset by its owner's close or
+ *    exit with unread data (__tcp_close() sets CLOSE and sends the RST before sock_orphan();
+ *    reason TCP_ABORT_ON_CLOSE), or by SO_LINGER 0 (tcp_disconnect(), TCP_STATE) or linger2
+ *    (TCP_ABORT_ON_LINGER).
+ *  - a reply with no socket: NO_SOCKET (tcp_v4_rcv()'s no_tcp_socket).
+ *  - a reply from a LISTEN socket: to a FIN, the client had closed (no one sees it); to
+ *    anything else, the final ACK of a request whose listener closed meeting another
+ *    listener (tcp_rcv_state_process() answers an ACK in LISTEN with an RST).
+ *  - a reply from TIME_WAIT (TCP_TIMEWAIT_SOCKET).
+ *  - a reply from a full socket its owner had closed (FIN_WAIT*, CLOSING, LAST_ACK, CLOSE
+ *    or no owner), to data that arrived after the close (TCP_ABORT_ON_DATA).
+ */
+static __always_inline void count_reset_cause(const struct sock *sk, bool active, const struct sk_buff *skb,
+					      bool has_reason, __u32 reason)
+{
+	__u8 state;
+
+	if (active) {
+		if (BPF_CORE_READ(sk, sk_socket) &&
+		    (!has_reason || reason == RST_REASON(SK_RST_REASON_TCP_ABORT_ON_CLOSE) ||
+		     reason == RST_REASON(SK_RST_REASON_TCP_STATE) ||
+		     reason == RST_REASON(SK_RST_REASON_TCP_ABORT_ON_LINGER)))
+			count(&counters.owner_abort_resets);
+		else
+			count(&counters.unnamed_resets);
+		return;
+	}
+	if (!sk) {
+		if (!has_reason || reason == RST_REASON(SK_RST_REASON_NO_SOCKET))
+			count(&counters.no_socket_resets);
+		else
+			count(&counters.unnamed_resets);
+		return;
+	}
+	/* skc_state is in sock_common, which request and timewait sockets start with. */
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_LISTEN) {
+		if (skb_tcp_fin(skb))
+			count(&counters.listener_fin_resets);
+		else
+			count(&counters.listener_ack_resets);
+		return;
+	}
+	if (state == TCP_TIME_WAIT) {
+		if (!has_reason || reason == RST_REASON(SK_RST_REASON_TCP_TIMEWAIT_SOCKET))
+			count(&counters.timewait_resets);
+		else
+			count(&counters.unnamed_resets);
+		return;
+	}
+	if ((state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_CLOSING ||
+	     state == TCP_LAST_ACK || state == TCP_CLOSE) &&
+	    (!has_reason || reason == RST_REASON(SK_RST_REASON_TCP_ABORT_ON_DATA))) {
+		count(&counters.after_close_resets);
+		return;
+	}
+	count(&counters.unnamed_resets);
+}
+
 /*
  * tcp_send_reset(sk, skb[, reason]). The reason argument came with the rstreason series
  * (v6.10), together with the event's `reason` field; the event also lost its sport/dport
@@ -396,6 +468,7 @@ int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 			}
 		}
 		count(&counters.other_resets_sent);
+		count_reset_cause(sk, true, skb, has_reason, reason);
 		return 0;
 	}
 	/* A reply to a segment: our port is its destination (sk may be NULL, a listener, a
@@ -405,12 +478,7 @@ int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	if (!skb_netns_ok(skb, sk))
 		return 0;
 	count(&counters.other_resets_sent);
-	/* A listener answering a FIN: its client had closed (a late FIN), so no application
-	 * sees this reset. A listener answering a bare ACK (the final ACK of a request whose
-	 * listener closed) resets a connection its client thinks established: not counted
-	 * here. skc_state is in sock_common, which request and timewait sockets start with. */
-	if (sk && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN && skb_tcp_fin(skb))
-		count(&counters.listener_fin_resets);
+	count_reset_cause(sk, false, skb, has_reason, reason);
 	return 0;
 }
 
@@ -421,8 +489,13 @@ int BPF_PROG(rp_recv_reset, const struct sock *sk)
 	__u16 local = sk_local_port_net(sk);
 
 	if (port_ok(remote)) {
-		if (sk_netns_ok(sk))
+		if (sk_netns_ok(sk)) {
 			count(&counters.resets_received);
+			/* A client that had closed (a late FIN answered by the listener): orphaned
+			 * by close(), so no application reads this reset. */
+			if (!BPF_CORE_READ(sk, sk_socket))
+				count(&counters.resets_received_closed);
+		}
 	} else if (port_ok(local)) {
 		if (sk_netns_ok(sk))
 			count(&counters.resets_received_local);
