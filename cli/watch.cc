@@ -27,6 +27,7 @@
 #include "cli/common/output.h"
 #include "cases/lib/kernel.h"
 #include "harness/sockdiag.h"
+#include "probes/attribution.h"
 #include "probes/counters.h"
 #include "probes/kernel_sampler.h"
 
@@ -195,6 +196,11 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
     totals["listeners_at_start"] = initial_listeners;
     totals["listeners_joined"] = total_joined;
     totals["listeners_left"] = total_left;
+    // watch runs no clients: the failures it can name are the RSTs the port's clients
+    // received while they still held their sockets.
+    totals["attribution"] =
+        rp::probes::attribute(last_counts.values, rp::probes::reset_reason_given(last_counts.sources), std::nullopt)
+            .to_json();
     return totals;
   };
   auto sources_of = [&] {
@@ -264,6 +270,10 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
   if (totals.contains("orphans_by_listener") && totals["orphans_by_listener"].is_object())
     for (auto& [cookie, n] : totals["orphans_by_listener"].items())
       std::printf("  orphans of the listener with cookie %-36s %s\n", cookie.c_str(), cell(n).c_str());
+  std::printf("\n");
+  for (const auto& line :
+       rp::probes::attribute(last_counts.values, rp::probes::reset_reason_given(last_counts.sources), std::nullopt).lines())
+    std::printf("  %s\n", line.c_str());
   for (auto& [k, v] : totals.items())
     if (v.is_null()) std::printf("  n/a %s: %s\n", k.c_str(), sources.contains(k) ? sources[k].get<std::string>().c_str() : "this kernel lacks it");
 

@@ -18,7 +18,8 @@ const std::vector<CauseDef>& cause_table() {
       {"orphaned_in_accept_queue", {"kernel_orphan_resets"},
        "kernel_orphan_resets: an RST from a never-accepted child in the thread closing its listener"},
       {"request_of_closed_listener", {"kernel_rst_listener_ack"},
-       "kernel_rst_listener_ack: a listener answered the final ACK of a request whose own listener had closed"},
+       "kernel_rst_listener_ack: a listener answered the final ACK of a request whose own listener had closed (a "
+       "request socket, or a handshake completed by syncookie, which the other listeners do not check)"},
       {"closed_by_owner", {"kernel_rst_owner_abort", "kernel_rst_after_close"},
        "kernel_rst_owner_abort + kernel_rst_after_close: accepted, then closed or killed with unread data, or "
        "closed before the request arrived"},
