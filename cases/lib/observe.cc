@@ -1,5 +1,7 @@
 #include "cases/lib/observe.h"
 
+#include "probes/attribution.h"
+
 namespace rp::cases {
 
 nlohmann::json ledger_counts(const Ledger& l, const ListenerGroup& servers) {
@@ -46,6 +48,18 @@ void put_orphans_of_only_closed(nlohmann::json& record, const std::string& key,
   }
   record[key] = kernel.listener_orphans->begin()->second;
   record["kernel_sources"][key] = kernel.listener_orphans_source;
+}
+
+void put_attribution(nlohmann::json& record, const rp::probes::KernelCounts& kernel,
+                     std::optional<uint64_t> steering_refusals) {
+  rp::probes::ClientFailures f = rp::probes::client_failures(record);
+  f.steering_refusals = steering_refusals;
+  const auto a = rp::probes::attribute(kernel.values, rp::probes::reset_reason_given(kernel.sources), f);
+  for (const auto& [name, n] : a.causes) record["cause_" + name] = n;
+  record["unattributed"] = a.unattributed;
+  record["kernel_sources"]["unattributed"] =
+      "client failures not named by a cause; causes told apart by " + a.method +
+      (a.not_observable.empty() ? std::string() : "; " + a.not_observable);
 }
 
 }  // namespace rp::cases

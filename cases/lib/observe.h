@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 
 #include "harness/ledger.h"
@@ -25,5 +27,13 @@ nlohmann::json answer_counts(uint64_t answered, const ListenerGroup& servers);
 // in kernel_not_observable (kernel) or kernel_errors (ours: no or several closed listeners).
 void put_orphans_of_only_closed(nlohmann::json& record, const std::string& key,
                                 const rp::probes::KernelCounts& kernel);
+
+// Puts the attribution of the record's client failures (its outcome counts, as
+// ledger_counts() wrote them) to named causes (probes/attribution.h): "cause_<name>" for
+// every cause and "unattributed", which the expectations hold to 0; how the RSTs were told
+// apart goes to kernel_sources. steering_refusals: the case's steering program's count of
+// SYNs it refused, when it attached one.
+void put_attribution(nlohmann::json& record, const rp::probes::KernelCounts& kernel,
+                     std::optional<uint64_t> steering_refusals = std::nullopt);
 
 }  // namespace rp::cases
