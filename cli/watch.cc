@@ -52,8 +52,10 @@ constexpr const char* kWatchDescription =
     "what the kernel saw on that port: listeners joining and leaving it, listener closes,\n"
     "children orphaned in a closed listener's accept queue and the RSTs they sent, other RSTs,\n"
     "RSTs received by clients of the port, listen-queue overflows and request migrations. Ends\n"
-    "after --duration seconds or on Ctrl-C/SIGTERM with a summary. A counter the running kernel\n"
-    "cannot observe is shown as n/a with the reason, never as 0.";
+    "after --duration seconds or on Ctrl-C/SIGTERM with a summary, in which every RST a client of\n"
+    "the port saw is counted under one named cause (orphaned in a closed listener's queue, a\n"
+    "request of a closed listener, closed by its owner, no listener) or as unattributed. A counter\n"
+    "the running kernel cannot observe is shown as n/a with the reason, never as 0.";
 
 constexpr const char* kWatchFooter = R"FOOTER(--json PATH is rewritten atomically after every interval with "complete": false (a killed
 watch leaves every interval it finished), and with "complete": true at the end.
