@@ -243,6 +243,24 @@ static __always_inline void on_child_transition(const struct sock *sk, int oldst
 	on_child_close(sk);
 }
 
+/* close() (or exit) of an accepted socket that never answered: __tcp_close() moves it
+ * ESTABLISHED -> FIN_WAIT1 while it still has its owner (sock_orphan() comes after), and
+ * tcp_sock.bytes_sent ("tcp: add tcpi_bytes_sent to tcp_info", v4.19) is still 0. A
+ * client's own sockets also pass here but their port is not the local one. Runs once per
+ * connection the server closes first, hence the state test before any read. */
+static __always_inline void on_owner_fin(const struct sock *sk)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+
+	if (!bpf_core_field_exists(tp->bytes_sent))
+		return;
+	if (!port_ok(sk_local_port_net(sk)) || !BPF_CORE_READ(sk, sk_socket))
+		return;
+	if (BPF_CORE_READ(tp, bytes_sent) || !sk_netns_ok(sk))
+		return;
+	count(&counters.owner_close_unanswered);
+}
+
 /*
  * The listener's cookie keys its orphans. bpf_get_socket_cookie() takes a BTF socket
  * pointer, so only tp_btf can call it ("bpf: Expose bpf_get_socket_cookie to tracing
@@ -252,8 +270,11 @@ static __always_inline void on_child_transition(const struct sock *sk, int oldst
 SEC("?tp_btf/inet_sock_set_state")
 int BPF_PROG(rp_set_state_btf, struct sock *sk, int oldstate, int newstate)
 {
-	if (newstate != TCP_CLOSE)
+	if (newstate != TCP_CLOSE) {
+		if (newstate == TCP_FIN_WAIT1 && oldstate == TCP_ESTABLISHED)
+			on_owner_fin(sk);
 		return 0;
+	}
 	if (oldstate == TCP_LISTEN) {
 		if (is_listener_of_port(sk))
 			on_listener_close(sk, bpf_get_socket_cookie(sk));
@@ -269,8 +290,11 @@ int BPF_PROG(rp_set_state_btf, struct sock *sk, int oldstate, int newstate)
 SEC("?raw_tp/inet_sock_set_state")
 int BPF_PROG(rp_set_state, const struct sock *sk, int oldstate, int newstate)
 {
-	if (newstate != TCP_CLOSE)
+	if (newstate != TCP_CLOSE) {
+		if (newstate == TCP_FIN_WAIT1 && oldstate == TCP_ESTABLISHED)
+			on_owner_fin(sk);
 		return 0;
+	}
 	if (oldstate == TCP_LISTEN) {
 		if (is_listener_of_port(sk))
 			on_listener_close(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter));

@@ -47,6 +47,10 @@ struct rp_counters {
 	/* Of resets_received: RSTs that reached a client socket its application had already
 	 * closed (sk_socket NULL): no application sees them. */
 	__u64 resets_received_closed;
+	/* A socket of the port closed by its owner (ESTABLISHED -> FIN_WAIT1, sk_socket set)
+	 * before it had sent a byte: an accepted connection closed or killed before answering;
+	 * its client reads EOF with no answer. */
+	__u64 owner_close_unanswered;
 };
 
 /* Per listener, keyed by the socket cookie (SO_COOKIE from user space). */

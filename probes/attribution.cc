@@ -21,17 +21,21 @@ const std::vector<CauseDef>& cause_table() {
        "kernel_rst_listener_ack: a listener answered the final ACK of a request whose own listener had closed (a "
        "request socket, or a handshake completed by syncookie, which the other listeners do not check)"},
       {"closed_by_owner", {"kernel_rst_owner_abort", "kernel_rst_after_close"},
-       "kernel_rst_owner_abort + kernel_rst_after_close: accepted, then closed or killed with unread data, or "
-       "closed before the request arrived"},
+       "kernel_rst_owner_abort + kernel_rst_after_close: accepted, then closed or killed with unread data (an RST), "
+       "or the request arrived after the close (an RST)"},
+      {"closed_before_answering", {"kernel_owner_close_unanswered"},
+       "kernel_owner_close_unanswered: accepted, then closed or killed before sending a byte, with nothing unread "
+       "(a FIN: the client reads EOF)"},
       {"refused_by_steering", {},
        "the case's steering program's own count of SYNs it refused (the kernel answers them as NO_SOCKET)"},
       {"no_listener", {"kernel_rst_no_socket"}, "kernel_rst_no_socket: an RST answering a segment that found no socket"},
       {"syn_retries_exhausted", {"netstat_listen_drops"},
        "TcpExt.ListenDrops - kernel_listen_overflow_drops: SYNs dropped on a full queue, the client's connect timed "
        "out"},
-      {"ack_dropped_on_full_queue", {"kernel_listen_overflow_drops"},
-       "kernel_listen_overflow_drops: the final ACK dropped on a full accept queue (TCP_LISTEN_OVERFLOW), the "
-       "client waited for an answer"},
+      {"ack_dropped_on_full_queue", {"kernel_listen_overflow_drops", "kernel_no_socket_drops"},
+       "kernel_listen_overflow_drops + (kernel_no_socket_drops - kernel_rst_no_socket): the client's ACK or data "
+       "dropped on a full accept queue (TCP_LISTEN_OVERFLOW; a syncookie's ACK is dropped as NO_SOCKET without an "
+       "RST), the client waited for an answer; counted per segment, so a bound"},
   };
   return t;
 }
@@ -58,7 +62,8 @@ ClientFailures client_failures(const nlohmann::json& by_outcome) {
   f.resets = n("reset_before_connect") + n("reset_after_connect");
   f.refused = n("refused");
   f.connect_timeouts = n("connect_timeout");
-  f.unanswered = n("response_timeout") + n("closed_without_response");
+  f.response_timeouts = n("response_timeout");
+  f.closed_unanswered = n("closed_without_response");
   f.other = n("other_error");
   return f;
 }
@@ -88,6 +93,8 @@ Attribution attribute(const CountValues& values, bool reset_reason, const std::o
     }
     if (std::string(c.name) == "syn_retries_exhausted")  // ListenDrops counts the ACK overflows too
       n -= std::min(n, get(values, "kernel_listen_overflow_drops").value_or(0));
+    if (std::string(c.name) == "ack_dropped_on_full_queue")  // the NO_SOCKET drops answered by an RST are not
+      n -= std::min(get(values, "kernel_no_socket_drops").value_or(0), get(values, "kernel_rst_no_socket").value_or(0));
     if (std::string(c.name) == "refused_by_steering") {
       have = clients && clients->steering_refusals.has_value();
       n = have ? *clients->steering_refusals : 0;
@@ -102,7 +109,8 @@ Attribution attribute(const CountValues& values, bool reset_reason, const std::o
   const std::uint64_t received = get(values, "kernel_resets_received").value_or(0);
   const std::uint64_t received_closed = get(values, "kernel_resets_received_closed").value_or(0);
   if (clients) {
-    a.client_visible = clients->resets + clients->refused + clients->connect_timeouts + clients->unanswered + clients->other;
+    a.client_visible = clients->resets + clients->refused + clients->connect_timeouts + clients->response_timeouts +
+                       clients->closed_unanswered + clients->other;
     a.client_visible_source = "the clients' outcomes: resets, refused, connect timeouts, unanswered, other errors";
   } else {
     a.client_visible = received - std::min(received, received_closed);
@@ -133,7 +141,8 @@ Attribution attribute(const CountValues& values, bool reset_reason, const std::o
     a.unattributed +=
         give(clients->resets, {"orphaned_in_accept_queue", "request_of_closed_listener", "closed_by_owner", "no_listener"});
     a.unattributed += give(clients->connect_timeouts, {"syn_retries_exhausted"});
-    a.unattributed += give(clients->unanswered, {"ack_dropped_on_full_queue"});
+    a.unattributed += give(clients->response_timeouts, {"ack_dropped_on_full_queue"});
+    a.unattributed += give(clients->closed_unanswered, {"closed_before_answering"});
     a.unattributed += clients->other;
   } else {
     a.unattributed +=

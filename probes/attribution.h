@@ -32,7 +32,8 @@ struct ClientFailures {
   std::uint64_t resets = 0;            // reset before or after connect (ECONNRESET, EPIPE)
   std::uint64_t refused = 0;           // ECONNREFUSED
   std::uint64_t connect_timeouts = 0;  // the handshake never completed
-  std::uint64_t unanswered = 0;        // connected, no complete answer (timeout or EOF)
+  std::uint64_t response_timeouts = 0;  // connected, no complete answer in time
+  std::uint64_t closed_unanswered = 0;  // connected, EOF before a complete answer
   std::uint64_t other = 0;             // any other error: never named
   // SYNs the case's own steering program refused (its counter); nullopt: none attached.
   std::optional<std::uint64_t> steering_refusals;

@@ -72,6 +72,25 @@ TEST(Attribution, without_clients_the_received_resets_are_attributed) {
   EXPECT_EQ(attribute(v, true, std::nullopt).unattributed, 2u);
 }
 
+// A response timeout is a dropped ACK only as far as drops were counted: TCP_LISTEN_OVERFLOW
+// plus the NO_SOCKET drops that got no RST (a syncookie's ACK on a full queue); an EOF
+// before the answer is the owner's close of a socket that never sent a byte.
+TEST(Attribution, unanswered_connections_rest_on_drops_and_unanswered_closes) {
+  auto v = rst_rows(0, 0, 2);
+  v["kernel_no_socket_drops"] = 7u;  // 2 of them answered by an RST (refused clients)
+  v["kernel_owner_close_unanswered"] = 1u;
+  ClientFailures f;
+  f.refused = 2;
+  f.response_timeouts = 8;
+  f.closed_unanswered = 2;
+  const auto a = attribute(v, true, f);
+  EXPECT_EQ(a.causes.at("no_listener"), 2u);
+  EXPECT_EQ(a.causes.at("ack_dropped_on_full_queue"), 6u);  // 1 overflow + 5 silent NO_SOCKET
+  EXPECT_EQ(a.causes.at("closed_before_answering"), 1u);
+  EXPECT_EQ(a.unattributed, 2u + 1u);
+  EXPECT_EQ(sum(a), a.client_visible);
+}
+
 TEST(Attribution, steering_refusals_come_from_the_caller) {
   const auto a = attribute(rst_rows(0, 0, 5), true, ClientFailures{.refused = 5, .steering_refusals = 3});
   EXPECT_EQ(a.causes.at("refused_by_steering"), 3u);

@@ -101,5 +101,49 @@ TEST(ReuseportProbeCauses, close_with_unread_data_is_an_owner_abort) {
   EXPECT_EQ(u("resets_received_closed"), 0u);  // the client still held its socket
 }
 
+// A server that accepts and closes before the request arrives, having sent nothing: a FIN,
+// no RST; the client reads EOF. Counted as an owner's close before answering; a server
+// that answered first is not.
+Report owner_close_before_answering() {
+  ReuseportProbe probe({.port = kPort, .netns_cookie = current_netns_cookie()});
+  Fd l(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (l.get() < 0) throw_errno("socket listener");
+  const sockaddr_in addr = loopback(kPort);
+  if (::bind(l.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) throw_errno("bind");
+  if (::listen(l.get(), 8) != 0) throw_errno("listen");
+  Report out;
+  for (const bool answer : {false, true}) {
+    Fd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (c.get() < 0) throw_errno("socket client");
+    if (::connect(c.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) throw_errno("connect");
+    {
+      Fd a(::accept4(l.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (a.get() < 0) throw_errno("accept4");
+      if (answer && ::send(a.get(), "ok", 2, 0) != 2) throw_errno("send");
+    }
+    char b[4];
+    ssize_t n, got = 0;
+    while ((n = ::recv(c.get(), b, sizeof b, 0)) > 0) got += n;
+    out[answer ? "answered_bytes" : "unanswered_bytes"] = std::to_string(got);
+    out[answer ? "answered_errno" : "unanswered_errno"] = std::to_string(n < 0 ? errno : 0);
+    out[answer ? "after_answered" : "after_unanswered"] = show(probe.read().counter("kernel_owner_close_unanswered"));
+  }
+  out["other_resets_sent"] = show(probe.read().counter("kernel_other_resets_sent"));
+  return out;
+}
+
+TEST(ReuseportProbeCauses, close_before_answering_is_counted_without_an_rst) {
+  if (!is_root()) GTEST_SKIP() << "needs root: BPF load and unshare(CLONE_NEWNET)";
+  const testing::ChildOutcome child = testing::run_in_child(testing::Netns::kFresh, 20s, owner_close_before_answering);
+  ASSERT_TRUE(child.finished) << child.error;
+  auto u = [&](const char* key) { return testing::to_u64(child.report, key); };
+  EXPECT_EQ(u("unanswered_bytes"), 0u);
+  EXPECT_EQ(u("unanswered_errno"), 0u);  // EOF
+  EXPECT_EQ(u("after_unanswered"), 1u);
+  EXPECT_EQ(u("answered_bytes"), 2u);
+  EXPECT_EQ(u("after_answered"), 1u);  // the server that answered is not counted
+  EXPECT_EQ(u("other_resets_sent"), 0u);
+}
+
 }  // namespace
 }  // namespace rp::probes

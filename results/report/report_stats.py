@@ -99,8 +99,10 @@ def attribution(run: dict) -> dict:
         c = named["causes"]
         return {
             "orphaned": c["orphaned_in_accept_queue"],
+            # the server's own closes before answering (EOF, no RST) go with the other RSTs: the
+            # server ended them, not the listen queue
             "other_rst": c["request_of_closed_listener"] + c["closed_by_owner"] + c["no_listener"]
-            + c["refused_by_steering"],
+            + c["refused_by_steering"] + c.get("closed_before_answering", 0),
             "timeouts": c["syn_retries_exhausted"] + c["ack_dropped_on_full_queue"],
             "unexplained": named["unattributed"] + (run["failed"] - named["client_visible"]),
             **{f"cause_{k}": v for k, v in c.items()},

@@ -98,7 +98,7 @@ KERNEL_COUNTERS = ["kernel_listener_closes", "kernel_orphaned_children", "kernel
                    "netstat_abort_on_close"]
 ATTRIBUTION = {"method": "socket state and owner", "client_visible": 2, "client_visible_source": "the clients' outcomes",
                "causes": {"orphaned_in_accept_queue": 2, "request_of_closed_listener": 0, "closed_by_owner": 0,
-                          "refused_by_steering": 0, "no_listener": 0, "syn_retries_exhausted": 0,
+                          "closed_before_answering": 0, "refused_by_steering": 0, "no_listener": 0, "syn_retries_exhausted": 0,
                           "ack_dropped_on_full_queue": 0},
                "evidence": {"orphaned_in_accept_queue": "kernel_orphan_resets"}, "unattributed": 0,
                "unnamed_resets_sent": 0, "not_seen_by_clients": {"listener_fin_resets": 1},
