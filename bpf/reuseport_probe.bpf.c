@@ -414,13 +414,22 @@ static __always_inline void count_reset_cause(const struct sock *sk, bool active
 	__u8 state;
 
 	if (active) {
-		if (BPF_CORE_READ(sk, sk_socket) &&
-		    (!has_reason || reason == RST_REASON(SK_RST_REASON_TCP_ABORT_ON_CLOSE) ||
-		     reason == RST_REASON(SK_RST_REASON_TCP_STATE) ||
-		     reason == RST_REASON(SK_RST_REASON_TCP_ABORT_ON_LINGER)))
-			count(&counters.owner_abort_resets);
-		else
+		if (BPF_CORE_READ(sk, sk_socket)) {
+			if (!has_reason || reason == RST_REASON(SK_RST_REASON_TCP_ABORT_ON_CLOSE) ||
+			    reason == RST_REASON(SK_RST_REASON_TCP_STATE) ||
+			    reason == RST_REASON(SK_RST_REASON_TCP_ABORT_ON_LINGER))
+				count(&counters.owner_abort_resets);
+			else
+				count(&counters.unnamed_resets);
+		} else if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE &&
+			   (!has_reason || reason == RST_REASON(SK_RST_REASON_TCP_STATE))) {
+			/* tcp_disconnect() of a child nobody owns, outside a listener's close:
+			 * inet_child_forget() from inet_csk_reqsk_queue_add() when the final ACK
+			 * completed a handshake just as the listener left LISTEN. */
+			count(&counters.forgotten_child_resets);
+		} else {
 			count(&counters.unnamed_resets);
+		}
 		return;
 	}
 	if (!sk) {

@@ -51,6 +51,10 @@ struct rp_counters {
 	 * before it had sent a byte: an accepted connection closed or killed before answering;
 	 * its client reads EOF with no answer. */
 	__u64 owner_close_unanswered;
+	/* Of other_resets_sent: an active RST (TCP_STATE) of a child with no owner outside any
+	 * listener's close: a handshake completed while its listener closed, and
+	 * inet_csk_reqsk_queue_add() forgot the new child (inet_child_forget()). */
+	__u64 forgotten_child_resets;
 };
 
 /* Per listener, keyed by the socket cookie (SO_COOKIE from user space). */

@@ -17,9 +17,10 @@ const std::vector<CauseDef>& cause_table() {
   static const std::vector<CauseDef> t = {
       {"orphaned_in_accept_queue", {"kernel_orphan_resets"},
        "kernel_orphan_resets: an RST from a never-accepted child in the thread closing its listener"},
-      {"request_of_closed_listener", {"kernel_rst_listener_ack"},
-       "kernel_rst_listener_ack: a listener answered the final ACK of a request whose own listener had closed (a "
-       "request socket, or a handshake completed by syncookie, which the other listeners do not check)"},
+      {"request_of_closed_listener", {"kernel_rst_listener_ack", "kernel_rst_forgotten_child"},
+       "kernel_rst_listener_ack + kernel_rst_forgotten_child: a listener answered the final ACK of a request whose "
+       "own listener had closed (a request socket, or a handshake completed by syncookie, which the other listeners "
+       "do not check), or the handshake completed while its listener closed and the new child was reset at once"},
       {"closed_by_owner", {"kernel_rst_owner_abort", "kernel_rst_after_close"},
        "kernel_rst_owner_abort + kernel_rst_after_close: accepted, then closed or killed with unread data (an RST), "
        "or the request arrived after the close (an RST)"},
@@ -103,7 +104,7 @@ Attribution attribute(const CountValues& values, bool reset_reason, const std::o
   }
   // The RST rows come from the lifecycle programs every kernel attaches; the drop and
   // TcpExt rows may be missing alone (kernel < 5.17), which only leaves their causes empty.
-  for (const char* k : {"kernel_orphan_resets", "kernel_rst_listener_ack", "kernel_rst_owner_abort",
+  for (const char* k : {"kernel_orphan_resets", "kernel_rst_listener_ack", "kernel_rst_forgotten_child", "kernel_rst_owner_abort",
                         "kernel_rst_after_close", "kernel_rst_no_socket", "kernel_resets_received"})
     rst_rows = rst_rows && get(values, k).has_value();
   const std::uint64_t received = get(values, "kernel_resets_received").value_or(0);

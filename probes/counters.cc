@@ -53,6 +53,10 @@ const std::vector<CounterDef> kTable = {
     PROBE("kernel_rst_timewait", timewait_resets, Nothing, "... of those, from a TIME_WAIT socket",
           RP_SEND_RESET ": reply from a TIME_WAIT socket; reason TCP_TIMEWAIT_SOCKET where the kernel gives one "
                         "(6.10+)"),
+    PROBE("kernel_rst_forgotten_child", forgotten_child_resets, Nothing,
+          "... of those, a child completed as its listener closed, reset at once",
+          RP_SEND_RESET ": active RST of a CLOSE socket with no owner outside a listener's close (reason TCP_STATE "
+                        "where the kernel gives one, 6.10+): inet_child_forget() from inet_csk_reqsk_queue_add()"),
     PROBE("kernel_rst_unnamed", unnamed_resets, Nothing, "... of those, none of the above",
           RP_SEND_RESET ": any other state, or a reason that contradicts the socket's state (6.10+)"),
     PROBE("kernel_owner_close_unanswered", owner_close_unanswered, Nothing,

@@ -11,7 +11,7 @@ namespace rp::probes {
 namespace {
 
 CountValues rst_rows(std::uint64_t orphans, std::uint64_t owner = 0, std::uint64_t no_socket = 0) {
-  return {{"kernel_orphan_resets", orphans},       {"kernel_rst_listener_ack", 0u},
+  return {{"kernel_orphan_resets", orphans},       {"kernel_rst_listener_ack", 0u}, {"kernel_rst_forgotten_child", 0u},
           {"kernel_rst_owner_abort", owner},       {"kernel_rst_after_close", 0u},
           {"kernel_rst_no_socket", no_socket},     {"kernel_rst_timewait", 0u},
           {"kernel_rst_unnamed", 0u},              {"kernel_listener_fin_resets", 3u},

@@ -80,7 +80,8 @@ Report owner_close_with_unread_data() {
   Report out;
   out["client_errno"] = std::to_string(n < 0 ? errno : 0);
   const ProbeReading r = probe.read();
-  for (const char* k : {"owner_abort", "after_close", "no_socket", "listener_ack", "timewait", "unnamed"})
+  for (const char* k : {"owner_abort", "after_close", "no_socket", "listener_ack", "forgotten_child", "timewait",
+                        "unnamed"})
     out[std::string("rst_") + k] = show(r.counter(std::string("kernel_rst_") + k));
   out["other_resets_sent"] = show(r.counter("kernel_other_resets_sent"));
   out["resets_received"] = show(r.counter("kernel_resets_received"));
@@ -96,7 +97,9 @@ TEST(ReuseportProbeCauses, close_with_unread_data_is_an_owner_abort) {
   EXPECT_EQ(u("client_errno"), static_cast<std::uint64_t>(ECONNRESET));
   EXPECT_EQ(u("rst_owner_abort"), 1u);
   EXPECT_EQ(u("other_resets_sent"), 1u);
-  EXPECT_EQ(u("rst_after_close") + u("rst_no_socket") + u("rst_listener_ack") + u("rst_timewait") + u("rst_unnamed"), 0u);
+  EXPECT_EQ(u("rst_after_close") + u("rst_no_socket") + u("rst_listener_ack") + u("rst_forgotten_child") +
+                u("rst_timewait") + u("rst_unnamed"),
+            0u);
   EXPECT_EQ(u("resets_received"), 1u);
   EXPECT_EQ(u("resets_received_closed"), 0u);  // the client still held its socket
 }

@@ -270,7 +270,8 @@ Report close_listener_with_queued_children(bool migrate) {
   out["resets_received"] = show(r.counter("kernel_resets_received"));
   out["resets_received_local"] = show(r.counter("kernel_resets_received_local"));
   out["listener_fin_resets"] = show(r.counter("kernel_listener_fin_resets"));
-  for (const char* k : {"owner_abort", "after_close", "no_socket", "listener_ack", "timewait", "unnamed"})
+  for (const char* k : {"owner_abort", "after_close", "no_socket", "listener_ack", "forgotten_child", "timewait",
+                        "unnamed"})
     out[std::string("rst_") + k] = show(r.counter(std::string("kernel_rst_") + k));
   out["migrate_target_found"] = show(r.counter("kernel_migrate_target_found"));
   out["migrate_source"] = r.counter("kernel_migrate_target_found").source;
@@ -357,7 +358,7 @@ TEST_P(CloseListenerWithQueuedChildren, oracle_reconciles_with_clients) {
   EXPECT_EQ(u("orphan_resets") + u("other_resets_sent"), u("netstat_out_rsts"));
   // Each of the other RSTs has exactly one cause, and none here is unnamed.
   EXPECT_EQ(u("other_resets_sent"), u("rst_owner_abort") + u("rst_after_close") + u("rst_no_socket") +
-                                        u("listener_fin_resets") + u("rst_listener_ack") + u("rst_timewait") +
+                                        u("listener_fin_resets") + u("rst_listener_ack") + u("rst_forgotten_child") + u("rst_timewait") +
                                         u("rst_unnamed"));
   EXPECT_EQ(u("rst_unnamed"), 0u);
   EXPECT_EQ(u("rst_owner_abort"), 0u);
