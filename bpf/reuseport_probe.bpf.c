@@ -243,6 +243,8 @@ static __always_inline void on_child_transition(const struct sock *sk, int oldst
 	on_child_close(sk);
 }
 
+#include "reuseport_probe_causes.bpf.h"
+
 /*
  * The listener's cookie keys its orphans. bpf_get_socket_cookie() takes a BTF socket
  * pointer, so only tp_btf can call it ("bpf: Expose bpf_get_socket_cookie to tracing
@@ -252,8 +254,11 @@ static __always_inline void on_child_transition(const struct sock *sk, int oldst
 SEC("?tp_btf/inet_sock_set_state")
 int BPF_PROG(rp_set_state_btf, struct sock *sk, int oldstate, int newstate)
 {
-	if (newstate != TCP_CLOSE)
+	if (newstate != TCP_CLOSE) {
+		if (newstate == TCP_FIN_WAIT1 && oldstate == TCP_ESTABLISHED)
+			on_owner_fin_btf(sk);
 		return 0;
+	}
 	if (oldstate == TCP_LISTEN) {
 		if (is_listener_of_port(sk))
 			on_listener_close(sk, bpf_get_socket_cookie(sk));
@@ -269,8 +274,11 @@ int BPF_PROG(rp_set_state_btf, struct sock *sk, int oldstate, int newstate)
 SEC("?raw_tp/inet_sock_set_state")
 int BPF_PROG(rp_set_state, const struct sock *sk, int oldstate, int newstate)
 {
-	if (newstate != TCP_CLOSE)
+	if (newstate != TCP_CLOSE) {
+		if (newstate == TCP_FIN_WAIT1 && oldstate == TCP_ESTABLISHED)
+			on_owner_fin(sk);
 		return 0;
+	}
 	if (oldstate == TCP_LISTEN) {
 		if (is_listener_of_port(sk))
 			on_listener_close(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter));
@@ -396,6 +404,7 @@ int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 			}
 		}
 		count(&counters.other_resets_sent);
+		count_reset_cause(sk, true, skb, has_reason, reason);
 		return 0;
 	}
 	/* A reply to a segment: our port is its destination (sk may be NULL, a listener, a
@@ -405,12 +414,7 @@ int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	if (!skb_netns_ok(skb, sk))
 		return 0;
 	count(&counters.other_resets_sent);
-	/* A listener answering a FIN: its client had closed (a late FIN), so no application
-	 * sees this reset. A listener answering a bare ACK (the final ACK of a request whose
-	 * listener closed) resets a connection its client thinks established: not counted
-	 * here. skc_state is in sock_common, which request and timewait sockets start with. */
-	if (sk && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN && skb_tcp_fin(skb))
-		count(&counters.listener_fin_resets);
+	count_reset_cause(sk, false, skb, has_reason, reason);
 	return 0;
 }
 
@@ -421,8 +425,13 @@ int BPF_PROG(rp_recv_reset, const struct sock *sk)
 	__u16 local = sk_local_port_net(sk);
 
 	if (port_ok(remote)) {
-		if (sk_netns_ok(sk))
+		if (sk_netns_ok(sk)) {
 			count(&counters.resets_received);
+			/* A client that had closed (a late FIN answered by the listener): orphaned
+			 * by close(), so no application reads this reset. */
+			if (!BPF_CORE_READ(sk, sk_socket))
+				count(&counters.resets_received_closed);
+		}
 	} else if (port_ok(local)) {
 		if (sk_netns_ok(sk))
 			count(&counters.resets_received_local);

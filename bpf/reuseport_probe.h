@@ -32,6 +32,29 @@ struct rp_counters {
 	__u64 migrate_no_target;    /* ... returned NULL */
 	__u64 listener_map_full;    /* a listener could not get a slot in rp_listeners */
 	__u64 closing_map_full;     /* a closing window could not be recorded */
+	/* Every RST in other_resets_sent is counted again in exactly one of the following by
+	 * its cause (issue 14: every client-visible failure has one named cause); the loader's
+	 * tests hold other_resets_sent to their sum. */
+	__u64 owner_abort_resets;   /* active RST from a socket with an owner (close/kill with
+				     * unread data, linger 0): reason TCP_ABORT_ON_CLOSE/LINGER */
+	__u64 after_close_resets;   /* reply from a full socket whose owner had closed it, to data
+				     * (reason TCP_ABORT_ON_DATA) */
+	__u64 no_socket_resets;     /* reply to a segment that found no socket (NO_SOCKET) */
+	__u64 listener_ack_resets;  /* reply from a LISTEN socket to a segment without FIN: the
+				     * final ACK of a request whose listener had closed */
+	__u64 timewait_resets;      /* reply from a TIME_WAIT socket */
+	__u64 unnamed_resets;       /* none of the above, or the reason contradicts the state */
+	/* Of resets_received: RSTs that reached a client socket its application had already
+	 * closed (sk_socket NULL): no application sees them. */
+	__u64 resets_received_closed;
+	/* A socket of the port closed by its owner (ESTABLISHED -> FIN_WAIT1, sk_socket set)
+	 * before it had sent a byte: an accepted connection closed or killed before answering;
+	 * its client reads EOF with no answer. */
+	__u64 owner_close_unanswered;
+	/* Of other_resets_sent: an active RST (TCP_STATE) of a child with no owner outside any
+	 * listener's close: a handshake completed while its listener closed, and
+	 * inet_csk_reqsk_queue_add() forgot the new child (inet_child_forget()). */
+	__u64 forgotten_child_resets;
 };
 
 /* Per listener, keyed by the socket cookie (SO_COOKIE from user space). */

@@ -114,6 +114,7 @@ nlohmann::json scenario(const Variant& v) {
   o["lost_other"] = o["failed"].get<uint64_t>() - o["client_resets"].get<uint64_t>();
   o.update(kernel_sample.to_json());
   put_orphans_of_only_closed(o, "kernel_orphans_of_victim", kernel_sample);
+  put_attribution(o, kernel_sample);
   return o;
 }
 

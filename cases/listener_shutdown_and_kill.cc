@@ -172,13 +172,14 @@ nlohmann::json scenario(const Variant& v) {
     }
     queued = events.at(0).queued_before.value();
     load.wait();
-    const nlohmann::json kernel_counts = kernel.sample().to_json();
+    const rp::probes::KernelCounts kernel_counts = kernel.sample();
     o["victim_state_after"] = to_string(group.state(victim_id));
     group.stop_all();
     o.update(ledger_counts(load.ledger(), group));
     o["served_by_victim"] = group.served(victim_id);
     o["queue_limit"] = kBacklog + 1;
-    o.update(kernel_counts);
+    o.update(kernel_counts.to_json());
+    put_attribution(o, kernel_counts);
   } else {
     ListenerGroup group;
     ListenerSpec server;
@@ -210,11 +211,12 @@ nlohmann::json scenario(const Variant& v) {
       throw;
     }
     load.wait();
-    const nlohmann::json kernel_counts = kernel.sample().to_json();
+    const rp::probes::KernelCounts kernel_counts = kernel.sample();
     group.stop_all();
     o.update(ledger_counts(load.ledger(), group));
     o["queue_limit"] = 2 * (kBacklog + 1);
-    o.update(kernel_counts);
+    o.update(kernel_counts.to_json());
+    put_attribution(o, kernel_counts);
     // The process's exit closes its listeners one after the other, and while the second
     // still listens it is a migration target for the first one's children: those move twice
     // (TcpExt counts migrations, not children). Measured here: 18 queued, 19 to 23

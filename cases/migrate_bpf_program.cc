@@ -196,6 +196,7 @@ nlohmann::json scenario(const Variant& v) {
   o["program_migrate_errors"] = pc.migrate_errors;
   o.update(kernel_sample.to_json());
   put_orphans_of_only_closed(o, "kernel_orphans_of_victim", kernel_sample);
+  put_attribution(o, kernel_sample);
   return o;
 }
 

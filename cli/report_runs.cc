@@ -13,6 +13,7 @@
 #include "cases/lib/case.h"
 #include "harness/error.h"
 #include "harness/isolate.h"
+#include "probes/attribution.h"
 #include "probes/kernel_sampler.h"
 
 namespace rp::cli::report {
@@ -70,6 +71,15 @@ json ledger_json(const Ledger& l, const std::vector<std::string>& mismatches, ui
   j["load_seconds"] = static_cast<double>(t1 - t0) / 1e9;
   j["served_per_second"] = t1 > t0 ? static_cast<double>(l.count(Outcome::Served)) / (static_cast<double>(t1 - t0) / 1e9) : 0;
   return j;
+}
+
+// The run's lost connections by named cause (probes/attribution.h), from its ledger's
+// outcomes and the kernel's counts over the run: the report's losses get names, and an
+// unattributed one stands out.
+json attribution_json(const json& outcomes, const rp::probes::KernelCounts& k) {
+  return rp::probes::attribute(k.values, rp::probes::reset_reason_given(k.sources),
+                               rp::probes::client_failures(outcomes))
+      .to_json();
 }
 
 std::vector<double> served_latencies(const Ledger& l, const std::function<bool(const Attempt&)>& keep) {
@@ -227,10 +237,12 @@ std::string deploy_run(const Experiment& e, double rate) {
   plan.settle = kSettle;
   plan.after_deploy = [&](unsigned) { snapshots.push_back(obs.sample().to_json()); };
   DeployRun r = run_deploys(plan);
-  const json final_counts = obs.sample().to_json();
+  const rp::probes::KernelCounts final_sample = obs.sample();
+  const json final_counts = final_sample.to_json();
 
   json j = ledger_json(r.ledger, r.mismatches, r.load_start_ns, r.load_end_ns);
   j["kernel_counts"] = final_counts;
+  j["attribution"] = attribution_json(j["outcomes"], final_sample);
   const auto by = failures_by_deploy(r);
   j["failed_before_first_deploy"] = by[0];
   json deploys = json::array();
@@ -277,7 +289,9 @@ std::string worker_run(const Experiment& e, double rate) {
   plan.stall_every = milliseconds(e.stall_every_ms);
   WorkerRun r = run_workers(plan);
   json j = ledger_json(r.ledger, r.mismatches, r.load_start_ns, r.load_end_ns);
-  j["kernel_counts"] = obs.sample().to_json();
+  const rp::probes::KernelCounts sample = obs.sample();
+  j["kernel_counts"] = sample.to_json();
+  j["attribution"] = attribution_json(j["outcomes"], sample);
   j["stalls"] = r.stalls;
   json per = json::object();
   for (auto& [id, n] : r.served_by_servers) per[std::to_string(id)] = n;

@@ -27,6 +27,7 @@
 #include "cli/common/output.h"
 #include "cases/lib/kernel.h"
 #include "harness/sockdiag.h"
+#include "probes/attribution.h"
 #include "probes/counters.h"
 #include "probes/kernel_sampler.h"
 
@@ -51,8 +52,10 @@ constexpr const char* kWatchDescription =
     "what the kernel saw on that port: listeners joining and leaving it, listener closes,\n"
     "children orphaned in a closed listener's accept queue and the RSTs they sent, other RSTs,\n"
     "RSTs received by clients of the port, listen-queue overflows and request migrations. Ends\n"
-    "after --duration seconds or on Ctrl-C/SIGTERM with a summary. A counter the running kernel\n"
-    "cannot observe is shown as n/a with the reason, never as 0.";
+    "after --duration seconds or on Ctrl-C/SIGTERM with a summary, in which every RST a client of\n"
+    "the port saw is counted under one named cause (orphaned in a closed listener's queue, a\n"
+    "request of a closed listener, closed by its owner, no listener) or as unattributed. A counter\n"
+    "the running kernel cannot observe is shown as n/a with the reason, never as 0.";
 
 constexpr const char* kWatchFooter = R"FOOTER(--json PATH is rewritten atomically after every interval with "complete": false (a killed
 watch leaves every interval it finished), and with "complete": true at the end.
@@ -195,6 +198,11 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
     totals["listeners_at_start"] = initial_listeners;
     totals["listeners_joined"] = total_joined;
     totals["listeners_left"] = total_left;
+    // watch runs no clients: the failures it can name are the RSTs the port's clients
+    // received while they still held their sockets.
+    totals["attribution"] =
+        rp::probes::attribute(last_counts.values, rp::probes::reset_reason_given(last_counts.sources), std::nullopt)
+            .to_json();
     return totals;
   };
   auto sources_of = [&] {
@@ -264,6 +272,10 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
   if (totals.contains("orphans_by_listener") && totals["orphans_by_listener"].is_object())
     for (auto& [cookie, n] : totals["orphans_by_listener"].items())
       std::printf("  orphans of the listener with cookie %-36s %s\n", cookie.c_str(), cell(n).c_str());
+  std::printf("\n");
+  for (const auto& line :
+       rp::probes::attribute(last_counts.values, rp::probes::reset_reason_given(last_counts.sources), std::nullopt).lines())
+    std::printf("  %s\n", line.c_str());
   for (auto& [k, v] : totals.items())
     if (v.is_null()) std::printf("  n/a %s: %s\n", k.c_str(), sources.contains(k) ? sources[k].get<std::string>().c_str() : "this kernel lacks it");
 

@@ -1,6 +1,7 @@
 #include "cases/lib/observe.h"
 
 #include "probes/netstat.h"
+#include "probes/attribution.h"
 
 namespace rp::cases {
 
@@ -54,6 +55,18 @@ uint64_t syn_retransmits() {
   const auto v = rp::probes::netstat::get(rp::probes::netstat::read_current(), "TcpExt", "TCPSynRetrans");
   if (!v) throw std::runtime_error("/proc/net/netstat has no TcpExt TCPSynRetrans");
   return *v;
+}
+
+void put_attribution(nlohmann::json& record, const rp::probes::KernelCounts& kernel,
+                     std::optional<uint64_t> steering_refusals) {
+  rp::probes::ClientFailures f = rp::probes::client_failures(record);
+  f.steering_refusals = steering_refusals;
+  const auto a = rp::probes::attribute(kernel.values, rp::probes::reset_reason_given(kernel.sources), f);
+  for (const auto& [name, n] : a.causes) record["cause_" + name] = n;
+  record["unattributed"] = a.unattributed;
+  record["kernel_sources"]["unattributed"] =
+      "client failures not named by a cause; causes told apart by " + a.method +
+      (a.not_observable.empty() ? std::string() : "; " + a.not_observable);
 }
 
 }  // namespace rp::cases

@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 
 #include "harness/ledger.h"
@@ -30,5 +32,12 @@ void put_orphans_of_only_closed(nlohmann::json& record, const std::string& key,
 // again. Each one is looked up (and any steering program runs) once more, so a count of
 // program runs per connection adds it. Throws when the counter cannot be read.
 uint64_t syn_retransmits();
+// Puts the attribution of the record's client failures (its outcome counts, as
+// ledger_counts() wrote them) to named causes (probes/attribution.h): "cause_<name>" for
+// every cause and "unattributed", which the expectations hold to 0; how the RSTs were told
+// apart goes to kernel_sources. steering_refusals: the case's steering program's count of
+// SYNs it refused, when it attached one.
+void put_attribution(nlohmann::json& record, const rp::probes::KernelCounts& kernel,
+                     std::optional<uint64_t> steering_refusals = std::nullopt);
 
 }  // namespace rp::cases

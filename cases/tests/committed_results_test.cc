@@ -327,6 +327,25 @@ TEST(CommittedResults, OrphansOfTheVictimAreJudgedWhereTheKernelCanCountThem) {
   EXPECT_GT(optional_before, 0);
 }
 
+// The attribution bound can fail: in every committed record of the cases that attribute
+// their clients' failures, one failure no cause names (unattributed 1) is a FAIL, and the
+// record as committed (0, or no count from before the attribution existed) still passes.
+TEST(CommittedResults, AnUnattributedFailureNeverPasses) {
+  int judged_records = 0;
+  for (const auto& c : committed()) {
+    if (!judged(c) || verdict_now(c) != "PASS") continue;
+    const std::string case_name = c.record.at("case");
+    if (case_name != "close_listener_with_queued_children" && case_name != "migrate_bpf_program" &&
+        case_name != "listener_shutdown_and_kill")
+      continue;
+    json wrong = c.record["observed"];
+    wrong["unattributed"] = 1;
+    EXPECT_EQ(Expectations::judge(entry_for(c), wrong).verdict, Verdict::Fail) << name(c);
+    ++judged_records;
+  }
+  EXPECT_GT(judged_records, 0);
+}
+
 TEST(CommittedResults, FlippedKeyEffectNeverPasses) {
   std::map<std::string, int> flipped_per_case;
   for (const auto& c : committed()) {

@@ -198,6 +198,18 @@ def test_commands_see_their_own_pid_namespace(cli, require_root, tmp_path):
     assert "the deploy command exited with status 0" in r.stdout
 
 
+def assert_attributed(rep):
+    """Every lost connection has exactly one named cause: the causes plus unattributed add up
+    to the connections the clients lost (HTTP answers with a bad status are the server's own),
+    and unattributed is 0."""
+    a = rep["attribution"]
+    lost = rep["totals"]["lost"] - rep["totals"]["http_bad_status"]
+    assert a["client_visible"] == lost, (a, rep["totals"])
+    assert sum(a["causes"].values()) + a["unattributed"] == a["client_visible"], a
+    assert a["unattributed"] == 0, a
+    return a
+
+
 def test_naive_swap_loses_and_the_kernel_says_why(cli, require_root, tmp_path):
     """A slow server (1 ms per accept) is swapped naively: its queued children are reset,
     and every reset the clients saw is a child the kernel orphaned in a closed listener."""
@@ -211,6 +223,9 @@ def test_naive_swap_loses_and_the_kernel_says_why(cli, require_root, tmp_path):
     assert t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"] == t["lost"], t
     assert k["kernel_orphaned_children"] == k["kernel_orphan_resets"] == k["kernel_resets_received"] == t["lost"], (t, k)
     assert k["kernel_listener_closes"] == 2, k
+    a = assert_attributed(rep)
+    assert a["causes"]["orphaned_in_accept_queue"] == t["lost"], a
+    assert "orphaned_in_accept_queue" in r.stdout and "unattributed 0" in r.stdout, r.stdout
     # Per closed listener, by cookie: the two listeners of the old server, whose orphans add up.
     by_listener = rep["kernel_orphans_by_listener"]
     if by_listener is None:
@@ -242,6 +257,7 @@ def test_swap_with_migration_loses_nothing(cli, require_root, tmp_path):
     assert rep["totals"]["lost"] == 0 and rep["totals"]["served"] > 0, rep["totals"]
     assert rep["kernel_totals"]["kernel_listener_closes"] == 2
     assert rep["kernel_totals"]["kernel_orphaned_children"] == 0
+    assert assert_attributed(rep)["client_visible"] == 0
     assert not leftovers("serve --port 47608")
 
 
@@ -295,6 +311,7 @@ def test_nginx_examples(cli, require_root, tmp_path, script):
     assert t["served"] > 0 and set(t["http_status"]) == {"200"}, t
     resets = t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"]
     assert resets == k["kernel_resets_received"] == k["kernel_orphan_resets"], (t, k)
+    assert assert_attributed(rep)["causes"]["orphaned_in_accept_queue"] == resets, rep["attribution"]
     if script in ("reload.sh", "upgrade.sh"):
         # Both hand the listening sockets over (kept by the master, inherited by the new
         # binary): no listener closes, nothing to lose.

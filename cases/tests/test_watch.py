@@ -130,6 +130,12 @@ def test_counts_a_foreign_servers_orphans(cli, require_root, tmp_path):
         assert totals["kernel_orphan_resets"] == resets, text
         assert totals["kernel_resets_received"] == resets, text
         assert totals["kernel_listener_closes"] == 1, text
+        # Each reset the clients saw has one named cause, the closed listener's queue.
+        a = totals["attribution"]
+        assert a["client_visible"] == resets and a["unattributed"] == 0, a
+        assert a["causes"]["orphaned_in_accept_queue"] == resets, a
+        assert sum(a["causes"].values()) == resets, a
+        assert "unattributed 0" in text, text
         # Per listener, by cookie: the one that closed orphaned them all (null only where
         # the kernel cannot tell, and then the source says why).
         if totals["orphans_by_listener"] is None:

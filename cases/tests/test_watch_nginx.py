@@ -107,6 +107,14 @@ def test_watch_counts_nginx_handover_resets(cli, require_root, tmp_path):
         resets = clients["resets"] + clients["resets_in_connect"]
         assert resets == totals["kernel_orphan_resets"] + totals["kernel_other_resets_sent"], (clients, totals)
         assert resets == totals["kernel_resets_received"], (clients, totals)
+        # Every reset the clients saw under exactly one named cause, none unattributed; the
+        # RSTs that reached clients which had already closed are not among them.
+        a = totals["attribution"]
+        print(a)
+        assert a["client_visible"] == resets - totals["kernel_resets_received_closed"], (clients, a)
+        assert sum(a["causes"].values()) + a["unattributed"] == a["client_visible"], a
+        assert a["unattributed"] == 0, (clients, a)
+        assert a["causes"]["orphaned_in_accept_queue"] == totals["kernel_orphan_resets"], a
         assert totals["listeners_left"] >= 1 and totals["listeners_joined"] >= 1, totals
     finally:
         for p in (load, watch):

@@ -8,6 +8,7 @@
 
 #include "cli/deploy/deploy.h"
 #include "harness/error.h"
+#include "probes/attribution.h"
 #include "probes/counters.h"
 
 namespace rp::cli::deploy {
@@ -126,6 +127,18 @@ Attribution attribute(const Options& o, const Observed& obs) {
     std::string errs;
     for (auto [e, c] : ledger.errnos()) errs += (errs.empty() ? "" : ", ") + errno_name(e) + " " + std::to_string(c);
     why.push_back(std::to_string(ledger.count(Outcome::OtherError)) + " other client errors: " + errs);
+  }
+  {
+    nlohmann::json outcomes = nlohmann::json::object();
+    for (size_t i = 0; i < kOutcomeCount; ++i)
+      outcomes[outcome_name(static_cast<Outcome>(i))] = ledger.count(static_cast<Outcome>(i));
+    std::map<std::string, std::string, std::less<>> sources;
+    for (auto& [k, v] : obs.kernel_sources.items())
+      if (v.is_string()) sources[k] = v.get<std::string>();
+    const auto named = rp::probes::attribute(kt, rp::probes::reset_reason_given(sources),
+                                             rp::probes::client_failures(outcomes));
+    a.named = named.to_json();
+    a.named_lines = named.lines();
   }
   if (a.bad_status) why.push_back(std::to_string(a.bad_status) + " HTTP responses with a status outside 2xx/3xx (the server's own answer)");
   return a;

@@ -72,6 +72,10 @@ struct Attribution {
   nlohmann::json timeline = nlohmann::json::array();
   std::vector<std::string> timeline_lines;  // the console's rendering of the timeline
   std::vector<std::string> causes;          // one line per kind of loss
+  // Every connection the clients lost under exactly one named cause (probes/attribution.h);
+  // HTTP answers with a bad status are the server's own and not in it.
+  nlohmann::json named = nlohmann::json::object();
+  std::vector<std::string> named_lines;
 };
 
 Attribution attribute(const Options& o, const Observed& obs);

@@ -62,6 +62,8 @@ int report(const Options& o, const Observed& obs, const Attribution& a, double e
     std::printf("  lost, by cause (t relative to the start of the deploy command):\n");
     for (const auto& w : a.causes) std::printf("    %s\n", w.c_str());
   }
+  std::printf("  lost connections by named cause:\n");
+  for (const auto& l : a.named_lines) std::printf("    %s\n", l.c_str());
   if (!a.timeline_lines.empty()) {
     std::printf("  timeline (50 ms samples; listeners on the port; client losses | kernel counts):\n");
     for (const auto& l : a.timeline_lines) std::printf("%s\n", l.c_str());
@@ -102,6 +104,7 @@ int report(const Options& o, const Observed& obs, const Attribution& a, double e
       // inode (before); null when the probe is not attached.
       {"kernel_namespace_filter", obs.namespace_filter.empty() ? json(nullptr) : json(obs.namespace_filter)},
       {"causes", a.causes},
+      {"attribution", a.named},
       {"timeline", a.timeline},
       {"listeners", listeners},
       {"max_lost", o.max_lost},

@@ -269,6 +269,10 @@ Report close_listener_with_queued_children(bool migrate) {
   out["other_resets_sent"] = show(r.counter("kernel_other_resets_sent"));
   out["resets_received"] = show(r.counter("kernel_resets_received"));
   out["resets_received_local"] = show(r.counter("kernel_resets_received_local"));
+  out["listener_fin_resets"] = show(r.counter("kernel_listener_fin_resets"));
+  for (const char* k : {"owner_abort", "after_close", "no_socket", "listener_ack", "forgotten_child", "timewait",
+                        "unnamed"})
+    out[std::string("rst_") + k] = show(r.counter(std::string("kernel_rst_") + k));
   out["migrate_target_found"] = show(r.counter("kernel_migrate_target_found"));
   out["migrate_source"] = r.counter("kernel_migrate_target_found").source;
   out["drop_queue_purge"] = show(r.drops("QUEUE_PURGE"));
@@ -352,6 +356,12 @@ TEST_P(CloseListenerWithQueuedChildren, oracle_reconciles_with_clients) {
   // Every RST of this namespace comes from the port: the probe's two RST counters cover
   // Tcp.OutRsts exactly.
   EXPECT_EQ(u("orphan_resets") + u("other_resets_sent"), u("netstat_out_rsts"));
+  // Each of the other RSTs has exactly one cause, and none here is unnamed.
+  EXPECT_EQ(u("other_resets_sent"), u("rst_owner_abort") + u("rst_after_close") + u("rst_no_socket") +
+                                        u("listener_fin_resets") + u("rst_listener_ack") + u("rst_forgotten_child") + u("rst_timewait") +
+                                        u("rst_unnamed"));
+  EXPECT_EQ(u("rst_unnamed"), 0u);
+  EXPECT_EQ(u("rst_owner_abort"), 0u);
   if (r.at("listeners_observable") == "1") {
     EXPECT_EQ(u("stuck_children"), b1);
     EXPECT_EQ(u("stuck_orphans"), migrate ? 0u : b1);
@@ -392,8 +402,11 @@ Report refused_connect_counts_as_other_reset() {
   out["elsewhere_resets_received"] = show(b.counter("kernel_resets_received"));
   out["by_ino_other_resets_sent"] = show(here_by_ino.read().counter("kernel_other_resets_sent"));
   out["elsewhere_by_ino_other_resets_sent"] = show(elsewhere_by_ino.read().counter("kernel_other_resets_sent"));
+  out["rst_no_socket"] = show(a.counter("kernel_rst_no_socket"));
+  out["rst_unnamed"] = show(a.counter("kernel_rst_unnamed"));
   return out;
 }
+
 
 TEST(ReuseportProbeFilter, refused_connect_is_an_other_reset_of_this_netns_only) {
   if (!is_root()) GTEST_SKIP() << "needs root: BPF load and unshare(CLONE_NEWNET)";
@@ -409,6 +422,8 @@ TEST(ReuseportProbeFilter, refused_connect_is_an_other_reset_of_this_netns_only)
   EXPECT_EQ(u("elsewhere_resets_received"), 0u);
   EXPECT_EQ(u("by_ino_other_resets_sent"), 1u);
   EXPECT_EQ(u("elsewhere_by_ino_other_resets_sent"), 0u);
+  EXPECT_EQ(u("rst_no_socket"), 1u);  // its cause: no socket (NO_SOCKET)
+  EXPECT_EQ(u("rst_unnamed"), 0u);
 }
 
 // --- ReuseportProbeLifetime ------------------------------------------------------------

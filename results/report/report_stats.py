@@ -92,6 +92,24 @@ def attribution(run: dict) -> dict:
     timeouts (listen overflows dropped their SYN or ACK); the rest is unexplained. A kernel
     count that was not observable leaves its share unexplained.
     """
+    named = run.get("attribution")
+    if named is not None:
+        # Runs measured since issue 14 carry every failure's named cause (probes/attribution.h):
+        # the columns are those causes, and "unexplained" is what none of them names.
+        c = named["causes"]
+        return {
+            "orphaned": c["orphaned_in_accept_queue"],
+            # the server's own closes before answering (EOF, no RST) go with the other RSTs: the
+            # server ended them, not the listen queue
+            "other_rst": c["request_of_closed_listener"] + c["closed_by_owner"] + c["no_listener"]
+            + c["refused_by_steering"] + c.get("closed_before_answering", 0),
+            "timeouts": c["syn_retries_exhausted"] + c["ack_dropped_on_full_queue"],
+            "unexplained": named["unattributed"] + (run["failed"] - named["client_visible"]),
+            **{f"cause_{k}": v for k, v in c.items()},
+            "listen_overflows": kval(run, "netstat_listen_overflows"),
+            "orphaned_children": kval(run, "kernel_orphaned_children"),
+            "migrated": kval(run, "netstat_migrate_req_success"),
+        }
     failed = run["failed"]
     o = run["outcomes"]
     orphan = kval(run, "kernel_orphan_resets")

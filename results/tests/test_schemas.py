@@ -96,6 +96,13 @@ KERNEL_COUNTERS = ["kernel_listener_closes", "kernel_orphaned_children", "kernel
                    "kernel_listen_overflow_drops", "netstat_listen_overflows", "netstat_listen_drops",
                    "netstat_req_q_full_drop", "netstat_migrate_req_success", "netstat_migrate_req_failure",
                    "netstat_abort_on_close"]
+ATTRIBUTION = {"method": "socket state and owner", "client_visible": 2, "client_visible_source": "the clients' outcomes",
+               "causes": {"orphaned_in_accept_queue": 2, "request_of_closed_listener": 0, "closed_by_owner": 0,
+                          "closed_before_answering": 0, "refused_by_steering": 0, "no_listener": 0, "syn_retries_exhausted": 0,
+                          "ack_dropped_on_full_queue": 0},
+               "evidence": {"orphaned_in_accept_queue": "kernel_orphan_resets"}, "unattributed": 0,
+               "unnamed_resets_sent": 0, "not_seen_by_clients": {"listener_fin_resets": 1},
+               "not_separated": {"migrated_then_reset": "counted as orphaned"}}
 DEPLOY = {"schema": "reuseport-check/deploy/1", "kernel": "6.1.0", "port": 8080, "namespace": "private",
           "start": {"command": "./start.sh"},
           "deploy": {"command": "./swap.sh", "status": "exited with status 0", "duration_s": 0.2, "output_tail": []},
@@ -111,7 +118,8 @@ DEPLOY = {"schema": "reuseport-check/deploy/1", "kernel": "6.1.0", "port": 8080,
           "causes": ["2 reset by the server"],
           "timeline": [{"from_s": 0.0, "to_s": 0.05, "listeners": 1, "accept_queue": 0,
                         "client_lost": {"reset_after_connect": 2}, "kernel": {"kernel_orphaned_children": 2}}],
-          "listeners": [[-0.5, 1, 0], [0.0, 2, 0]], "max_lost": 0, "verdict": "fail"}
+          "listeners": [[-0.5, 1, 0], [0.0, 2, 0]], "max_lost": 0, "verdict": "fail",
+          "attribution": ATTRIBUTION}
 
 MATRIX = {"schema": "reuseport-check/matrix/1", "complete": True,
           "kernels": [{"name": "running", "release": "6.1.0", "error": ""}, {"name": "6.12"}],
@@ -200,6 +208,11 @@ BROKEN = [
     ("deploy", ["totals", "outcomes", "served"], None),
     ("deploy", ["verdict"], "PASS"),
     ("deploy", ["listeners", 0], [0.0, 1]),
+    ("deploy", ["attribution"], KeyError),
+    ("deploy", ["attribution", "unattributed"], KeyError),
+    ("deploy", ["attribution", "unattributed"], -1),
+    ("deploy", ["attribution", "causes", "no_listener"], KeyError),
+    ("deploy", ["attribution", "causes", "Orphans"], 1),
     ("matrix", ["records", 0, "observed", "served"], "3"),
     ("matrix", ["kernels", 0, "name"], KeyError),
     ("matrix", ["complete"], KeyError),
