@@ -6,6 +6,7 @@ import os
 import re
 import struct
 import subprocess
+import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -90,7 +91,9 @@ def guest_copy(binary: Path) -> Path:
     initramfs is unpacked into guest memory at every boot."""
     out = binary.with_name(binary.name + ".guest")
     if not out.is_file() or out.stat().st_mtime < binary.stat().st_mtime:
-        tmp = out.with_name(out.name + f".{os.getpid()}")
+        # Per process and thread: the guests of one driver (report, deploy --kernels) start
+        # in threads, and two stripping at once with one name lost the race (FileNotFoundError).
+        tmp = out.with_name(out.name + f".{os.getpid()}.{threading.get_ident()}")
         _run_logged(["strip", "--strip-all", "-o", str(tmp), str(binary)], "strip", 120)
         os.replace(tmp, out)
     return out
