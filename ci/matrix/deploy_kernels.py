@@ -174,6 +174,16 @@ def run_guest(name: str, *, binary: Path, matrix: dict, deploy_args: list[str],
     return entry
 
 
+def hint(entry: dict) -> dict:
+    """A program killed by SIGILL in a TCG guest ran an instruction its CPU model lacks."""
+    if entry["verdict"] == "ERROR" and "signal ILL" in entry.get("output", "") + entry.get("error", "") \
+            and entry["environment"].get("accel") == "tcg":
+        entry["error"] += ("; SIGILL: the TCG guest's CPU (-cpu max,-cx16, ci/vm/qemu.py: QEMU 7.2's cmpxchg16b "
+                           "crashed 6.12 boots) lacks an instruction the program uses (HAProxy needs cmpxchg16b); "
+                           "a KVM host runs it")
+    return entry
+
+
 def causes(doc: dict | None) -> str:
     """The lost connections by the kernel's cause, as the deploy's JSON names them."""
     if not doc:
@@ -297,7 +307,7 @@ def main(argv: list[str]) -> int:
         for fut in concurrent.futures.as_completed(futures):
             n = futures[fut]
             try:
-                entries[n] = fut.result()
+                entries[n] = hint(fut.result())
             except (VmError, OSError, ValueError) as e:
                 entries[n] = {"kernel": n, "release": None, "exit_code": None, "deploy": None, "output": "",
                               "environment": {"where": "guest"}, "verdict": "ERROR",

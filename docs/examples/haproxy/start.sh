@@ -1,0 +1,9 @@
+#!/bin/sh
+# Starts HAProxy (daemonized) on $RP_PORT with its config, pid file and stats socket in
+# $RP_WORKDIR/haproxy. `reuseport-check deploy` finds and stops it at the end.
+set -eu
+dir="$RP_WORKDIR/haproxy"
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$dir"
+sed -e "s|@PORT@|$RP_PORT|g" -e "s|@DIR@|$dir|g" "$here/haproxy.cfg.in" > "$dir/haproxy.cfg"
+exec /usr/sbin/haproxy -D -f "$dir/haproxy.cfg" -p "$dir/haproxy.pid"
