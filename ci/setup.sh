@@ -24,8 +24,8 @@ PACKAGES=(
   zstd lz4
   # the deploy examples (docs/deploy.md): nginx with `listen ... reuseport`
   nginx-light
-  # the HAProxy deploy example (docs/examples/haproxy)
-  haproxy
+  # the HAProxy and Caddy deploy examples (docs/examples/haproxy, docs/examples/caddy)
+  haproxy caddy
   # bench/vs_tools.py: the load generator against the tools users know
   wrk apache2-utils
   # `group --udp` against a real UDP server (cases/tests/test_group_unbound.py)
