@@ -46,10 +46,10 @@ const Command kCommands[] = {
     {"deploy", rp::cli::deploy_command,
      "deploy --start CMD --deploy CMD --port P [--load closed:N|rate:R]\n"
      "                         [--request FILE | --http PATH] [--settle S] [--max-lost K]\n"
-     "                         [--json PATH] [--junit PATH]",
+     "                         [--json PATH] [--junit PATH] [--kernels LIST [--guest-path PATH]... [-j N]]",
      "Run your server (--start) and your deploy procedure (--deploy) under load in a network namespace of their "
      "own; count every lost connection with the kernel's cause and the moment in the deploy. Exit 1 when more "
-     "than --max-lost were lost."},
+     "than --max-lost were lost. With --kernels, the same in each kernel's guest: one row per kernel."},
     {"serve", rp::cli::serve_command, "serve --port P [--http] [--workers N] [--backlog N] [--drain]",
      "A small SO_REUSEPORT server that closes its listeners at once on SIGTERM, to try a deploy that loses "
      "connections and one that does not (docs/deploy.md)."},
