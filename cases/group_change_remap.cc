@@ -87,44 +87,15 @@ nlohmann::json scenario(const Variant& v) {
   std::vector<uint16_t> ports;
   for (size_t i = 0; i < flows; ++i) ports.push_back(static_cast<uint16_t>(20000 + i));
   const Endpoint to = Endpoint::loopback(v.family, kPort);
-  nlohmann::json o;
-  std::vector<int32_t> before, after;
-  if (v.proto == Proto::Tcp) {
-    // A closed socket keeps its index (fd -1), an added one is index 4.
-    auto open = [&] {
-      ListenerOptions lo;
-      lo.addr = to;
-      lo.backlog = 1024;
-      return open_listener(lo);
-    };
-    std::vector<UniqueFd> listeners;
-    for (int i = 0; i < kListeners; ++i) listeners.push_back(open());
-    TcpFlowTally t;
-    before = tcp_listener_per_port(listeners, to, ports, t);
-    if (v.change == Change::Add)
-      listeners.push_back(open());
-    else
-      listeners[static_cast<size_t>(closed_listener(v.change))].reset();
-    after = tcp_listener_per_port(listeners, to, ports, t);
-    o = tcp_flow_counts(t);
-  } else {
-    auto open = [&] {
-      ListenerOptions lo;
-      lo.proto = Proto::Udp;
-      lo.addr = to;
-      return open_listener(lo);
-    };
-    std::vector<UniqueFd> sockets;
-    for (int i = 0; i < kListeners; ++i) sockets.push_back(open());
-    UdpFlowTally t;
-    before = udp_socket_per_datagram(sockets, to, ports, t);
-    if (v.change == Change::Add)
-      sockets.push_back(open());
-    else
-      sockets[static_cast<size_t>(closed_listener(v.change))].reset();
-    after = udp_socket_per_datagram(sockets, to, ports, t);
-    o = udp_flow_counts(t);
-  }
+  // A closed socket keeps its index (empty), an added one is index 4.
+  OwnGroup group(v.proto, to, kListeners);
+  const std::vector<int32_t> before = group.flows(ports);
+  if (v.change == Change::Add)
+    group.add();
+  else
+    group.close(static_cast<size_t>(closed_listener(v.change)));
+  const std::vector<int32_t> after = group.flows(ports);
+  nlohmann::json o = group.counts();
 
   const auto p = model(v.change);
   double predicted_moved = 0;

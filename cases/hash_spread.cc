@@ -82,62 +82,26 @@ Spread spread_of(const std::vector<int32_t>& listener_per_flow) {
   return s;
 }
 
-// TCP: 20,000 flows from chosen ports, then the first kRechecked again.
-nlohmann::json tcp_scenario(const Variant& v, std::vector<int32_t>& flows, uint64_t& checked, uint64_t& moved) {
-  // Our own listeners that never serve: the case accepts on them and reads who connected.
-  std::vector<UniqueFd> listeners;
-  for (int i = 0; i < kListeners; ++i) {
-    ListenerOptions lo;
-    lo.addr = Endpoint::loopback(v.family, kPort);
-    lo.backlog = 4096;
-    listeners.push_back(open_listener(lo));
-  }
-  const Endpoint to = Endpoint::loopback(v.family, kPort);
+// 20,000 flows from chosen ports and the first kRechecked again; UDP also 200 datagrams from
+// one port. Read by the case from its own sockets.
+nlohmann::json flows_scenario(const Variant& v, std::vector<int32_t>& flows, uint64_t& checked, uint64_t& moved) {
+  OwnGroup group(v.proto, Endpoint::loopback(v.family, kPort), kListeners, 4096);
   std::vector<uint16_t> ports;
   for (uint64_t i = 0; i < kFlows; ++i) ports.push_back(static_cast<uint16_t>(kFirstPort + i));
-  TcpFlowTally t;
-  flows = tcp_listener_per_port(listeners, to, ports, t);
-  const std::vector<uint16_t> again(ports.begin(), ports.begin() + kRechecked);
-  const std::vector<int32_t> second = tcp_listener_per_port(listeners, to, again, t);
+  flows = group.flows(ports);
+  const std::vector<int32_t> second = group.flows(std::vector<uint16_t>(ports.begin(), ports.begin() + kRechecked));
   for (size_t i = 0; i < second.size(); ++i) {
     ++checked;
     if (second[i] != flows[i]) ++moved;
   }
-  return tcp_flow_counts(t);
-}
-
-// UDP: one datagram from each of 20,000 chosen ports, the first kRechecked again, then 200
-// from one port, read by the case from its own sockets.
-nlohmann::json udp_scenario(const Variant& v, std::vector<int32_t>& flows, uint64_t& checked, uint64_t& moved) {
-  const Endpoint to = Endpoint::loopback(v.family, kPort);
-  std::vector<UniqueFd> sockets;
-  for (int i = 0; i < kListeners; ++i) {
-    ListenerOptions lo;
-    lo.proto = Proto::Udp;
-    lo.addr = to;
-    sockets.push_back(open_listener(lo));
-  }
-  std::vector<uint16_t> ports;
-  for (uint64_t i = 0; i < kFlows; ++i) ports.push_back(static_cast<uint16_t>(kFirstPort + i));
-  UdpFlowTally t;
-  flows = udp_socket_per_datagram(sockets, to, ports, t);
-  const std::vector<uint16_t> again(ports.begin(), ports.begin() + kRechecked);
-  const std::vector<int32_t> second = udp_socket_per_datagram(sockets, to, again, t);
-  for (size_t i = 0; i < second.size(); ++i) {
-    ++checked;
-    if (second[i] != flows[i]) ++moved;
-  }
-  const std::vector<uint16_t> one_port(200, 45000);
-  UdpFlowTally ot;
+  if (v.proto == Proto::Tcp) return group.counts();
+  const nlohmann::json before_one_port = group.counts();
   std::set<int32_t> one_port_sockets;
-  for (int32_t s : udp_socket_per_datagram(sockets, to, one_port, ot))
+  for (int32_t s : group.flows(std::vector<uint16_t>(200, 45000)))
     if (s >= 0) one_port_sockets.insert(s);
-  t.sent += ot.sent;
-  t.received += ot.received;
-  t.strangers += ot.strangers;
-  nlohmann::json o = udp_flow_counts(t);
-  o["one_port_datagrams"] = ot.sent;
-  o["one_port_received"] = ot.received;
+  nlohmann::json o = group.counts();
+  o["one_port_datagrams"] = o["attempts"].get<uint64_t>() - before_one_port["attempts"].get<uint64_t>();
+  o["one_port_received"] = o["received"].get<uint64_t>() - before_one_port["received"].get<uint64_t>();
   o["one_port_listeners"] = one_port_sockets.size();
   return o;
 }
@@ -145,7 +109,7 @@ nlohmann::json udp_scenario(const Variant& v, std::vector<int32_t>& flows, uint6
 nlohmann::json scenario(const Variant& v) {
   std::vector<int32_t> flows;  // listener per source port
   uint64_t checked = 0, moved = 0;
-  nlohmann::json o = v.proto == Proto::Tcp ? tcp_scenario(v, flows, checked, moved) : udp_scenario(v, flows, checked, moved);
+  nlohmann::json o = flows_scenario(v, flows, checked, moved);
   Spread s = spread_of(flows);
   o["listeners"] = kListeners;
   o["distinct_source_ports"] = s.n;

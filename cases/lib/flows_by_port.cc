@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <map>
+#include <utility>
 
 #include "cases/lib/case.h"
 #include "harness/error.h"
@@ -177,5 +178,28 @@ nlohmann::json udp_flow_counts(const UdpFlowTally& t) {
                                      " datagram(s) from a port they were not sent from, or received twice");
   return o;
 }
+
+OwnGroup::OwnGroup(Proto proto, Endpoint to, int sockets, int backlog)
+    : proto_(proto), to_(std::move(to)), backlog_(backlog) {
+  for (int i = 0; i < sockets; ++i) add();
+}
+
+size_t OwnGroup::add() {
+  ListenerOptions lo;
+  lo.proto = proto_;
+  lo.addr = to_;
+  lo.backlog = backlog_;
+  sockets_.push_back(open_listener(lo));
+  return sockets_.size() - 1;
+}
+
+void OwnGroup::close(size_t i) { sockets_.at(i).reset(); }
+
+std::vector<int32_t> OwnGroup::flows(const std::vector<uint16_t>& ports) {
+  return proto_ == Proto::Tcp ? tcp_listener_per_port(sockets_, to_, ports, tcp_)
+                              : udp_socket_per_datagram(sockets_, to_, ports, udp_);
+}
+
+nlohmann::json OwnGroup::counts() const { return proto_ == Proto::Tcp ? tcp_flow_counts(tcp_) : udp_flow_counts(udp_); }
 
 }  // namespace rp::cases

@@ -52,4 +52,28 @@ nlohmann::json udp_flow_counts(const UdpFlowTally& t);
 // and ledger_mismatches: both sides of every flow, each client that connected accepted once.
 nlohmann::json tcp_flow_counts(const TcpFlowTally& t);
 
+// A reuseport group of the case's own sockets on `to` (TCP listeners or UDP sockets, which
+// never answer), and which of them takes each flow: the two functions above, by protocol,
+// with their tallies kept across calls.
+class OwnGroup {
+ public:
+  OwnGroup(Proto proto, Endpoint to, int sockets, int backlog = 1024);
+  // One more socket, joining the group; its index.
+  size_t add();
+  // Closes socket i; its index stays (empty), so flows keep naming the others as before.
+  void close(size_t i);
+  // The socket index per flow (-1: none took it): TCP handshakes or UDP datagrams.
+  std::vector<int32_t> flows(const std::vector<uint16_t>& ports);
+  // tcp_flow_counts or udp_flow_counts of every flow so far.
+  nlohmann::json counts() const;
+
+ private:
+  Proto proto_;
+  Endpoint to_;
+  int backlog_;
+  std::vector<UniqueFd> sockets_;
+  TcpFlowTally tcp_;
+  UdpFlowTally udp_;
+};
+
 }  // namespace rp::cases
