@@ -380,3 +380,23 @@ def m_tfo_children_on_close(c: str, rs: list[dict], recs: Records) -> str:
         f"for the ACKs; migrate=1: {total(m1, 'resets_at_close')} RSTs, {span(m1, 'migrated')} migrated, "
         f"{span(m1, 'accepted_before_ack')} accepted before the ACK with {span(m1, 'syn_data_read')} bytes "
         f"of SYN data, {span(m1, 'established_after_ack')} established by the ACKs.")
+
+
+@semantics("udp_close_with_queued")
+def m_udp_close_with_queued(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"{span(rs, 'queued_at_close')} datagrams queued on the victim at the close "
+        f"({span(rs, 'victim_rmem_at_close')} bytes charged), none read afterwards "
+        f"({total(rs, 'misdelivered')} misdelivered), Udp InErrors {span(rs, 'netstat_in_errors')}, "
+        f"RcvbufErrors {span(rs, 'netstat_rcvbuf_errors')}; after the close "
+        f"{span(rs, 'read_after_close')} of {span(rs, 'sent_after_close')} read by the rest; "
+        f"unaccounted {span(rs, 'unaccounted')}.")
+
+
+@semantics("udp_unread_member")
+def m_udp_unread_member(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"The unread member's flows: {span(rs, 'to_unread')} datagrams, {span(rs, 'queued_in_unread')} "
+        f"queued, RcvbufErrors {span(rs, 'netstat_rcvbuf_errors')} = InErrors "
+        f"{span(rs, 'netstat_in_errors')}; {total(rs, 'misdelivered')} reached another member; "
+        f"unaccounted {span(rs, 'unaccounted')}.")
