@@ -119,8 +119,6 @@ const std::vector<Flip>& flips() {
       {"time_wait_rebind", "*", {{"bind_reuseport", kBind}}, "SO_REUSEPORT rebind over TIME_WAIT allowed -> refused"},
       {"udp_close_with_queued", "*", {{"misdelivered", "$queued_at_close"}, {"read_after_close", 0}},
        "dropped silently at close -> handed to the remaining members"},
-      {"udp_close_with_queued", "*", {{"netstat_in_errors", "$queued_at_close"}},
-       "dropped silently at close -> counted as UDP input errors"},
       {"udp_unread_member", "*",
        {{"netstat_rcvbuf_errors", 0}, {"netstat_in_errors", 0}, {"misdelivered", "$to_unread"}},
        "dropped at the full unread member -> sent on to another member"},
