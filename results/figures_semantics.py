@@ -400,3 +400,12 @@ def m_udp_unread_member(c: str, rs: list[dict], recs: Records) -> str:
         f"queued, RcvbufErrors {span(rs, 'netstat_rcvbuf_errors')} = InErrors "
         f"{span(rs, 'netstat_in_errors')}; {total(rs, 'misdelivered')} reached another member; "
         f"unaccounted {span(rs, 'unaccounted')}.")
+
+
+@semantics("udp_connected_members")
+def m_udp_connected_members(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"The connected member got {span(rs, 'connected_flow_at_connected')} of "
+        f"{span(rs, 'connected_flow_sent')} datagrams of its peer and {span(rs, 'unconnected_to_connected')} "
+        f"of the other flows; its former flows at member 1: {span(rs, 'moved_to_next_member')}, "
+        f"other flows unchanged {span(rs, 'unchanged')}, moved otherwise {span(rs, 'moved_otherwise')}.")
