@@ -407,5 +407,5 @@ def m_udp_connected_members(c: str, rs: list[dict], recs: Records) -> str:
     return (
         f"The connected member got {span(rs, 'connected_flow_at_connected')} of "
         f"{span(rs, 'connected_flow_sent')} datagrams of its peer and {span(rs, 'unconnected_to_connected')} "
-        f"of the other flows; its former flows at member 1: {span(rs, 'moved_to_next_member')}, "
-        f"other flows unchanged {span(rs, 'unchanged')}, moved otherwise {span(rs, 'moved_otherwise')}.")
+        f"of the other flows; flows against the skip model {span(rs, 'flows_against_skip_model')}, "
+        f"against the detach model {span(rs, 'flows_against_detach_model')}.")
