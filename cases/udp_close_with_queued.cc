@@ -4,7 +4,7 @@
 // silently. close() reaches udp_lib_close() -> sk_common_release(): udp_destroy_sock()
 // (transmit side only), unhash (udp_lib_unhash() -> reuseport_detach_sock(), so the
 // group shrinks at once), sock_orphan(), and the last reference runs sk_destruct,
-// udp_destruct_sock() (udp_destruct_common() from 6.1 on), which splices sk_receive_queue
+// udp_destruct_sock() (udp_destruct_common() in later kernels), which splices sk_receive_queue
 // into the reader queue and kfree_skb()s each one. Neither function touches a MIB counter:
 // the queued datagrams are neither read by anyone nor counted as dropped (Udp.InErrors,
 // Udp.RcvbufErrors stay put). Nothing moves them to another member: unlike TCP's

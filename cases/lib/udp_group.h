@@ -56,7 +56,7 @@ uint64_t udp_rmem_alloc(int fd);
 
 // The namespace's UDP counters of `family`: Udp.* from /proc/net/snmp (probes/netstat.h),
 // for IPv6 Udp6* from /proc/thread-self/net/snmp6, which netstat.h does not read (its
-// format is one "Udp6Name value" pair a line). Keys without the group: "RcvbufErrors".
+// format is one "Udp6Name value" pair a line).
 // Throws when the file cannot be read or a counter the case names is absent.
 struct UdpCounters {
   uint64_t rcvbuf_errors = 0, in_errors = 0, no_ports = 0;
