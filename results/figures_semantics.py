@@ -380,3 +380,32 @@ def m_tfo_children_on_close(c: str, rs: list[dict], recs: Records) -> str:
         f"for the ACKs; migrate=1: {total(m1, 'resets_at_close')} RSTs, {span(m1, 'migrated')} migrated, "
         f"{span(m1, 'accepted_before_ack')} accepted before the ACK with {span(m1, 'syn_data_read')} bytes "
         f"of SYN data, {span(m1, 'established_after_ack')} established by the ACKs.")
+
+
+@semantics("udp_close_with_queued")
+def m_udp_close_with_queued(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"{span(rs, 'queued_at_close')} datagrams queued on the victim at the close "
+        f"({span(rs, 'victim_rmem_at_close')} bytes charged), none read afterwards "
+        f"({total(rs, 'misdelivered')} misdelivered), Udp InErrors {span(rs, 'netstat_in_errors')}, "
+        f"RcvbufErrors {span(rs, 'netstat_rcvbuf_errors')}; after the close "
+        f"{span(rs, 'read_after_close')} of {span(rs, 'sent_after_close')} read by the rest; "
+        f"unaccounted {span(rs, 'unaccounted')}.")
+
+
+@semantics("udp_unread_member")
+def m_udp_unread_member(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"The unread member's flows: {span(rs, 'to_unread')} datagrams, {span(rs, 'queued_in_unread')} "
+        f"queued, RcvbufErrors {span(rs, 'netstat_rcvbuf_errors')} = InErrors "
+        f"{span(rs, 'netstat_in_errors')}; {total(rs, 'misdelivered')} reached another member; "
+        f"unaccounted {span(rs, 'unaccounted')}.")
+
+
+@semantics("udp_connected_members")
+def m_udp_connected_members(c: str, rs: list[dict], recs: Records) -> str:
+    return (
+        f"The connected member got {span(rs, 'connected_flow_at_connected')} of "
+        f"{span(rs, 'connected_flow_sent')} datagrams of its peer and {span(rs, 'unconnected_to_connected')} "
+        f"of the other flows; flows against the skip model {span(rs, 'flows_against_skip_model')}, "
+        f"against the detach model {span(rs, 'flows_against_detach_model')}.")
