@@ -105,7 +105,7 @@ def test_unknown_case_glob_lists_the_known_cases(cli):
 def test_list_names_cases_and_variants(cli):
     r = run(cli, "list")
     assert r.returncode == 0
-    assert "close_listener_with_queued_children (32 variants)" in r.stdout
+    assert "close_listener_with_queued_children (16 variants)" in r.stdout
     assert "tcp6_sigkill_k4_b128_migrate1" in r.stdout
 
 
