@@ -252,6 +252,13 @@ const std::vector<Changed> kChanged = {
     {"6.18.44-fc-v669", "migrate_bpf_program", "ERROR",
      "recorded before the case counted the requests in SYN_RECV at the close (requests_at_close), which the "
      "migration counts now add to the queued children; the same kernel's current record is 6.18.44-fc-v657"},
+    {"6.18.44-fc-v669", "group_change_remap", "ERROR",
+     "recorded when the flows were served round trips (answered, served); the case now reads its own sockets "
+     "(cases/lib/flows_by_port); the same kernel's current record is 6.18.44-fc-v657"},
+    {"6.18.44-fc-v669", "hash_spread", "ERROR",
+     "recorded when the TCP flows were the load generator's served round trips (a client ledger, load_port_reused); "
+     "the case now accepts handshakes itself (cases/lib/flows_by_port); the same kernel's current record is "
+     "6.18.44-fc-v657"},
 };
 
 std::string verdict_now(const Committed& c) {

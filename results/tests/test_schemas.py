@@ -137,8 +137,15 @@ RESULTS_DOC = dict(RUN, matrix=RESULTS_MATRIX, runs=[
      "finished_at": "2026-11-24T19:33:33Z", "expectations": "built in", "matrix": RESULTS_MATRIX,
      "records": ["bind_rules/tcp4_both_reuseport #0"]}])
 
+DEPLOY_KERNELS = {"schema": "reuseport-check/deploy-kernels/1", "complete": True, "deploy_args": ["--port", "8080"],
+                  "kernels": [{"kernel": "6.1", "release": "6.1.0", "verdict": "PASS", "exit_code": 0, "error": "",
+                               "environment": {"where": "guest"}, "output": "", "deploy": DEPLOY},
+                              {"kernel": "5.10", "release": None, "verdict": "ERROR", "exit_code": None,
+                               "error": "did not boot", "environment": {"where": "guest"}, "output": "",
+                               "deploy": None}]}
 VALID = {"run-record": RECORD, "run": RUN, "results": RESULTS_DOC,
-         "watch": WATCH, "group": GROUP, "deploy": DEPLOY, "matrix": MATRIX, "report-data": REPORT}
+         "watch": WATCH, "group": GROUP, "deploy": DEPLOY, "matrix": MATRIX, "report-data": REPORT,
+         "deploy-kernels": DEPLOY_KERNELS}
 
 
 def broken(doc, path, value=KeyError):
