@@ -18,8 +18,8 @@ every --guest-path (a file, or a directory taken whole), each ELF executable wit
 loader and libraries ldd lists for it, and the host's /etc/passwd, /etc/group and
 /etc/nsswitch.conf, so that a server can drop privileges to its user. Each lands at its
 host path. The guest mounts /proc, /sys, /dev, /tmp and /run (ci/vm/init.sh) and gets
-/dev/shm, /var/{log,lib,cache,tmp}; PATH is /bin:/sbin:/usr/bin:/usr/sbin; busybox provides
-the shell and its tools. Inside, `deploy` runs the commands in a network and PID namespace
+/dev/shm, /var/{log,lib,cache,tmp}; PATH is the user's, then /bin:/sbin:/usr/bin:/usr/sbin;
+busybox provides the shell and its tools. Inside, `deploy` runs the commands in a network and PID namespace
 of its own and kills what they started, as on the host.
 
 Exit status: 0 when every kernel lost at most --max-lost; 1 when one lost more, or a kernel
@@ -114,7 +114,11 @@ def closure(commands: list[str], guest_paths: list[str]) -> list[tuple[Path, str
 
 def guest_script(deploy_args: list[str], modules: list[str]) -> str:
     lines = [f"insmod {shlex.quote(m)} || echo 'RP-DEPLOY-WARN: insmod {m} failed'" for m in modules]
-    lines += ["mkdir -p /dev/shm /var/log /var/lib /var/cache /var/tmp",
+    # The user's PATH first (the closure put their programs at their host paths), then the
+    # guest's own.
+    path = [p for p in os.environ.get("PATH", "").split(":") if p.startswith("/")]
+    lines += [f"export PATH={shlex.quote(':'.join(path + ['/bin', '/sbin', '/usr/bin', '/usr/sbin']))}",
+              "mkdir -p /dev/shm /var/log /var/lib /var/cache /var/tmp",
               "mount -t tmpfs tmpfs /dev/shm",
               shlex.join([driver.GUEST_BIN, "deploy", *deploy_args, "--json", "/tmp/deploy.json"]),
               "rc=$?",

@@ -22,6 +22,7 @@ from results.schemas import errors
 CLI = REPO / "build" / "bin" / "reuseport-check"
 SERVE = REPO / "docs" / "examples" / "serve"
 NGINX = REPO / "docs" / "examples" / "nginx"
+CADDY = REPO / "docs" / "examples" / "caddy"
 # A slow server (10 ms per accept): its queues hold children whenever generation 1 closes,
 # however slow the guest (test_deploy_guest.py).
 SLOW = "--accept-delay-ms 10"
@@ -63,19 +64,48 @@ def test_a_losing_and_a_lossless_deploy_on_two_guests_and_the_host(static_binary
     assert not list(junit.iter("failure")) and not list(junit.iter("error"))
 
 
+def rows(doc: dict) -> list[tuple[str, str, int]]:
+    return [(k["kernel"], k["verdict"], k["deploy"]["totals"]["lost"]) for k in doc["kernels"]]
+
+
+def orphans_named(doc: dict) -> None:
+    """Every kernel's losses carry named causes, children orphaned in a closed queue among
+    them, and nothing unattributed."""
+    for k in doc["kernels"]:
+        a = k["deploy"]["attribution"]
+        assert a["unattributed"] == 0 and a["causes"]["orphaned_in_accept_queue"] > 0, (k["kernel"], a)
+        assert sum(a["causes"].values()) == k["deploy"]["totals"]["lost"], (k["kernel"], a)
+
+
 @pytest.mark.vm
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
-@pytest.mark.skipif(not Path("/usr/sbin/nginx").exists(), reason="nginx (nginx-light) is not installed")
-def test_nginx_reload_in_a_guest_with_its_binary_libraries_and_config(static_binary, tmp_path):
-    r, doc, _ = deploy(tmp_path, "--kernels", "6.12", "--port", "8080", "--http", "/",
-                       "--guest-path", str(NGINX), "--guest-path", "/usr/sbin/nginx",
-                       "--start", f"{NGINX}/start.sh", "--deploy", f"{NGINX}/reload.sh")
-    print(r.stdout)
-    assert r.returncode == 0, r.stdout + r.stderr
-    (k,) = doc["kernels"]
-    t = k["deploy"]["totals"]
-    assert k["verdict"] == "PASS" and k["environment"]["where"] == "guest", k
-    assert t["served"] > 0 and t["lost"] == 0, t
+@pytest.mark.skipif(not Path("/usr/sbin/nginx").exists() or not Path("/usr/bin/caddy").exists(),
+                    reason="nginx (nginx-light) or caddy is not installed")
+def test_real_servers_lose_with_a_losing_procedure_and_not_with_a_lossless_one(static_binary, tmp_path):
+    """nginx and Caddy from Debian's archive, their binaries, libraries and configs put into
+    the guests: a swap whose old generation is busy loses connections on 5.10 and 6.12 (exit
+    1, the kernel's causes named); nginx's reload and Caddy's swap with tcp_migrate_req=1
+    (5.14+, so 6.12) lose none (exit 0)."""
+    nginx = ["--guest-path", str(NGINX), "--guest-path", "/usr/sbin/nginx", "--guest-path", "/usr/bin/pgrep",
+             "--http", "/", "--start", f"{NGINX}/start.sh"]
+    caddy = ["--guest-path", str(CADDY), "--guest-path", "/usr/bin/caddy", "--http", "/",
+             "--start", f"{CADDY}/start.sh"]
+    runs = [(nginx, f"{NGINX}/swap.sh busy", "5.10,6.12", 1), (nginx, f"{NGINX}/reload.sh", "5.10,6.12", 0),
+            (caddy, f"{CADDY}/swap.sh kill", "5.10,6.12", 1), (caddy, f"{CADDY}/swap.sh migrate", "6.12", 0)]
+    for server, procedure, kernels, want in runs:
+        r, doc, junit = deploy(tmp_path, "--kernels", kernels, "-j", "2", "--port", "8080", *server,
+                               "--deploy", procedure)
+        print(procedure, "\n", r.stdout)
+        assert r.returncode == want, (procedure, r.stdout, r.stderr)
+        assert [k["kernel"] for k in doc["kernels"]] == kernels.split(",")
+        assert all(k["environment"]["where"] == "guest" and k["deploy"]["totals"]["served"] > 0
+                   for k in doc["kernels"]), procedure
+        if want:
+            assert all(v == "FAIL" and lost > 0 for _, v, lost in rows(doc)), (procedure, rows(doc))
+            orphans_named(doc)
+            assert len(list(junit.iter("failure"))) == len(doc["kernels"])
+        else:
+            assert all(v == "PASS" and lost == 0 for _, v, lost in rows(doc)), (procedure, rows(doc))
 
 
 def test_a_guest_without_the_server_is_an_error_not_a_pass(tmp_path, monkeypatch):
