@@ -94,7 +94,9 @@ CLI::Validator load_spec() {
 // The deploy's own options, as given, less those of the run across kernels (which the
 // driver takes itself): --kernels, --guest-path, -j, --python, --json, --junit.
 std::vector<std::string> per_kernel_args(const std::vector<std::string>& args) {
-  static const std::vector<std::string> own = {"--kernels", "--guest-path", "-j", "--jobs", "--python", "--json", "--junit"};
+  static const std::vector<std::string> own = {"--kernels",    "--guest-path", "-j",         "--jobs",
+                                               "--python",     "--json",       "--junit",    "--kernel-image",
+                                               "--modules",    "--kernel-deb", "--kernel-name"};
   std::vector<std::string> out;
   for (size_t i = 1; i < args.size(); ++i) {
     bool skip = false;
@@ -123,6 +125,20 @@ int across_kernels(const std::vector<std::string>& args, const std::string& kern
   if (!o.json_path.empty()) a.insert(a.end(), {"--json", std::filesystem::absolute(o.json_path).string()});
   if (!o.junit_path.empty()) a.insert(a.end(), {"--junit", std::filesystem::absolute(o.junit_path).string()});
   for (const std::string& g : guest_paths) a.insert(a.end(), {"--guest-path", std::filesystem::absolute(g).string()});
+  // Your own kernels, in the order given: a --modules or --kernel-name belongs to the
+  // --kernel-image or --kernel-deb before it.
+  for (size_t i = 1; i < args.size(); ++i)
+    for (const char* name : {"--kernel-image", "--modules", "--kernel-deb", "--kernel-name"}) {
+      std::string value;
+      if (args[i] == name && i + 1 < args.size())
+        value = args[++i];
+      else if (args[i].rfind(std::string(name) + "=", 0) == 0)
+        value = args[i].substr(std::string(name).size() + 1);
+      else
+        continue;
+      a.insert(a.end(), {name, std::string(name) == "--kernel-name" ? value : std::filesystem::absolute(value).string()});
+      break;
+    }
   a.push_back("--");
   const std::vector<std::string> rest = per_kernel_args(args);
   a.insert(a.end(), rest.begin(), rest.end());
@@ -204,6 +220,17 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
                   "With --kernels: a file or directory the guests need (configuration, data, a program the "
                   "commands call), put at the same path (repeatable).")
       ->type_name("PATH");
+  std::vector<std::string> images, modules, debs, names;
+  app->add_option("--kernel-image", images, "Run it on this kernel image (bzImage/vmlinuz) too, as `matrix` (repeatable).")
+      ->type_name("PATH")
+      ->allow_extra_args(false);
+  app->add_option("--modules", modules, "The modules tree of the --kernel-image before it.")->type_name("DIR")->allow_extra_args(false);
+  app->add_option("--kernel-deb", debs, "Run it on the kernel of this linux-image .deb too (repeatable).")
+      ->type_name("FILE")
+      ->allow_extra_args(false);
+  app->add_option("--kernel-name", names, "Name the --kernel-image or --kernel-deb before it.")
+      ->type_name("NAME")
+      ->allow_extra_args(false);
   app->add_option("-j,--jobs", jobs, "With --kernels: guests at a time (default 1).")->check(integer(1, 16));
   app->add_option("--python", python, "With --kernels: the Python that runs the driver (default /usr/bin/python3).")
       ->type_name("PATH");
@@ -241,11 +268,13 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
     std::fprintf(stderr, "reuseport-check: deploy: %s\n", e.what());
     return 2;
   }
+  if (kernels.empty() && !(images.empty() && debs.empty())) kernels = "none";
   if (!kernels.empty()) {
     if (o.host_net) return usage_error("--host-net and --kernels are exclusive: each guest is its own machine");
     return across_kernels(args, kernels, guest_paths, jobs, python, o);
   }
-  if (!guest_paths.empty()) return usage_error("--guest-path needs --kernels");
+  if (!guest_paths.empty() || !modules.empty() || !names.empty())
+    return usage_error("--guest-path, --modules and --kernel-name need --kernels, --kernel-image or --kernel-deb");
   std::string missing;
   if (!rp::cli::has_privileges(missing)) {
     std::fprintf(stderr, "reuseport-check: deploy needs root (a network namespace, the BPF probe); missing:%s\n", missing.c_str());

@@ -46,7 +46,8 @@ const Command kCommands[] = {
     {"deploy", rp::cli::deploy_command,
      "deploy --start CMD --deploy CMD --port P [--load closed:N|rate:R]\n"
      "                         [--request FILE | --http PATH] [--settle S] [--max-lost K]\n"
-     "                         [--json PATH] [--junit PATH] [--kernels LIST [--guest-path PATH]... [-j N]]",
+     "                         [--json PATH] [--junit PATH] [--kernels LIST] [--kernel-image FILE [--modules DIR] | --kernel-deb FILE]...\n"
+     "                         [--guest-path PATH]... [-j N]",
      "Run your server (--start) and your deploy procedure (--deploy) under load in a network namespace of their "
      "own; count every lost connection with the kernel's cause and the moment in the deploy. Exit 1 when more "
      "than --max-lost were lost. With --kernels, the same in each kernel's guest: one row per kernel."},

@@ -45,6 +45,7 @@ from pathlib import Path
 from ci.matrix import driver
 from ci.matrix.common import write_json_durably
 from ci.vm.kernels import VmError
+from ci.vm.local_kernels import local_kernels
 from ci.vm.qemu import Timeouts
 
 BEGIN, END = "RP-DEPLOY-JSON-BEGIN", "RP-DEPLOY-JSON-END"
@@ -241,7 +242,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         own, deploy_args = argv, []
     ap = argparse.ArgumentParser(prog="reuseport-check deploy --kernels",
                                  description="The deploy on every kernel of ci/kernels.toml.")
-    ap.add_argument("--kernels", required=True, help="comma-separated names, or all")
+    ap.add_argument("--kernels", default="none",
+                    help="comma-separated names, or all; none: only --kernel-image/--kernel-deb")
+    for opt, what in (("--kernel-image", "image"), ("--modules", "modules"), ("--kernel-deb", "deb"),
+                      ("--kernel-name", "name")):
+        ap.add_argument(opt, action="append", dest="local", default=[],
+                        type=lambda v, what=what: (what, v), help=f"as `matrix {opt}` (in order)")
     ap.add_argument("--host-binary", default=str(driver.REPO / "build" / "bin" / "reuseport-check"))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--junit", type=Path, default=None)
@@ -270,7 +276,12 @@ def main(argv: list[str]) -> int:
 
     try:
         matrix = driver.load_matrix(args.matrix)
-        names = driver.parse_kernels(args.kernels, matrix)
+        local = local_kernels(args.local, taken=set(matrix))
+        names = [] if args.kernels == "none" else driver.parse_kernels(args.kernels, matrix)
+        matrix.update((k.name, k) for k in local)
+        names += [k.name for k in local]
+        if not names:
+            raise UsageError("no kernel: give --kernels, --kernel-image or --kernel-deb")
         files = closure([option(deploy_args, "--start"), option(deploy_args, "--deploy")], args.guest_path)
     except (VmError, UsageError) as e:
         print(f"reuseport-check deploy: {e}", file=sys.stderr)

@@ -151,7 +151,9 @@ def test_closure_takes_paths_programs_guest_paths_and_the_users(tmp_path):
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--guest-path", "/etc/hostname"], "--guest-path needs --kernels"),
+    (["--guest-path", "/etc/hostname"], "need --kernels, --kernel-image or --kernel-deb"),
+    (["--modules", "/tmp"], "need --kernels, --kernel-image or --kernel-deb"),
+    (["--kernel-image", "/no/such/vmlinuz"], "/no/such/vmlinuz"),
     (["--kernels", "running", "--host-net"], "--host-net and --kernels are exclusive"),
     (["--kernels", "9.99"], "unknown kernel"),
 ])
@@ -160,3 +162,30 @@ def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, says):
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
     assert says in r.stderr, r.stderr
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
+def test_your_own_kernel_image_with_its_modules_tree(static_binary, tmp_path):
+    """--kernel-image (a Debian vmlinuz copied to a plain file) with --modules (a modules
+    tree holding the sock_diag modules) and --kernel-name, as `matrix` takes them."""
+    from ci.vm import kernels
+    kdir = kernels.cache_dir() / "kernels" / "6.12"
+    mods = sorted((kdir / "modules").glob("*/inet_diag.ko"))
+    if not (kdir / "vmlinuz").is_file() or not mods:
+        pytest.skip("no cached 6.12 kernel: run `reuseport-check matrix --kernels 6.12` once")
+    image = tmp_path / "my-vmlinuz"
+    shutil.copy(kdir / "vmlinuz", image)
+    tree = tmp_path / "modules" / "kernel" / "net" / "ipv4"
+    tree.mkdir(parents=True)
+    for ko in mods[0].parent.glob("*.ko"):
+        shutil.copy(ko, tree / ko.name)
+    r, doc, junit = deploy(tmp_path, "--kernel-image", str(image), "--modules", str(tmp_path / "modules"),
+                           "--kernel-name", "mine", "--port", "8080",
+                           "--start", f"{SERVE}/start.sh {SLOW}", "--deploy", f"{SERVE}/swap.sh {SLOW}")
+    print(r.stdout)
+    assert r.returncode == 1, r.stdout + r.stderr
+    (k,) = doc["kernels"]
+    assert (k["kernel"], k["verdict"]) == ("mine", "FAIL") and k["release"] == mods[0].parent.name, k
+    assert k["deploy"]["totals"]["lost"] > 0 and k["deploy"]["attribution"]["unattributed"] == 0
+    assert [c.get("name") for c in junit.iter("testcase")] == ["mine"]
