@@ -308,7 +308,8 @@ def test_a_run_leaves_nothing_behind(cli, require_root):
     r = run(cli, "run", "--case", "close_listener_with_queued_children/tcp4_sigkill_k2_b8_migrate1")
     assert r.returncode == 0, r.stdout
     # Killed mid-run: its case children must die with it (they watch their parent).
-    p = subprocess.Popen([cli, "run", "--case", "close_listener_with_queued_children/tcp*_sigkill_*_migrate1"],
+    # One variant after another (about 1 s each, a SYN retry): still running at 1.5 s.
+    p = subprocess.Popen([cli, "run", "-j", "1", "--case", "close_listener_with_queued_children/tcp*_migrate1"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(1.5)
     seen_during = {ino for ino, pids in netns_holders().items() if pids & processes_of(cli)} - set(before_ns)

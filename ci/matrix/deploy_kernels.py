@@ -113,8 +113,28 @@ def closure(commands: list[str], guest_paths: list[str]) -> list[tuple[Path, str
     return [(path, guest) for guest, path in sorted(picked.items())]
 
 
-def guest_script(deploy_args: list[str], modules: list[str]) -> str:
+# The guest mounts tmpfs on these at boot (ci/vm/init.sh), over what the initramfs put there:
+# files of the closure under them travel under SHADOW and are copied into place.
+MOUNTED = ("/tmp/", "/run/")
+SHADOW = "/rp/shadow"
+
+
+def placed(files: list[tuple[Path, str]]) -> tuple[list[tuple[Path, str]], list[str]]:
+    """The files with those under MOUNTED moved to SHADOW, and the guest paths to copy back."""
+    out, back = [], []
+    for host, guest in files:
+        if guest.startswith(MOUNTED):
+            out.append((host, SHADOW + guest))
+            back.append(guest)
+        else:
+            out.append((host, guest))
+    return out, back
+
+
+def guest_script(deploy_args: list[str], modules: list[str], shadowed: list[str] = ()) -> str:
     lines = [f"insmod {shlex.quote(m)} || echo 'RP-DEPLOY-WARN: insmod {m} failed'" for m in modules]
+    for g in shadowed:
+        lines.append(f"mkdir -p {shlex.quote(os.path.dirname(g))} && cp -p {shlex.quote(SHADOW + g)} {shlex.quote(g)}")
     # The user's PATH first (the closure put their programs at their host paths), then the
     # guest's own.
     path = [p for p in os.environ.get("PATH", "").split(":") if p.startswith("/")]
@@ -155,7 +175,8 @@ def run_guest(name: str, *, binary: Path, matrix: dict, deploy_args: list[str],
               files: list[tuple[Path, str]], runs_dir: Path, timeouts: Timeouts, say) -> dict:
     workdir = runs_dir / f"deploy-{name}"
     say(name, f"booting ({len(files)} file(s) of yours in the initramfs)")
-    boot = driver.boot_guest(name, lambda mods: guest_script(deploy_args, mods), binary=binary,
+    files, shadowed = placed(files)
+    boot = driver.boot_guest(name, lambda mods: guest_script(deploy_args, mods, shadowed), binary=binary,
                              workdir=workdir, matrix=matrix, timeouts=timeouts,
                              memory_mb=GUEST_MEMORY_MB, vcpus=GUEST_VCPUS, extra_files=files,
                              log=lambda m: say(name, m))
