@@ -5,9 +5,10 @@
 
 A figure in the prose is a block between `<!-- figures:NAME -->` and `<!-- /figures:NAME -->`;
 BLOCKS[NAME] makes its text from the newest committed host results
-(results/<release>/results.json whose `matrix.kernel` is "running") or from
-results/<release>/repeat20.json. A number typed into a document by hand goes stale the next
-time the matrix runs; a block is remade from the same files the reader can open.
+(results/<release>/results.json whose `matrix.kernel` is "running"), from
+results/<release>/repeat20.json, from the report's data or from results/servers/servers.json.
+A number typed into a document by hand goes stale the next time the matrix runs; a block is
+remade from the same files the reader can open.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from typing import Callable
 from .figures_format import (FiguresError, compact, count, span, summary, table,  # noqa: F401
                              total, verdicts)
 from .figures_semantics import SEMANTICS
+from .figures_servers import servers_table
 
 RESULTS = Path(__file__).resolve().parent
 REPO = RESULTS.parent
-DOCUMENTS = ("README.md", "docs/semantics.md", "docs/report.md")
+DOCUMENTS = ("README.md", "docs/semantics.md", "docs/report.md", "docs/deploy.md")
 BLOCK_RE = re.compile(r"(<!-- figures:(?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)",
                       re.S)
 WIDTH = 92  # the docs' line length
@@ -194,6 +196,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "run_sample": run_sample,
     **{case: paragraph(case, f) for case, f in SEMANTICS.items()},
     "migrate_bpf_program": m_migrate_bpf_program,
+    "servers_table": lambda: servers_table(DATA / "servers" / "servers.json"),
 }
 
 

@@ -27,6 +27,7 @@ NAMES = {
     "matrix": "`reuseport-check matrix --json PATH` (reuseport-check/matrix/1)",
     "report-data": "results/report/data/<release>.json of `reuseport-check report` "
                    "(reuseport-check/report-runs/1)",
+    "servers": "results/servers/servers.json of results/servers/measure.py (reuseport-check/servers/1)",
 }
 
 

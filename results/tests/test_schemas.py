@@ -145,7 +145,9 @@ DEPLOY_KERNELS = {"schema": "reuseport-check/deploy-kernels/1", "complete": True
                                "deploy": None}]}
 VALID = {"run-record": RECORD, "run": RUN, "results": RESULTS_DOC,
          "watch": WATCH, "group": GROUP, "deploy": DEPLOY, "matrix": MATRIX, "report-data": REPORT,
-         "deploy-kernels": DEPLOY_KERNELS}
+         "deploy-kernels": DEPLOY_KERNELS,
+         # results/tests/test_servers.py breaks it rule by rule.
+         "servers": json.loads((RESULTS / "servers" / "servers.json").read_text())}
 
 
 def broken(doc, path, value=KeyError):

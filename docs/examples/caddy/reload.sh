@@ -1,6 +1,8 @@
 #!/bin/sh
-# caddy reload: the running instance loads the config again through its admin socket; its
-# listeners are kept (the same socket serves the new config), so nothing closes.
+# caddy reload: the running instance loads the config again through its admin socket. It
+# opens a new listening socket for the new config (SO_REUSEPORT lets both exist) and closes
+# the old one: `deploy` counts one listener close per reload (results/servers/servers.json),
+# so whatever is queued on the old socket at that moment is reset.
 set -eu
 dir="$RP_WORKDIR/caddy-a"
 export HOME="$dir" XDG_DATA_HOME="$dir" XDG_CONFIG_HOME="$dir"

@@ -1,0 +1,67 @@
+"""Internal consistency of results/servers/servers.json beyond its schema: what a deploy
+document's numbers must satisfy between themselves and against results/servers/modes.py.
+Returns the problems as sentences; none means consistent. No timing is checked.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from results.servers.modes import MODES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def deploy_problems(where: str, d: dict, sockets: str) -> list[str]:
+    out = []
+    if d["lost"] > d["attempts"]:
+        out.append(f"{where}: lost {d['lost']} > attempts {d['attempts']}")
+    named = sum(d["causes"].values()) + d["unattributed"]
+    if named != d["lost"]:
+        out.append(f"{where}: causes + unattributed = {named}, lost = {d['lost']} (every loss has one cause)")
+    if "outcomes" in d and sum(d["outcomes"].values()) != d["lost"]:
+        out.append(f"{where}: the lost outcomes add up to {sum(d['outcomes'].values())}, lost = {d['lost']}")
+    if (d["verdict"] == "fail") != (d["lost"] > 0):
+        out.append(f"{where}: verdict {d['verdict']} with {d['lost']} lost at --max-lost 0")
+    orphaned = d["causes"].get("orphaned_in_accept_queue", 0)
+    if d["orphaned_children"] is not None and orphaned > d["orphaned_children"]:
+        out.append(f"{where}: {orphaned} lost as orphaned, but the kernel orphaned {d['orphaned_children']}")
+    if d["orphaned_children"] and not d["listener_closes"]:
+        out.append(f"{where}: {d['orphaned_children']} orphaned children without a listener close")
+    if sockets == "kept" and d["listener_closes"]:
+        out.append(f"{where}: {d['listener_closes']} listener closes in a mode that keeps its sockets "
+                   f"(modes.py says kept: the procedure or the claim is wrong)")
+    if d["queued_peak_during_deploy"] < 0 or d["queued_at_deploy"] < 0:
+        out.append(f"{where}: a negative queue")
+    if d["load_per_s"] is not None and d["load_span_s"] > 0:
+        # Both are rounded when stored (the span to 1 ms): 1e-3 of the rate covers that.
+        expect = d["attempts"] / d["load_span_s"]
+        if abs(d["load_per_s"] - expect) > 1e-3 * expect:
+            out.append(f"{where}: load_per_s {d['load_per_s']} is not attempts / load_span_s ({expect:.1f})")
+    return out
+
+
+def problems(doc: dict) -> list[str]:
+    out = []
+    modes = {m[0]: m for m in MODES}
+    for entry in doc["modes"]:
+        mid = entry["id"]
+        if mid not in modes:
+            out.append(f"{mid}: not a mode of results/servers/modes.py")
+            continue
+        _, server, mode, sockets, start, deploy = modes[mid]
+        if (entry["server"], entry["mode"], entry["sockets"], entry["start"], entry["deploy"]) != \
+                (server, mode, sockets, start, deploy):
+            out.append(f"{mid}: differs from modes.py (measured with another procedure: measure again)")
+        for cmd in (entry["start"], entry["deploy"]):
+            if not (REPO / cmd.split(" ")[0]).is_file():
+                out.append(f"{mid}: {cmd.split(' ')[0]} does not exist")
+        n = len(entry["deploys"]) + len(entry["errors"])
+        if n != doc["deploys_per_mode"]:
+            out.append(f"{mid}: {n} deploys and errors, deploys_per_mode {doc['deploys_per_mode']}")
+        if len(entry["deploys"]) < 2:
+            out.append(f"{mid}: {len(entry['deploys'])} deploys measured: no interval")
+        for i, d in enumerate(entry["deploys"]):
+            out += deploy_problems(f"{mid} deploy {i + 1}", d, entry["sockets"])
+    if doc["started_at"] > doc["finished_at"]:
+        out.append("finished before it started")
+    return out

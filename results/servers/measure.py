@@ -1,0 +1,167 @@
+"""Measures the reload and upgrade modes of real servers (results/servers/modes.py) with
+`reuseport-check deploy` on the running kernel and writes results/servers/servers.json.
+
+    /usr/bin/python3 -m results.servers.measure [--deploys 10] [--modes ID,...] [--out PATH]
+
+Every deploy is one `reuseport-check deploy --http / --load closed:32` run (its own network
+and PID namespace; the server and every process it started are killed at its end). The
+modes take turns (round 1: every mode once, round 2: ...), so a change in the machine's
+load hits them alike. What is kept of each deploy: attempts, lost, the kernel's causes
+(the deploy's attribution), the listener closes and orphaned children the probe counted,
+the load rate (attempts over the sampled span) and the accept queues of the port's
+listeners at the last sample before the deploy command started and at their fullest
+while it ran. A deploy that ends in exit 2 (the deploy's own error) is kept as an error with
+its message, never as a number. Needs root, a build (RP_BUILD_DIR, default build/) and
+the servers (ci/setup.sh installs nginx-light, haproxy and caddy).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from results.servers.modes import MODES
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "results" / "servers" / "servers.json"
+LOAD = "closed:32"
+WARMUP_S, SETTLE_S = 1, 2
+SCHEMA = "reuseport-check/servers/1"
+
+
+def die(msg: str) -> None:
+    sys.exit(f"measure: {msg}")
+
+
+def utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def versions() -> dict[str, str]:
+    """Each server's version as it reports it (the first dotted number of its output)."""
+    def version(argv: list[str]) -> str:
+        r = subprocess.run(argv, capture_output=True, text=True)
+        m = re.search(r"\d+\.\d+[\w.+~-]*", r.stdout + r.stderr)
+        return m.group(0) if r.returncode == 0 and m else f"not runnable: {argv[0]}"
+    return {"nginx": version(["/usr/sbin/nginx", "-v"]), "HAProxy": version(["/usr/sbin/haproxy", "-v"]),
+            "Caddy": version(["/usr/bin/caddy", "version"])}
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown")
+    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release()}
+
+
+def queues(listeners: list[list], deploy_s: float) -> tuple[int, int]:
+    """Accept queues summed over the port's listeners: at the last sample at or before the
+    deploy command's start, and the largest sample from then to its end."""
+    before = [q for t, _, q in listeners if t <= 0]
+    during = [q for t, _, q in listeners if 0 <= t <= deploy_s]
+    return (before[-1] if before else 0), max(during, default=0)
+
+
+def summarise(doc: dict) -> dict:
+    """The part of one deploy document the table needs; the rest is left in the run's JSON."""
+    att = doc["attribution"]
+    span = doc["listeners"][-1][0] - doc["listeners"][0][0] if len(doc["listeners"]) > 1 else 0.0
+    at_start, peak = queues(doc["listeners"], doc["deploy"]["duration_s"])
+    kt = doc["kernel_totals"]
+    return {
+        "attempts": doc["totals"]["attempts"],
+        "lost": doc["totals"]["lost"],
+        "causes": {k: v for k, v in att["causes"].items() if v},
+        "unattributed": att["unattributed"],
+        # The client's side of the losses: which outcome each lost attempt had, so that an
+        # unattributed one can be read (a timeout, a reset, a close without an answer).
+        # A served attempt with a status outside 2xx/3xx is lost too, under http_bad_status.
+        "outcomes": {k: v for k, v in [*doc["totals"]["outcomes"].items(), ("http_bad_status",
+                                                                          doc["totals"]["http_bad_status"])]
+                     if v and k != "served"},
+        "listener_closes": kt.get("kernel_listener_closes"),
+        "orphaned_children": kt.get("kernel_orphaned_children"),
+        "migrated": kt.get("netstat_migrate_req_success"),
+        "deploy_s": round(doc["deploy"]["duration_s"], 3),
+        "load_span_s": round(span, 3),
+        "load_per_s": round(doc["totals"]["attempts"] / span, 1) if span > 0 else None,
+        "queued_at_deploy": at_start,
+        "queued_peak_during_deploy": peak,
+        "verdict": doc["verdict"],
+    }
+
+
+def deploy_once(check: Path, start: str, deploy: str, work: Path) -> tuple[dict | None, str]:
+    out = work / "deploy.json"
+    out.unlink(missing_ok=True)
+    argv = [str(check), "deploy", "--port", "8080", "--http", "/", "--load", LOAD, "--warmup", str(WARMUP_S),
+            "--settle", str(SETTLE_S), "--max-lost", "0", "--start", start, "--deploy", deploy, "--json", str(out)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if r.returncode not in (0, 1) or not out.exists():
+        tail = (r.stdout + r.stderr).strip().splitlines()[-3:]
+        return None, f"exit {r.returncode}: " + " | ".join(tail)
+    return summarise(json.loads(out.read_text())), ""
+
+
+def absolute(command: str) -> str:
+    word, *rest = command.split(" ", 1)  # the script, then its arguments
+    return " ".join([str(REPO / word), *rest])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m results.servers.measure", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--deploys", type=int, default=10, help="deploys per mode (default 10)")
+    ap.add_argument("--modes", default="", help="comma-separated mode ids (default: all)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args(argv)
+    known = [m[0] for m in MODES]
+    chosen = [x for x in a.modes.split(",") if x] or known
+    unknown = [x for x in chosen if x not in known]
+    if unknown:
+        die(f"--modes: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+    if a.deploys < 2:
+        die(f"--deploys {a.deploys}: an interval needs at least 2 deploys per mode")
+    if os.geteuid() != 0:
+        die("needs root (deploy makes network and PID namespaces)")
+    check = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
+    if not check.exists():
+        die(f"no {check}; build first (ninja -C build reuseport-check) or set RP_BUILD_DIR")
+    for tool in ("/usr/sbin/nginx", "/usr/sbin/haproxy", "/usr/bin/caddy", "/usr/bin/pgrep"):
+        if not Path(tool).exists():
+            die(f"{tool} is not installed (ci/setup.sh installs the servers)")
+    modes = [m for m in MODES if m[0] in chosen]
+    doc = {"schema": SCHEMA, "started_at": utc(), "finished_at": None, "machine": machine(),
+           "servers": versions(), "load": LOAD, "warmup_s": WARMUP_S, "settle_s": SETTLE_S,
+           "deploys_per_mode": a.deploys,
+           "modes": [{"id": i, "server": s, "mode": m, "sockets": k, "start": st, "deploy": d,
+                      "deploys": [], "errors": []} for i, s, m, k, st, d in modes]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rnd in range(a.deploys):
+            for entry in doc["modes"]:
+                rec, err = deploy_once(check, absolute(entry["start"]), absolute(entry["deploy"]), Path(tmp))
+                if rec is None:
+                    entry["errors"].append(err)
+                    print(f"round {rnd + 1} {entry['id']:20s} ERROR {err}", flush=True)
+                    continue
+                entry["deploys"].append(rec)
+                print(f"round {rnd + 1} {entry['id']:20s} {rec['attempts']:6d} attempts {rec['lost']:4d} lost "
+                      f"{rec['causes'] or ''} closes {rec['listener_closes']} queued {rec['queued_at_deploy']}",
+                      flush=True)
+    doc["finished_at"] = utc()
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = a.out.with_suffix(".tmp")
+    tmp_out.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp_out.replace(a.out)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
