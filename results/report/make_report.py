@@ -32,13 +32,31 @@ from pathlib import Path
 from results.report.report_plots import (plot_across, plot_attribution, plot_latency,
                                          plot_loss, plot_shapes)
 from results.report.report_stats import (STRATEGY_TEXT, across_cell, across_kernels,
-                                         comparable_label, fmt_ci, grid_points, kernel_notes,
+                                         comparable_label, fmt_ci, fmt_norm, grid_points, kernel_notes,
                                          load_documents, load_label, shape_stats, shutdown_effect,
                                          usable, where_measured)
 from results.report.report_stats import wilson  # noqa: F401  (results/tests use it from here)
 
 
 # --- text ----------------------------------------------------------------------------
+
+# Which measure a comparison uses (issue 18 item 6); the columns are report_stats.normalised's.
+MEASURES = (
+    "Which measure: every comparison in the tables (strategy with strategy, kernel with kernel at one grid point) "
+    "uses failed per 100,000 attempts, which holds only where the load is alike; each figure carries its load "
+    "(attempts/s), the children queued in the old generation's accept queues just before a deploy (sock_diag, mean "
+    "per deploy), and two normalised measures for comparing machines, kernels of different speed and published "
+    "figures: failed per child queued at close (the children the closing listeners held: orphaned plus migrated; "
+    "the number in brackets) and failed per deploy per 1,000 attempts/s of load.")
+
+def seed_norm(a: dict) -> str:
+    """The seed swap's loss with its load, its queues and the normalised measures."""
+    if "norm" not in a:
+        return ""
+    load, queued, per_q, per_1k = fmt_norm(a["norm"])
+    return (f" (a) at load {load} attempts/s, {queued} children queued per swap; failed per child queued at close "
+            f"{per_q}, per swap per 1,000 attempts/s {per_1k}.")
+
 
 def direction_texts(seed: dict, blocked: dict, nginx: dict) -> list[tuple[str, str]]:
     out = []
@@ -51,7 +69,7 @@ def direction_texts(seed: dict, blocked: dict, nginx: dict) -> list[tuple[str, s
                     f"swap over {a['swaps']} swaps ({a['failed']} of {a['attempts']} attempts); (g) lost {g['failed']} "
                     f"of {g['attempts']} over {g['swaps']} swaps. Client resets in (a): {a['client_resets']}; RSTs of "
                     f"children orphaned in the closed listener's queue (kernel): "
-                    f"{'not observable' if orph is None else orph}."))
+                    f"{'not observable' if orph is None else orph}." + seed_norm(a)))
     sh, ex, rp = blocked.get("shared"), blocked.get("shared_epollexclusive"), blocked.get("reuseport")
     if sh and rp and "max" in sh and "max" in rp:
         ok = rp["max"][0] > sh["max"][0] and rp["stddev"][0] > sh["stddev"][0]
@@ -108,7 +126,8 @@ def render(docs: list[dict], out: Path) -> dict:
            "data/*.json alone.", "",
            "Failed per 100,000 attempts: mean over repeats of each run's rate, 95% Student-t interval over the "
            "repeats (losses cluster at deploys, so the run is the unit); pooled: all attempts of the point with a "
-           "95% Wilson interval (assumes independent attempts, so too narrow here).", ""]
+           "95% Wilson interval (assumes independent attempts, so too narrow here).", "",
+           MEASURES, ""]
     table = across_kernels(docs)
     if table:
         rels = [d["kernel_release"] for d in docs]
@@ -117,7 +136,8 @@ def render(docs: list[dict], out: Path) -> dict:
                "Where each kernel was measured: " + "; ".join(
                    f"{d['kernel_release']} {where_measured(d)}, profile {d['profile']}, ceiling "
                    f"{d.get('ceiling', {}).get('served_per_second', 0):.0f} connections/s" for d in docs) + ".", "",
-               "Failed per 100,000 attempts, mean [95% t over repeats] (failed/attempts of the usable runs). "
+               "Failed per 100,000 attempts, mean [95% t over repeats] (failed/attempts of the usable runs; the load, "
+               "the children queued at a deploy and the two normalised measures, as the tables below). "
                "Kernels measured in different places (host, emulated guest) differ in speed as well as in "
                "code: compare guests with guests.", ""]
         body.append("<h2>Across kernels</h2><p>" + html.escape(md[-3]) + "</p><p>" + html.escape(md[-1]) + "</p>")
@@ -188,19 +208,20 @@ def render(docs: list[dict], out: Path) -> dict:
                         f"({sd['deploys']} deploys).</p>")
         md += ["", "### Failed per 100,000 attempts", "",
                "| strategy | load | backlog | work us | runs used/all | mean [95% t] | pooled [95% Wilson] | failed/attempts "
-               "| orphaned | other RST | timeouts | not attributed | listen overflows |",
-               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+               "| orphaned | other RST | timeouts | not attributed | listen overflows | load/s | queued at deploy "
+               "| failed per queued child (queued) | failed per deploy per 1k/s |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if "mean" not in r:
                 md.append(f"| {r['strategy']} | {load_label(r['params'])} | {r['params']['backlog']} | "
-                          f"{r['params']['work_us']} | 0/{r['runs']} | n/a | n/a | | | | | | |")
+                          f"{r['params']['work_us']} | 0/{r['runs']} | n/a | n/a | | | | | | | | | | |")
                 continue
             a = r["attribution"]
             md.append(f"| {r['strategy']} | {load_label(r['params'])} | {r['params']['backlog']} | "
                       f"{r['params']['work_us']} | {r['used']}/{r['runs']} | {fmt_ci(r['mean'], r['lo'], r['hi'])} | "
                       f"{r['pooled']:.1f} [{r['wilson_lo']:.1f}, {r['wilson_hi']:.1f}] | {r['failed']}/{r['attempts']} | "
                       f"{a['orphaned']} | {a['other_rst']} | {a['timeouts']} | {a['unexplained']} | "
-                      f"{a['listen_overflows']} |")
+                      f"{a['listen_overflows']} | " + " | ".join(fmt_norm(r["norm"])) + " |")
         md += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in plots), ""]
         body.append(f"<h2>{html.escape(rel)}</h2><p>{html.escape(head)}</p><p>{html.escape(excl)}</p>")
         body.append("<h3>Published shapes</h3><ul>" + "".join(
@@ -208,7 +229,8 @@ def render(docs: list[dict], out: Path) -> dict:
         body.extend(f'<p><img src="{html.escape(p)}" alt="{html.escape(p)}"></p>' for p in plots)
         tbl = ["<table><tr><th>strategy</th><th>load</th><th>backlog</th><th>work us</th><th>runs</th>"
                "<th>failed per 100k, mean [95% t]</th><th>pooled [95% Wilson]</th><th>orphaned</th><th>other RST</th>"
-               "<th>timeouts</th><th>not attributed</th><th>listen overflows</th></tr>"]
+               "<th>timeouts</th><th>not attributed</th><th>listen overflows</th><th>load/s</th><th>queued at deploy</th>"
+               "<th>failed per queued child (queued)</th><th>failed per deploy per 1k/s</th></tr>"]
         for r in rows:
             a = r.get("attribution", {})
             tbl.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
@@ -216,7 +238,7 @@ def render(docs: list[dict], out: Path) -> dict:
                 f"{r['used']}/{r['runs']}", fmt_ci(r.get("mean"), r.get("lo"), r.get("hi")),
                 f"{r['pooled']:.1f} [{r['wilson_lo']:.1f}, {r['wilson_hi']:.1f}]" if "mean" in r else "n/a",
                 a.get("orphaned", ""), a.get("other_rst", ""), a.get("timeouts", ""), a.get("unexplained", ""),
-                a.get("listen_overflows", ""))) + "</tr>")
+                a.get("listen_overflows", ""), *(fmt_norm(r["norm"]) if "norm" in r else [""] * 4))) + "</tr>")
         tbl.append("</table>")
         body.append("<h3>Failed per 100,000 attempts</h3>" + "".join(tbl))
     md += ["## Strategies", ""] + [f"- `{k}`: {v}" for k, v in STRATEGY_TEXT.items()]
@@ -230,7 +252,8 @@ def render(docs: list[dict], out: Path) -> dict:
             "<h1>Listen-queue loss report</h1>",
             "<p>Rendered from data/*.json by make_report.py; see summary.md for the same numbers as text. Failed per "
             "100,000 attempts: mean over repeats with a 95% Student-t interval over the repeats; pooled: 95% Wilson "
-            "interval, which assumes independent attempts and is too narrow for losses that cluster at deploys.</p>"]
+            "interval, which assumes independent attempts and is too narrow for losses that cluster at deploys.</p>",
+            f"<p>{html.escape(MEASURES)}</p>"]
     page += body
     page += ["<h2>Strategies</h2><ul>"] + [f"<li><code>{k}</code>: {html.escape(v)}</li>" for k, v in
                                          STRATEGY_TEXT.items()] + ["</ul>"]

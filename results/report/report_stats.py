@@ -130,6 +130,51 @@ def attribution(run: dict) -> dict:
     }
 
 
+def normalised(ok: list[dict]) -> dict:
+    """What a loss figure needs to travel between machines, over the usable runs of a point.
+
+    load_per_s: attempts per second of load (mean over runs); queued_before: children in
+    the old generation's accept queues just before it was retired (sock_diag, mean per
+    deploy); queued_at_close: the children the closing listeners held as they closed, i.e.
+    those the kernel orphaned plus those it migrated (sum over runs); per_queued: failed per
+    such child (pooled); per_1k: failed per deploy per 1,000 attempts/s of load (mean over
+    runs). A count the kernel could not observe makes its measure None, never 0.
+    """
+    out: dict = {"load_per_s": None, "queued_before": None, "queued_at_close": None, "per_queued": None,
+                 "per_1k": None}
+    rates = [r["attempts"] / r["load_seconds"] for r in ok if r.get("load_seconds")]
+    if rates:
+        out["load_per_s"] = statistics.fmean(rates)
+    deploys = [d for r in ok for d in r.get("deploys") or []]
+    queued = [d["queued_before"] for d in deploys if d.get("queued_before") is not None]
+    if queued:
+        out["queued_before"] = statistics.fmean(queued)
+    at_close = []
+    for d in deploys:
+        k = d.get("kernel") or {}
+        orphaned, migrated = k.get("kernel_orphaned_children"), k.get("netstat_migrate_req_success")
+        at_close.append(None if orphaned is None else orphaned + (migrated or 0))
+    if deploys and None not in at_close:
+        out["queued_at_close"] = sum(at_close)
+        failed = sum(r["failed"] for r in ok)
+        out["per_queued"] = failed / out["queued_at_close"] if out["queued_at_close"] else None
+    per_1k = [r["failed"] / len(r["deploys"]) / (r["attempts"] / r["load_seconds"] / 1000)
+              for r in ok if r.get("deploys") and r.get("load_seconds") and r["attempts"]]
+    if per_1k:
+        out["per_1k"] = statistics.fmean(per_1k)
+    return out
+
+
+def fmt_norm(n: dict) -> list[str]:
+    """The normalised measures as the report's columns: load, queued at deploy, failed per
+    queued child at close (with that count), failed per deploy per 1,000/s."""
+    def f(v, spec):
+        return "n/a" if v is None else format(v, spec)
+    per_q = "n/a" if n["queued_at_close"] is None else (
+        f"{f(n['per_queued'], '.2f')} ({n['queued_at_close']})" if n["queued_at_close"] else "0 queued")
+    return [f(n["load_per_s"], ",.0f"), f(n["queued_before"], ".1f"), per_q, f(n["per_1k"], ".3f")]
+
+
 def load_documents(data_dir: Path) -> list[dict]:
     docs = []
     for path in sorted(data_dir.glob("*.json")):
@@ -186,7 +231,7 @@ def grid_points(doc: dict) -> list[dict]:
                 for a, v in attribution(r).items():
                     att[a] += v or 0
             row.update(mean=m, lo=lo, hi=hi, failed=k, attempts=n, pooled=1e5 * k / n if n else 0.0,
-                       wilson_lo=1e5 * wl, wilson_hi=1e5 * wh, attribution=dict(att))
+                       wilson_lo=1e5 * wl, wilson_hi=1e5 * wh, attribution=dict(att), norm=normalised(ok))
         rows.append(row)
     return rows
 
@@ -223,6 +268,7 @@ def shape_stats(doc: dict, experiment: str) -> dict[str, dict]:
                 orphans = [kval(r, "kernel_orphan_resets") for r in ok]
                 s["kernel_orphan_resets"] = None if None in orphans else sum(orphans)
                 s["deploy_p99"] = mean_ci([r["latency_ms"]["during_deploys"].get("p99", 0.0) for r in ok])
+                s["norm"] = normalised(ok)
         out[name] = s
     return out
 
@@ -287,6 +333,7 @@ def across_kernels(docs: list[dict]) -> dict:
                 cell["mean"], cell["lo"], cell["hi"] = mean_ci([per100k(r) for r in ok])
                 cell["failed"] = sum(r["failed"] for r in ok)
                 cell["attempts"] = sum(r["attempts"] for r in ok)
+                cell["norm"] = normalised(ok)
             points[key][strategy][doc["kernel_release"]] = cell
     return {k: v for k, v in points.items() if len({rel for cells in v.values() for rel in cells}) >= 2}
 
@@ -298,5 +345,7 @@ def across_cell(cell: dict | None) -> str:
         return "unavailable"
     if "mean" not in cell:
         return f"0/{cell['runs']} usable"
-    return f"{fmt_ci(cell['mean'], cell['lo'], cell['hi'])} ({cell['failed']}/{cell['attempts']})"
+    load, queued, per_q, per_1k = fmt_norm(cell["norm"])
+    return (f"{fmt_ci(cell['mean'], cell['lo'], cell['hi'])} ({cell['failed']}/{cell['attempts']}; load {load}/s, "
+            f"queued {queued}, per queued child {per_q}, per 1k/s {per_1k})")
 

@@ -101,6 +101,11 @@ def test_published_shapes_quote_the_json(rendered):
     a = seed["a_close"]
     assert f"({a['failed']} of {a['attempts']} attempts)" in md
     assert f"(g) lost {seed['g_handover']['failed']} of {seed['g_handover']['attempts']}" in md
+    # The seed swap's loss carries its load and the children queued at close (issue 18 item 6).
+    queued = sum(d["kernel"]["kernel_orphaned_children"] + (d["kernel"]["netstat_migrate_req_success"] or 0)
+                 for d in a["deploys"])
+    assert f"(a) at load {a['attempts'] / a['load_seconds']:,.0f} attempts/s" in md
+    assert f"failed per child queued at close {a['failed'] / queued:.2f} ({queued})" in md
     blocked = {r["sharing"]: r for r in doc()["runs"] if r["experiment"] == "blocked_worker"}
     assert f"reuseport max {blocked['reuseport']['latency_ms']['all']['max']:.2f} ms" in md
     assert f"shared max {blocked['shared']['latency_ms']['all']['max']:.2f} ms" in md
@@ -172,10 +177,23 @@ def test_across_kernels_cells_are_the_means_of_each_kernels_runs(two_kernels):
                 and r["status"] == "ok" and r["reconciled"]]
         mean = statistics.fmean(1e5 * r["failed"] / r["attempts"] for r in used)
         k, n = sum(r["failed"] for r in used), sum(r["attempts"] for r in used)
-        m = re.match(r"([0-9.]+) \[[0-9.]+, [0-9.]+\] \((\d+)/(\d+)\)$", cell)
+        m = re.match(r"([0-9.]+) \[[0-9.]+, [0-9.]+\] \((\d+)/(\d+); load ([0-9,]+)/s, queued ([0-9.]+), "
+                     r"per queued child ([0-9.]+) \((\d+)\), per 1k/s ([0-9.]+)\)$", cell)
         assert m, cell
         assert float(m.group(1)) == pytest.approx(mean, abs=0.06)
         assert (int(m.group(2)), int(m.group(3))) == (k, n)
+        # The load and the normalised measures (issue 18 item 6), recomputed from the runs.
+        load = statistics.fmean(r["attempts"] / r["load_seconds"] for r in used)
+        assert int(m.group(4).replace(",", "")) == pytest.approx(load, abs=1)
+        deploys = [x for r in used for x in r["deploys"]]
+        assert float(m.group(5)) == pytest.approx(statistics.fmean(x["queued_before"] for x in deploys), abs=0.06)
+        queued = sum(x["kernel"]["kernel_orphaned_children"] + (x["kernel"]["netstat_migrate_req_success"] or 0)
+                     for x in deploys)
+        assert int(m.group(7)) == queued
+        assert float(m.group(6)) == pytest.approx(k / queued, abs=0.006)
+        per_1k = statistics.fmean(r["failed"] / len(r["deploys"]) / (r["attempts"] / r["load_seconds"] / 1000)
+                                  for r in used)
+        assert float(m.group(8)) == pytest.approx(per_1k, abs=0.0006)
     g = re.search(r"^\| g_handover \| (.*) \| (.*) \|$", section, re.M)
     assert g.group(1) == "unavailable" and g.group(2).startswith("0.0 [")
 
