@@ -24,7 +24,8 @@ PACKAGES=(
   zstd lz4
   # the deploy examples (docs/deploy.md): nginx with `listen ... reuseport`
   nginx-light
-  # the HAProxy and Caddy deploy examples (docs/examples/haproxy, docs/examples/caddy)
+  # the HAProxy and Caddy deploy examples (docs/examples/haproxy, docs/examples/caddy) and
+  # the real servers table (results/servers/measure.py, which runs nginx-light's nginx too)
   haproxy caddy
   # bench/vs_tools.py: the load generator against the tools users know
   wrk apache2-utils
