@@ -107,6 +107,15 @@ def reading(doc: dict) -> str:
         causes_text = ", ".join(f"{k} {v}" for k, v in total.most_common()) or "none"
         parts.append(f"Lost connections: {'; '.join(losing)}; all their losses under the kernel's causes "
                      f"{causes_text}, unattributed {unattributed}.")
+    unexplained = []
+    for m in doc["modes"]:
+        for d in m["deploys"]:
+            if d["unattributed"]:
+                seen = (", ".join(f"{k} {v}" for k, v in d["outcomes"].items()) if "outcomes" in d
+                        else "outcomes not kept in that run")
+                unexplained.append(f"{m['server']} {m['mode']}: {d['unattributed']} of {d['lost']} lost ({seen})")
+    if unexplained:
+        parts.append("Unattributed, with the client outcomes of that deploy's losses: " + "; ".join(unexplained) + ".")
     if by_design:
         parts.append(f"No listener closed and nothing was lost: {'; '.join(by_design)}.")
     if by_luck:
@@ -134,12 +143,15 @@ def servers_table(path: Path) -> str:
     doc = load(path)
     per_mode = sorted({len(m["deploys"]) for m in doc["modes"]})
     errors = sum(len(m["errors"]) for m in doc["modes"])
+    runs = (f" (runs of {' + '.join(str(r['deploys_per_mode']) for r in doc['runs'])}: "
+            + ", ".join(f"{r['started_at'][11:16]}-{r['finished_at'][11:16]}" for r in doc["runs"]) + " UTC)"
+            if doc.get("runs") else "")
     head = (f"Measured {doc['finished_at'][:10]} with `/usr/bin/python3 -m results.servers.measure` "
             f"(`results/servers/servers.json`): kernel {doc['machine']['kernel']}, "
             f"{doc['machine']['cpus']} CPUs ({doc['machine']['cpu_model']}); "
             f"{', '.join(f'{k} {v}' for k, v in doc['servers'].items())}; each deploy `reuseport-check deploy --http / "
             f"--load {doc['load']} --warmup {doc['warmup_s']} --settle {doc['settle_s']}`, "
-            f"{' or '.join(map(str, per_mode))} deploys per mode, the modes taking turns; "
+            f"{' or '.join(map(str, per_mode))} deploys per mode, the modes taking turns{runs}; "
             f"{errors} deploy(s) ended in an error. Lost per 100,000 attempts: mean over the deploys "
             f"[95% t-interval]; where none lost anything, the one-sided 95% upper bound over all "
             f"attempts. Load: median attempts per second over a deploy's run. Queued: the "

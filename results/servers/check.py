@@ -62,6 +62,9 @@ def problems(doc: dict) -> list[str]:
             out.append(f"{mid}: {len(entry['deploys'])} deploys measured: no interval")
         for i, d in enumerate(entry["deploys"]):
             out += deploy_problems(f"{mid} deploy {i + 1}", d, entry["sockets"])
+    if "runs" in doc and sum(r["deploys_per_mode"] for r in doc["runs"]) != doc["deploys_per_mode"]:
+        out.append(f"the runs add up to {sum(r['deploys_per_mode'] for r in doc['runs'])} deploys per mode, "
+                   f"deploys_per_mode {doc['deploys_per_mode']}")
     if doc["started_at"] > doc["finished_at"]:
         out.append("finished before it started")
     return out

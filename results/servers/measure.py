@@ -2,6 +2,7 @@
 `reuseport-check deploy` on the running kernel and writes results/servers/servers.json.
 
     /usr/bin/python3 -m results.servers.measure [--deploys 10] [--modes ID,...] [--out PATH]
+    /usr/bin/python3 -m results.servers.measure --combine RUN.json RUN.json ... [--out PATH]
 
 Every deploy is one `reuseport-check deploy --http / --load closed:32` run (its own network
 and PID namespace; the server and every process it started are killed at its end). The
@@ -115,12 +116,54 @@ def absolute(command: str) -> str:
     return " ".join([str(REPO / word), *rest])
 
 
+def combine(paths: list[Path]) -> dict:
+    """One document from several runs of this script: their deploys per mode, one after the
+    other. Only runs of the same modes (same commands), load, machine and server versions
+    combine; anything else is a different measurement and is refused."""
+    docs = [json.loads(p.read_text()) for p in paths]
+    same = ("schema", "machine", "servers", "load", "warmup_s", "settle_s")
+    for p, d in zip(paths[1:], docs[1:]):
+        for key in same:
+            if d[key] != docs[0][key]:
+                die(f"--combine: {p} differs from {paths[0]} in {key}")
+        if [{k: v for k, v in m.items() if k not in ("deploys", "errors")} for m in d["modes"]] != \
+                [{k: v for k, v in m.items() if k not in ("deploys", "errors")} for m in docs[0]["modes"]]:
+            die(f"--combine: {p} measured other modes than {paths[0]}")
+    out = {k: docs[0][k] for k in ("schema", "machine", "servers", "load", "warmup_s", "settle_s")}
+    out["runs"] = [r for d in docs for r in d.get("runs") or [{"started_at": d["started_at"],
+                                                                "finished_at": d["finished_at"],
+                                                                "deploys_per_mode": d["deploys_per_mode"]}]]
+    out["started_at"] = min(d["started_at"] for d in docs)
+    out["finished_at"] = max(d["finished_at"] for d in docs)
+    out["deploys_per_mode"] = sum(d["deploys_per_mode"] for d in docs)
+    out["modes"] = [{**m, "deploys": [x for d in docs for x in d["modes"][i]["deploys"]],
+                     "errors": [x for d in docs for x in d["modes"][i]["errors"]]}
+                    for i, m in enumerate(docs[0]["modes"])]
+    return out
+
+
+def write(doc: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".tmp")
+    tmp_out.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp_out.replace(out)
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m results.servers.measure", description=__doc__.split("\n\n")[0])
     ap.add_argument("--deploys", type=int, default=10, help="deploys per mode (default 10)")
     ap.add_argument("--modes", default="", help="comma-separated mode ids (default: all)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                    help="measure nothing: write the deploys of these runs of this script as one document")
     a = ap.parse_args(argv)
+    if a.combine:
+        missing = [str(p) for p in a.combine if not p.is_file()]
+        if missing:
+            die(f"--combine: no such file: {', '.join(missing)}")
+        write(combine(a.combine), a.out)
+        return 0
     known = [m[0] for m in MODES]
     chosen = [x for x in a.modes.split(",") if x] or known
     unknown = [x for x in chosen if x not in known]
@@ -155,11 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{rec['causes'] or ''} closes {rec['listener_closes']} queued {rec['queued_at_deploy']}",
                       flush=True)
     doc["finished_at"] = utc()
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = a.out.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp_out.replace(a.out)
-    print(f"wrote {a.out}")
+    write(doc, a.out)
     return 0
 
 

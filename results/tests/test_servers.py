@@ -164,3 +164,38 @@ def test_bad_usage_is_one_line_and_nonzero(argv, words):
     with pytest.raises(SystemExit) as e:
         measure.main(argv)
     assert isinstance(e.value.code, str) and words in e.value.code and "\n" not in e.value.code
+
+
+def one_run(doc):
+    """A document as one run of measure.py writes it (no runs list)."""
+    d = copy.deepcopy(doc)
+    d.pop("runs", None)
+    return d
+
+
+def test_combine_puts_the_runs_deploys_one_after_the_other(doc, tmp_path):
+    a, b = one_run(doc), one_run(doc)
+    b["started_at"], b["finished_at"] = "2030-01-01T00:00:00Z", "2030-01-01T00:10:00Z"
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    out = measure.combine([tmp_path / "a.json", tmp_path / "b.json"])
+    assert out["deploys_per_mode"] == 2 * a["deploys_per_mode"]
+    assert [len(m["deploys"]) for m in out["modes"]] == [2 * len(m["deploys"]) for m in a["modes"]]
+    assert len(out["runs"]) == 2 and out["finished_at"] == "2030-01-01T00:10:00Z"
+    assert errors(out, "servers") == [] and problems(out) == []
+    out["runs"][0]["deploys_per_mode"] += 1
+    assert any("the runs add up to" in p for p in problems(out))
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d.update(load="closed:64"), "differs from"),
+    (lambda d: d["modes"][0].update(deploy="docs/examples/nginx/swap.sh busy"), "other modes"),
+])
+def test_combine_refuses_runs_of_another_measurement(doc, tmp_path, change, words):
+    a, b = one_run(doc), one_run(doc)
+    change(b)
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    with pytest.raises(SystemExit) as e:
+        measure.combine([tmp_path / "a.json", tmp_path / "b.json"])
+    assert words in str(e.value.code)
