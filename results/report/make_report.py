@@ -36,6 +36,8 @@ from results.report.report_stats import (STRATEGY_TEXT, across_cell, across_kern
                                          load_documents, load_label, shape_stats, shutdown_effect,
                                          usable, where_measured)
 from results.report.report_stats import wilson  # noqa: F401  (results/tests use it from here)
+from results.report.report_compare import (FOCUS_LABEL, GOAL, findings, pairwise,
+                                           precision_table)
 
 
 # --- text ----------------------------------------------------------------------------
@@ -76,14 +78,22 @@ def direction_texts(seed: dict, blocked: dict, nginx: dict) -> list[tuple[str, s
     return out
 
 
-GUEST_NOTES = [
-    "Guest kernels run in a qemu guest with one vCPU, emulated (TCG) where KVM cannot run them: the load "
-    "generator, the 4 workers of (ii) and (iii) and the kernel share that one CPU. (iii) then compares scheduling "
-    "on one CPU, not accepting in parallel, and the rates are each guest's own ceiling (stated per kernel), a "
-    "small fraction of the host's.",
-    "The guest profile has 3 repeats per point (5 for the seed swap): a guest's intervals are wide, and a "
-    "difference between two kernels whose intervals overlap is not a finding.",
-]
+def guest_notes(docs: list[dict]) -> list[str]:
+    """What a guest's figures mean, from the guests' own environment records."""
+    envs = [d.get("environment") or {} for d in docs]
+    vcpus = sorted({e.get("vcpus", 1) for e in envs if e.get("where") == "guest"})
+    if not vcpus:
+        return []
+    cpus = " or ".join(str(v) for v in vcpus)
+    return [
+        f"Guest kernels run in a qemu guest with {cpus} vCPU(s), emulated (TCG) where KVM cannot run them: the load "
+        "generator, the 4 workers of (ii) and (iii) and the kernel share those CPUs, and the rates are each guest's "
+        "own ceiling (stated per kernel), a small fraction of the host's." + (
+            " With one vCPU, (iii) compares scheduling on one CPU, not accepting in parallel." if 1 in vcpus else ""),
+        "A guest's grid points have few repeats (the focus point more, see 'Precision and kernel comparisons'): "
+        "a difference between two kernels is a finding only where the comparison table calls it significant.",
+    ]
+
 
 MACHINE_NOTES = [
     "Client, servers and kernel share the machine's CPUs over loopback: the load generator competes with the "
@@ -99,6 +109,32 @@ MACHINE_NOTES = [
 ]
 
 
+def precision_md(prec: list[dict], pairs: list[dict]) -> list[str]:
+    md = ["## Precision and kernel comparisons", "",
+          f"At the focus point ({FOCUS_LABEL}), failed per 100,000 attempts per run, strategies a, b and h. "
+          f"Goal: the 95% t interval's half-width at most {GOAL:.0%} of the mean; where it is not met, the repeats "
+          "the measured spread says it would take (half-width shrinking as 1/sqrt(n)). A kernel that lost nothing "
+          "in every run has no relative width.", "",
+          "| kernel | strategy | runs | mean [95% t] | half-width / mean | goal met | repeats for the goal |",
+          "|---|---|---|---|---|---|---|"]
+    for r in prec:
+        ratio = "n/a (no loss)" if r["ratio"] is None and r["mean"] == 0 else (
+            "n/a" if r["ratio"] is None else f"{100 * r['ratio']:.0f}%")
+        md.append(f"| {r['kernel']} | {r['strategy']} | {r['n']} | {fmt_ci(r['mean'], r['lo'], r['hi'])} | {ratio} | "
+                  f"{'yes' if r['met'] else 'no'} | {r['needed'] if r['needed'] is not None else 'n/a'} |")
+    md += ["", "Kernel against kernel at the focus point, guests with guests (the host runs at another speed): "
+           "two-sided permutation test on the difference of the mean run rates, p-values Holm-adjusted over the "
+           "table; significant when the adjusted p is below 0.05.", ""]
+    if pairs:
+        md += ["| strategy | kernel A | kernel B | mean A | mean B | runs A/B | p | p (Holm) | significant |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        md += [f"| {p['strategy']} | {p['a']} | {p['b']} | {p['mean_a']:.1f} | {p['mean_b']:.1f} | {p['n_a']}/{p['n_b']} | "
+               f"{p['p']:.3f} | {p['p_holm']:.3f} | {'yes' if p['significant'] else 'no'} |" for p in pairs]
+    else:
+        md.append("No two kernels measured in the same kind of place have two or more runs at the focus point.")
+    return md + [""]
+
+
 def render(docs: list[dict], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     md: list[str] = ["# Listen-queue loss report", ""]
@@ -109,6 +145,16 @@ def render(docs: list[dict], out: Path) -> dict:
            "Failed per 100,000 attempts: mean over repeats of each run's rate, 95% Student-t interval over the "
            "repeats (losses cluster at deploys, so the run is the unit); pooled: all attempts of the point with a "
            "95% Wilson interval (assumes independent attempts, so too narrow here).", ""]
+    rows_by_kernel = {d["kernel_release"]: grid_points(d) for d in docs}
+    prec, pairs = precision_table(docs), pairwise(docs)
+    found = findings(docs, rows_by_kernel, pairs)
+    md += ["## Findings", ""] + [f"- {f}" for f in found] + [""]
+    body.append("<h2>Findings</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>")
+    summary["findings"] = found
+    md += precision_md(prec, pairs)
+    body.append("<h2>Precision and kernel comparisons</h2><pre>" + html.escape("\n".join(precision_md(prec, pairs)))
+                + "</pre>")
+    summary["precision"], summary["pairwise"] = prec, pairs
     table = across_kernels(docs)
     if table:
         rels = [d["kernel_release"] for d in docs]
@@ -137,7 +183,7 @@ def render(docs: list[dict], out: Path) -> dict:
         summary["across_kernels"] = {comparable_label(k): v for k, v in table.items()}
     for doc in docs:
         rel = doc["kernel_release"]
-        rows = grid_points(doc)
+        rows = rows_by_kernel[rel]
         runs = doc["runs"]
         counts = {
             "runs": len(runs),
@@ -220,8 +266,7 @@ def render(docs: list[dict], out: Path) -> dict:
         tbl.append("</table>")
         body.append("<h3>Failed per 100,000 attempts</h3>" + "".join(tbl))
     md += ["## Strategies", ""] + [f"- `{k}`: {v}" for k, v in STRATEGY_TEXT.items()]
-    machine_notes = MACHINE_NOTES + (GUEST_NOTES if any((d.get("environment") or {}).get("where") == "guest"
-                                                        for d in docs) else [])
+    machine_notes = MACHINE_NOTES + guest_notes(docs)
     md += ["", "## Where this machine differs from the published set-ups", ""] + [f"- {n}" for n in machine_notes]
     (out / "summary.md").write_text("\n".join(md) + "\n")
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>reuseport-check: listen-queue loss report</title>",
