@@ -178,6 +178,18 @@ std::vector<Experiment> plan_for(const Profile& p, std::optional<unsigned> repea
     e.repeats = repeats.value_or(p.seed_repeats);
     out.push_back(e);
   }
+  // (i) at the published magnitude: the write-up's prefork workers were busy when the old
+  // generation went, so its accept queue was full and the whole queue was reset. One
+  // listener per generation spending 5 ms on each request under 20 in flight keeps most of
+  // the 20 queued behind the one being served.
+  for (Strategy s : {Strategy::Close, Strategy::HandOver}) {
+    Experiment e{"seed_busy", s, std::nullopt};
+    e.concurrency = 20;
+    e.backlog = 128;
+    e.work_us = 5000;
+    e.repeats = repeats.value_or(p.seed_repeats);
+    out.push_back(e);
+  }
   // (ii) Cloudflare 2017: four workers, one of them blocked now and then. Open loop, so
   // that a stalled connection does not hold back the ones behind it.
   for (Sharing sh : {Sharing::Shared, Sharing::SharedEpollEx, Sharing::Reuseport}) {

@@ -16,7 +16,7 @@ namespace rp::cli::report {
 
 // One run to do: a deploy strategy or a worker-sharing shape, with its load.
 struct Experiment {
-  std::string kind;  // "grid", "seed", "blocked_worker", "nginx_shape"
+  std::string kind;  // "grid", "seed", "seed_busy", "blocked_worker", "nginx_shape"
   std::optional<Strategy> strategy;
   std::optional<Sharing> sharing;
   LoadOptions::Mode mode = LoadOptions::Mode::Closed;

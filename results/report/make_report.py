@@ -42,7 +42,26 @@ from results.report.report_compare import (FOCUS_LABEL, GOAL, findings, pairwise
 
 # --- text ----------------------------------------------------------------------------
 
-def direction_texts(seed: dict, blocked: dict, nginx: dict) -> list[tuple[str, str]]:
+def magnitude_text(busy: dict) -> tuple[str, str] | None:
+    """(i) at the published magnitude: 20 lost in one deploy of start_server under ab -c 20."""
+    a, g = busy.get("a_close"), busy.get("g_handover")
+    if not a or "per_swap" not in a:
+        return None
+    m = a["per_swap"][0]
+    q = a.get("queued_before")
+    queued = f"{q[0]:.1f} children queued on the old listener just before its close (sock_diag, mean)" if q else \
+        "the queue before the close not observable"
+    verdict = ("reproduced at its magnitude" if m >= 10 else
+               "NOT reproduced at its magnitude" + (": the old listener's queue was not full when it closed" if q and q[0] < 10 else ""))
+    hand = (f"; (g) lost {g['failed']} of {g['attempts']} over {g['swaps']} swaps" if g and "per_swap" in g else "")
+    return ("(i) at the published magnitude (start_server under ab -c 20: 20 lost in one deploy, its prefork "
+            "workers busy, the old queue full)",
+            f"{verdict}: one listener per generation spending 5 ms per request, 20 in flight: (a) lost "
+            f"{fmt_ci(*a['per_swap'])} connections per swap over {a['swaps']} swaps ({a['failed']} of "
+            f"{a['attempts']} attempts), {queued}{hand}.")
+
+
+def direction_texts(seed: dict, blocked: dict, nginx: dict, busy: dict | None = None) -> list[tuple[str, str]]:
     out = []
     a, g = seed.get("a_close"), seed.get("g_handover")
     if a and g and "per_swap" in a and "per_swap" in g:
@@ -54,6 +73,9 @@ def direction_texts(seed: dict, blocked: dict, nginx: dict) -> list[tuple[str, s
                     f"of {g['attempts']} over {g['swaps']} swaps. Client resets in (a): {a['client_resets']}; RSTs of "
                     f"children orphaned in the closed listener's queue (kernel): "
                     f"{'not observable' if orph is None else orph}."))
+    mag = magnitude_text(busy or {})
+    if mag:
+        out.append(mag)
     sh, ex, rp = blocked.get("shared"), blocked.get("shared_epollexclusive"), blocked.get("reuseport")
     if sh and rp and "max" in sh and "max" in rp:
         ok = rp["max"][0] > sh["max"][0] and rp["stddev"][0] > sh["stddev"][0]
@@ -193,10 +215,11 @@ def render(docs: list[dict], out: Path) -> dict:
             "unavailable": sum(1 for r in runs if r.get("status") == "unavailable"),
         }
         seed = shape_stats(doc, "seed")
+        busy = shape_stats(doc, "seed_busy")
         blocked = shape_stats(doc, "blocked_worker")
         nginx = shape_stats(doc, "nginx_shape")
         ceiling = doc.get("ceiling", {}).get("served_per_second")
-        summary["kernels"][rel] = {"counts": counts, "rows": rows, "seed": seed, "blocked_worker": blocked,
+        summary["kernels"][rel] = {"counts": counts, "rows": rows, "seed": seed, "seed_busy": busy, "blocked_worker": blocked,
                                    "nginx_shape": nginx}
         plots = [p for p in (plot_loss(doc, rows, out, "closed"), plot_loss(doc, rows, out, "open"),
                              plot_attribution(doc, rows, out), plot_latency(doc, out),
@@ -220,7 +243,7 @@ def render(docs: list[dict], out: Path) -> dict:
         if doc.get("strategies_unavailable"):
             md += ["Unavailable here: " + "; ".join(f"{k}: {v}" for k, v in doc["strategies_unavailable"].items()), ""]
         md += ["### Published shapes", ""]
-        for title, text in direction_texts(seed, blocked, nginx):
+        for title, text in direction_texts(seed, blocked, nginx, busy):
             md += [f"- **{title}**: {text}"]
         sd = shutdown_effect(doc)
         if sd:
@@ -250,7 +273,7 @@ def render(docs: list[dict], out: Path) -> dict:
         md += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in plots), ""]
         body.append(f"<h2>{html.escape(rel)}</h2><p>{html.escape(head)}</p><p>{html.escape(excl)}</p>")
         body.append("<h3>Published shapes</h3><ul>" + "".join(
-            f"<li><b>{html.escape(t)}</b>: {html.escape(x)}</li>" for t, x in direction_texts(seed, blocked, nginx)) + "</ul>")
+            f"<li><b>{html.escape(t)}</b>: {html.escape(x)}</li>" for t, x in direction_texts(seed, blocked, nginx, busy)) + "</ul>")
         body.extend(f'<p><img src="{html.escape(p)}" alt="{html.escape(p)}"></p>' for p in plots)
         tbl = ["<table><tr><th>strategy</th><th>load</th><th>backlog</th><th>work us</th><th>runs</th>"
                "<th>failed per 100k, mean [95% t]</th><th>pooled [95% Wilson]</th><th>orphaned</th><th>other RST</th>"

@@ -83,3 +83,16 @@ def test_findings_name_lossless_strategies_and_significant_differences():
     assert text[-1].startswith("Significant kernel differences") and "5.10" in text[-1]
     same = [doc("a", "guest", low), doc("b", "guest", low)]
     assert rc.findings(same, {}, rc.pairwise(same))[-1].startswith("No kernel difference")
+
+
+def test_the_published_magnitude_is_called_reproduced_only_at_its_size():
+    from results.report.make_report import magnitude_text
+    full = {"a_close": {"per_swap": (19.1, 18.6, 19.6), "swaps": 10, "failed": 191, "attempts": 492,
+                        "queued_before": (18.2, 17.0, 19.4)},
+            "g_handover": {"per_swap": (0.0, 0.0, 0.0), "swaps": 10, "failed": 0, "attempts": 297}}
+    title, text = magnitude_text(full)
+    assert text.startswith("reproduced at its magnitude") and "19.1 [18.6, 19.6]" in text and "18.2 children" in text
+    empty_queue = {"a_close": {**full["a_close"], "per_swap": (0.4, 0.0, 0.9), "queued_before": (0.5, 0.0, 1.0)}}
+    assert magnitude_text(empty_queue)[1].startswith("NOT reproduced at its magnitude: the old listener's queue "
+                                                     "was not full")
+    assert magnitude_text({}) is None
