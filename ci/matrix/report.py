@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ci.matrix import driver
 from ci.vm.kernels import VmError
-from ci.vm.qemu import Timeouts
+from ci.vm.qemu import Timeouts, die_with_parent
 
 BEGIN = "RP-REPORT-DATA-BEGIN"
 END = "RP-REPORT-DATA-END"
@@ -155,9 +155,11 @@ def run_host_report(binary: str, profile: str, repeats: int | None, out: Path,
         return False, "the running kernel's report needs root (network namespaces, sysctls, BPF)"
     release = os.uname().release
     say("running", f"report on the host kernel {release}, profile {profile}")
+    # It dies with this driver: a killed `report --kernels` left it running until its next
+    # line of progress met the closed pipe.
     proc = subprocess.Popen(report_argv(binary, profile, str(out), repeats),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     for line in proc.stdout:
         say("running", line.rstrip())
     rc = proc.wait()
