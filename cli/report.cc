@@ -65,7 +65,7 @@ constexpr const char* kReportDescription =
     "kept, marked, and left out of every figure. Then renders the report from data/*.json.";
 
 constexpr const char* kReportFooter = R"FOOTER(Kernels: "running" is this machine's kernel (run first, alone); every other kernel of
-ci/kernels.toml is booted in a 1-vCPU qemu guest (KVM tried first, TCG otherwise) that runs
+ci/kernels.toml is booted in a 2-vCPU qemu guest (KVM tried first, TCG otherwise) that runs
 this command with the static binary and sends its data back. The work is
 ci/matrix/report.py's (Python 3, the matrix's driver). Profiles: quick (minutes here), full
 (about 80 minutes here), guest (the quick grid at 20 in flight); see docs/report.md.

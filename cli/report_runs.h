@@ -16,7 +16,7 @@ namespace rp::cli::report {
 
 // One run to do: a deploy strategy or a worker-sharing shape, with its load.
 struct Experiment {
-  std::string kind;  // "grid", "seed", "blocked_worker", "nginx_shape"
+  std::string kind;  // "grid", "seed", "seed_busy", "blocked_worker", "nginx_shape"
   std::optional<Strategy> strategy;
   std::optional<Sharing> sharing;
   LoadOptions::Mode mode = LoadOptions::Mode::Closed;
@@ -40,7 +40,15 @@ struct Profile {
   unsigned repeats, seed_repeats, shape_repeats;
   // quick: work 100 us only at one point, not over the whole grid.
   bool work_grid;
+  // The strategies whose loss the report compares across kernels (a close, b kill, h
+  // shutdown then drain) get this many repeats at the focus point (closed 20 in flight,
+  // backlog 16, work 0) when the profile has that point: a run's loss varies so much from
+  // run to run that 3 repeats give intervals too wide to tell kernels apart.
+  unsigned focus_repeats = 0;
 };
+
+// Whether a grid experiment is the profile's focus point for its strategy.
+bool is_focus(const Experiment& e);
 
 // quick, full or guest; std::invalid_argument for any other name.
 Profile profile(const std::string& name);

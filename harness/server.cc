@@ -102,7 +102,8 @@ bool serve_one(int conn, uint32_t id, std::chrono::microseconds work, std::atomi
   return false;
 }
 
-// Accepts what is queued now (all of it, or one for a slow listener) and serves it.
+// Accepts what is queued now (all of it, or one: for a slow listener, or one that works on
+// each request) and serves it.
 void accept_batch(ListenerGroup::Slot& s, int lfd, uint32_t id, const ListenerSpec& spec, bool all) {
   for (;;) {
     if (spec.policy == AcceptPolicy::Slow && spec.accept_delay.count() > 0)
@@ -112,7 +113,7 @@ void accept_batch(ListenerGroup::Slot& s, int lfd, uint32_t id, const ListenerSp
     s.accepted.fetch_add(1, std::memory_order_relaxed);
     if (!serve_one(c, id, spec.work, s.served)) s.serve_errors.fetch_add(1, std::memory_order_relaxed);
     ::close(c);
-    if (!all && spec.policy == AcceptPolicy::Slow) return;
+    if (!all) return;
   }
 }
 
@@ -244,8 +245,11 @@ void listener_main(ListenerGroup::Slot& s, int cmd_fd, uint32_t id, const Listen
       continue;
     }
     if (n > 0 && poll_listener && (p[1].revents & POLLIN)) {
+      // A listener that works on each request goes back to poll() after each one, as a
+      // prefork worker handles its signals between requests: under a closed loop its queue
+      // is never empty, and a batch would not see a close command until the load stopped.
       if (tcp)
-        accept_batch(s, lfd.get(), id, spec, spec.policy != AcceptPolicy::Slow);
+        accept_batch(s, lfd.get(), id, spec, spec.policy != AcceptPolicy::Slow && spec.work.count() == 0);
       else
         serve_udp(s, lfd.get(), id);
     }

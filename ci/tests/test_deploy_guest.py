@@ -53,17 +53,26 @@ def test_deploy_in_a_5_10_guest_reports_the_probes_counts(static_binary, tmp_pat
     print(f"# 5.10 guest ({result.accel}): attempts {t['attempts']}, lost {t['lost']}, "
           f"orphans {k['kernel_orphaned_children']}, orphan RSTs {k['kernel_orphan_resets']}, "
           f"other RSTs {k['kernel_other_resets_sent']}, "
-          f"filter {rep['kernel_namespace_filter']!r}")
+          f"filter {rep['kernel_namespace_filter']!r}, outcomes {t['outcomes']}, "
+          f"attribution {rep['attribution']}")
     assert isinstance(k["kernel_orphaned_children"], int), (k, rep["kernel_not_observable"])
     assert isinstance(k["kernel_orphan_resets"], int), (k, rep["kernel_not_observable"])
     assert rep["kernel_namespace_filter"].startswith("netns inode "), rep["kernel_namespace_filter"]
     assert t["lost"] > 0 and t["lost"] == t["attempts"] - t["served"], t
-    assert t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"] == t["lost"], t
-    # Every loss is an RST the clients received; the orphans' RSTs are most of them. In 1 of
+    # The orphans' RSTs are most of the losses, and every RST a client got the kernel counted.
+    # Not every loss is an RST: in one CI run 3 of 34 were not (which outcome, that run did not
+    # print; the line above now prints the outcomes and the attribution), and in 1 of
     # 10 runs here one more was lost than orphaned: a request still in SYN_RECV when its
-    # listener closed, whose final ACK found no listener and got an RST (syn_recv_on_close),
-    # which the probe counts among the other RSTs sent, not among the orphans'.
+    # listener closed, whose final ACK found no listener and got an RST, which the probe counts
+    # among the other RSTs sent. So the reconciliation is the attribution's: every loss has one
+    # named cause and none is left unattributed.
+    resets = t["outcomes"]["reset_after_connect"] + t["outcomes"]["reset_before_connect"]
     assert k["kernel_orphaned_children"] == k["kernel_orphan_resets"], k
-    assert k["kernel_resets_received"] == t["lost"], (t, k)
-    assert k["kernel_orphan_resets"] <= t["lost"] <= k["kernel_orphan_resets"] + k["kernel_other_resets_sent"], (t, k)
+    assert k["kernel_resets_received"] == resets, (t, k)
+    assert k["kernel_orphan_resets"] <= resets <= k["kernel_orphan_resets"] + k["kernel_other_resets_sent"], (t, k)
+    a = rep["attribution"]
+    assert a["client_visible"] == t["lost"] - t["http_bad_status"], (a, t)
+    assert sum(a["causes"].values()) + a["unattributed"] == a["client_visible"], a
+    assert a["unattributed"] == 0, (a, t)
+    assert a["causes"]["orphaned_in_accept_queue"] == k["kernel_orphan_resets"], a
     assert k["kernel_listener_closes"] == 2, k

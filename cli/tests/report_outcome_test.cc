@@ -60,4 +60,29 @@ TEST(ReportOutcome, AnUnknownStatusIsAnError) {
 }
 
 }  // namespace
+// The focus point (closed 20, backlog 16, work 0) of strategies a, b and h gets the
+// profile's focus repeats, every other point its plain repeats, and --repeats sets them all.
+TEST(ReportPlan, FocusPointOfABAndHGetsTheFocusRepeats) {
+  for (const char* name : {"quick", "guest", "full"}) {
+    const Profile p = profile(name);
+    ASSERT_GT(p.focus_repeats, p.repeats) << name;
+    unsigned focus = 0, other = 0;
+    for (const Experiment& e : plan_for(p, std::nullopt)) {
+      if (e.kind != "grid") continue;
+      if (is_focus(e)) {
+        ++focus;
+        EXPECT_EQ(e.repeats, p.focus_repeats) << name << " " << to_string(*e.strategy);
+        EXPECT_TRUE(*e.strategy == Strategy::Close || *e.strategy == Strategy::Kill ||
+                    *e.strategy == Strategy::ShutdownDrain);
+      } else {
+        ++other;
+        EXPECT_EQ(e.repeats, p.repeats) << name << " " << to_string(*e.strategy);
+      }
+    }
+    EXPECT_EQ(focus, 3u) << name;  // one point per strategy a, b, h
+    EXPECT_GT(other, 0u) << name;
+    for (const Experiment& e : plan_for(p, 2u)) EXPECT_EQ(e.repeats, 2u) << name;
+  }
+}
+
 }  // namespace rp::cli::report

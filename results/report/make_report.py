@@ -36,6 +36,8 @@ from results.report.report_stats import (STRATEGY_TEXT, across_cell, across_kern
                                          load_documents, load_label, shape_stats, shutdown_effect,
                                          usable, where_measured)
 from results.report.report_stats import wilson  # noqa: F401  (results/tests use it from here)
+from results.report.report_compare import (FOCUS_LABEL, GOAL, findings, pairwise,
+                                           precision_table)
 
 
 # --- text ----------------------------------------------------------------------------
@@ -49,6 +51,7 @@ MEASURES = (
     "figures: failed per child queued at close (the children the closing listeners held: orphaned plus migrated; "
     "the number in brackets) and failed per deploy per 1,000 attempts/s of load.")
 
+
 def seed_norm(a: dict) -> str:
     """The seed swap's loss with its load, its queues and the normalised measures."""
     if "norm" not in a:
@@ -58,7 +61,26 @@ def seed_norm(a: dict) -> str:
             f"{per_q}, per swap per 1,000 attempts/s {per_1k}.")
 
 
-def direction_texts(seed: dict, blocked: dict, nginx: dict) -> list[tuple[str, str]]:
+def magnitude_text(busy: dict) -> tuple[str, str] | None:
+    """(i) at the published magnitude: 20 lost in one deploy of start_server under ab -c 20."""
+    a, g = busy.get("a_close"), busy.get("g_handover")
+    if not a or "per_swap" not in a:
+        return None
+    m = a["per_swap"][0]
+    q = a.get("queued_before")
+    queued = f"{q[0]:.1f} children queued on the old listener just before its close (sock_diag, mean)" if q else \
+        "the queue before the close not observable"
+    verdict = ("reproduced at its magnitude" if m >= 10 else
+               "NOT reproduced at its magnitude" + (": the old listener's queue was not full when it closed" if q and q[0] < 10 else ""))
+    hand = (f"; (g) lost {g['failed']} of {g['attempts']} over {g['swaps']} swaps" if g and "per_swap" in g else "")
+    return ("(i) at the published magnitude (start_server under ab -c 20: 20 lost in one deploy, its prefork "
+            "workers busy, the old queue full)",
+            f"{verdict}: one listener per generation spending 5 ms per request, 20 in flight: (a) lost "
+            f"{fmt_ci(*a['per_swap'])} connections per swap over {a['swaps']} swaps ({a['failed']} of "
+            f"{a['attempts']} attempts), {queued}{hand}." + seed_norm(a))
+
+
+def direction_texts(seed: dict, blocked: dict, nginx: dict, busy: dict | None = None) -> list[tuple[str, str]]:
     out = []
     a, g = seed.get("a_close"), seed.get("g_handover")
     if a and g and "per_swap" in a and "per_swap" in g:
@@ -70,6 +92,9 @@ def direction_texts(seed: dict, blocked: dict, nginx: dict) -> list[tuple[str, s
                     f"of {g['attempts']} over {g['swaps']} swaps. Client resets in (a): {a['client_resets']}; RSTs of "
                     f"children orphaned in the closed listener's queue (kernel): "
                     f"{'not observable' if orph is None else orph}." + seed_norm(a)))
+    mag = magnitude_text(busy or {})
+    if mag:
+        out.append(mag)
     sh, ex, rp = blocked.get("shared"), blocked.get("shared_epollexclusive"), blocked.get("reuseport")
     if sh and rp and "max" in sh and "max" in rp:
         ok = rp["max"][0] > sh["max"][0] and rp["stddev"][0] > sh["stddev"][0]
@@ -94,14 +119,22 @@ def direction_texts(seed: dict, blocked: dict, nginx: dict) -> list[tuple[str, s
     return out
 
 
-GUEST_NOTES = [
-    "Guest kernels run in a qemu guest with one vCPU, emulated (TCG) where KVM cannot run them: the load "
-    "generator, the 4 workers of (ii) and (iii) and the kernel share that one CPU. (iii) then compares scheduling "
-    "on one CPU, not accepting in parallel, and the rates are each guest's own ceiling (stated per kernel), a "
-    "small fraction of the host's.",
-    "The guest profile has 3 repeats per point (5 for the seed swap): a guest's intervals are wide, and a "
-    "difference between two kernels whose intervals overlap is not a finding.",
-]
+def guest_notes(docs: list[dict]) -> list[str]:
+    """What a guest's figures mean, from the guests' own environment records."""
+    envs = [d.get("environment") or {} for d in docs]
+    vcpus = sorted({e.get("vcpus", 1) for e in envs if e.get("where") == "guest"})
+    if not vcpus:
+        return []
+    cpus = " or ".join(str(v) for v in vcpus)
+    return [
+        f"Guest kernels run in a qemu guest with {cpus} vCPU(s), emulated (TCG) where KVM cannot run them: the load "
+        "generator, the 4 workers of (ii) and (iii) and the kernel share those CPUs, and the rates are each guest's "
+        "own ceiling (stated per kernel), a small fraction of the host's." + (
+            " With one vCPU, (iii) compares scheduling on one CPU, not accepting in parallel." if 1 in vcpus else ""),
+        "A guest's grid points have few repeats (the focus point more, see 'Precision and kernel comparisons'): "
+        "a difference between two kernels is a finding only where the comparison table calls it significant.",
+    ]
+
 
 MACHINE_NOTES = [
     "Client, servers and kernel share the machine's CPUs over loopback: the load generator competes with the "
@@ -117,6 +150,32 @@ MACHINE_NOTES = [
 ]
 
 
+def precision_md(prec: list[dict], pairs: list[dict]) -> list[str]:
+    md = ["## Precision and kernel comparisons", "",
+          f"At the focus point ({FOCUS_LABEL}), failed per 100,000 attempts per run, strategies a, b and h. "
+          f"Goal: the 95% t interval's half-width at most {GOAL:.0%} of the mean; where it is not met, the repeats "
+          "the measured spread says it would take (half-width shrinking as 1/sqrt(n)). A kernel that lost nothing "
+          "in every run has no relative width.", "",
+          "| kernel | strategy | runs | mean [95% t] | half-width / mean | goal met | repeats for the goal |",
+          "|---|---|---|---|---|---|---|"]
+    for r in prec:
+        ratio = "n/a (no loss)" if r["ratio"] is None and r["mean"] == 0 else (
+            "n/a" if r["ratio"] is None else f"{100 * r['ratio']:.0f}%")
+        md.append(f"| {r['kernel']} | {r['strategy']} | {r['n']} | {fmt_ci(r['mean'], r['lo'], r['hi'])} | {ratio} | "
+                  f"{'yes' if r['met'] else 'no'} | {r['needed'] if r['needed'] is not None else 'n/a'} |")
+    md += ["", "Kernel against kernel at the focus point, guests with guests (the host runs at another speed): "
+           "two-sided permutation test on the difference of the mean run rates, p-values Holm-adjusted over the "
+           "table; significant when the adjusted p is below 0.05.", ""]
+    if pairs:
+        md += ["| strategy | kernel A | kernel B | mean A | mean B | runs A/B | p | p (Holm) | significant |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        md += [f"| {p['strategy']} | {p['a']} | {p['b']} | {p['mean_a']:.1f} | {p['mean_b']:.1f} | {p['n_a']}/{p['n_b']} | "
+               f"{p['p']:.3f} | {p['p_holm']:.3f} | {'yes' if p['significant'] else 'no'} |" for p in pairs]
+    else:
+        md.append("No two kernels measured in the same kind of place have two or more runs at the focus point.")
+    return md + [""]
+
+
 def render(docs: list[dict], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     md: list[str] = ["# Listen-queue loss report", ""]
@@ -128,6 +187,16 @@ def render(docs: list[dict], out: Path) -> dict:
            "repeats (losses cluster at deploys, so the run is the unit); pooled: all attempts of the point with a "
            "95% Wilson interval (assumes independent attempts, so too narrow here).", "",
            MEASURES, ""]
+    rows_by_kernel = {d["kernel_release"]: grid_points(d) for d in docs}
+    prec, pairs = precision_table(docs), pairwise(docs)
+    found = findings(docs, rows_by_kernel, pairs)
+    md += ["## Findings", ""] + [f"- {f}" for f in found] + [""]
+    body.append("<h2>Findings</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>")
+    summary["findings"] = found
+    md += precision_md(prec, pairs)
+    body.append("<h2>Precision and kernel comparisons</h2><pre>" + html.escape("\n".join(precision_md(prec, pairs)))
+                + "</pre>")
+    summary["precision"], summary["pairwise"] = prec, pairs
     table = across_kernels(docs)
     if table:
         rels = [d["kernel_release"] for d in docs]
@@ -157,7 +226,7 @@ def render(docs: list[dict], out: Path) -> dict:
         summary["across_kernels"] = {comparable_label(k): v for k, v in table.items()}
     for doc in docs:
         rel = doc["kernel_release"]
-        rows = grid_points(doc)
+        rows = rows_by_kernel[rel]
         runs = doc["runs"]
         counts = {
             "runs": len(runs),
@@ -167,10 +236,11 @@ def render(docs: list[dict], out: Path) -> dict:
             "unavailable": sum(1 for r in runs if r.get("status") == "unavailable"),
         }
         seed = shape_stats(doc, "seed")
+        busy = shape_stats(doc, "seed_busy")
         blocked = shape_stats(doc, "blocked_worker")
         nginx = shape_stats(doc, "nginx_shape")
         ceiling = doc.get("ceiling", {}).get("served_per_second")
-        summary["kernels"][rel] = {"counts": counts, "rows": rows, "seed": seed, "blocked_worker": blocked,
+        summary["kernels"][rel] = {"counts": counts, "rows": rows, "seed": seed, "seed_busy": busy, "blocked_worker": blocked,
                                    "nginx_shape": nginx}
         plots = [p for p in (plot_loss(doc, rows, out, "closed"), plot_loss(doc, rows, out, "open"),
                              plot_attribution(doc, rows, out), plot_latency(doc, out),
@@ -194,7 +264,7 @@ def render(docs: list[dict], out: Path) -> dict:
         if doc.get("strategies_unavailable"):
             md += ["Unavailable here: " + "; ".join(f"{k}: {v}" for k, v in doc["strategies_unavailable"].items()), ""]
         md += ["### Published shapes", ""]
-        for title, text in direction_texts(seed, blocked, nginx):
+        for title, text in direction_texts(seed, blocked, nginx, busy):
             md += [f"- **{title}**: {text}"]
         sd = shutdown_effect(doc)
         if sd:
@@ -225,7 +295,7 @@ def render(docs: list[dict], out: Path) -> dict:
         md += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in plots), ""]
         body.append(f"<h2>{html.escape(rel)}</h2><p>{html.escape(head)}</p><p>{html.escape(excl)}</p>")
         body.append("<h3>Published shapes</h3><ul>" + "".join(
-            f"<li><b>{html.escape(t)}</b>: {html.escape(x)}</li>" for t, x in direction_texts(seed, blocked, nginx)) + "</ul>")
+            f"<li><b>{html.escape(t)}</b>: {html.escape(x)}</li>" for t, x in direction_texts(seed, blocked, nginx, busy)) + "</ul>")
         body.extend(f'<p><img src="{html.escape(p)}" alt="{html.escape(p)}"></p>' for p in plots)
         tbl = ["<table><tr><th>strategy</th><th>load</th><th>backlog</th><th>work us</th><th>runs</th>"
                "<th>failed per 100k, mean [95% t]</th><th>pooled [95% Wilson]</th><th>orphaned</th><th>other RST</th>"
@@ -242,8 +312,7 @@ def render(docs: list[dict], out: Path) -> dict:
         tbl.append("</table>")
         body.append("<h3>Failed per 100,000 attempts</h3>" + "".join(tbl))
     md += ["## Strategies", ""] + [f"- `{k}`: {v}" for k, v in STRATEGY_TEXT.items()]
-    machine_notes = MACHINE_NOTES + (GUEST_NOTES if any((d.get("environment") or {}).get("where") == "guest"
-                                                        for d in docs) else [])
+    machine_notes = MACHINE_NOTES + guest_notes(docs)
     md += ["", "## Where this machine differs from the published set-ups", ""] + [f"- {n}" for n in machine_notes]
     (out / "summary.md").write_text("\n".join(md) + "\n")
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>reuseport-check: listen-queue loss report</title>",

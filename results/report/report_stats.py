@@ -259,7 +259,7 @@ def shape_stats(doc: dict, experiment: str) -> dict[str, dict]:
             s["rps"] = mean_ci([r["served_per_second"] for r in ok])
             s["failed"] = sum(r["failed"] for r in ok)
             s["attempts"] = sum(r["attempts"] for r in ok)
-            if experiment == "seed":
+            if experiment in ("seed", "seed_busy"):
                 swaps = [d["failed"] for r in ok for d in r["deploys"]]
                 s["per_swap"] = mean_ci([float(x) for x in swaps])
                 s["swaps"] = len(swaps)
@@ -267,6 +267,8 @@ def shape_stats(doc: dict, experiment: str) -> dict[str, dict]:
                                          for r in ok)
                 orphans = [kval(r, "kernel_orphan_resets") for r in ok]
                 s["kernel_orphan_resets"] = None if None in orphans else sum(orphans)
+                queued = [d["queued_before"] for r in ok for d in r["deploys"] if d.get("queued_before") is not None]
+                s["queued_before"] = mean_ci([float(q) for q in queued]) if queued else None
                 s["deploy_p99"] = mean_ci([r["latency_ms"]["during_deploys"].get("p99", 0.0) for r in ok])
                 s["norm"] = normalised(ok)
         out[name] = s
