@@ -32,12 +32,13 @@ from pathlib import Path
 from results.report.report_plots import (plot_across, plot_attribution, plot_latency,
                                          plot_loss, plot_shapes)
 from results.report.report_stats import (STRATEGY_TEXT, across_cell, across_kernels,
-                                         comparable_label, fmt_ci, fmt_norm, grid_points, kernel_notes,
+                                         comparable_key, comparable_label, fmt_ci, fmt_norm, grid_points,
+                                         kernel_notes, normalised,
                                          load_documents, load_label, shape_stats, shutdown_effect,
                                          usable, where_measured)
 from results.report.report_stats import wilson  # noqa: F401  (results/tests use it from here)
-from results.report.report_compare import (FOCUS_LABEL, GOAL, findings, pairwise,
-                                           precision_table)
+from results.report.report_compare import (FOCUS, FOCUS_LABEL, FOCUS_STRATEGIES, GOAL, findings,
+                                           pairwise, precision_table)
 
 
 # --- text ----------------------------------------------------------------------------
@@ -150,22 +151,42 @@ MACHINE_NOTES = [
 ]
 
 
-def precision_md(prec: list[dict], pairs: list[dict]) -> list[str]:
+def focus_norms(docs: list[dict]) -> dict[tuple[str, str], dict]:
+    """The load, queues and normalised measures of each kernel's focus-point runs, so the
+    precision table's figures carry them as every other loss figure does."""
+    out = {}
+    for doc in docs:
+        for st in FOCUS_STRATEGIES:
+            runs = [r for r in doc["runs"] if r["experiment"] == "grid" and r.get("strategy") == st and usable(r)
+                    and comparable_key(r) == FOCUS]
+            if runs:
+                out[(doc["kernel_release"], st)] = normalised(runs)
+    return out
+
+
+def precision_md(prec: list[dict], pairs: list[dict], norms: dict | None = None) -> list[str]:
+    norms = norms or {}
     md = ["## Precision and kernel comparisons", "",
           f"At the focus point ({FOCUS_LABEL}), failed per 100,000 attempts per run, strategies a, b and h. "
           f"Goal: the 95% t interval's half-width at most {GOAL:.0%} of the mean; where it is not met, the repeats "
           "the measured spread says it would take (half-width shrinking as 1/sqrt(n)). A kernel that lost nothing "
           "in every run has no relative width.", "",
-          "| kernel | strategy | runs | mean [95% t] | half-width / mean | goal met | repeats for the goal |",
-          "|---|---|---|---|---|---|---|"]
+          "| kernel | strategy | runs | mean [95% t] | half-width / mean | goal met | repeats for the goal | load/s "
+          "| queued at deploy | failed per queued child (queued) | failed per deploy per 1k/s |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in prec:
         ratio = "n/a (no loss)" if r["ratio"] is None and r["mean"] == 0 else (
             "n/a" if r["ratio"] is None else f"{100 * r['ratio']:.0f}%")
         md.append(f"| {r['kernel']} | {r['strategy']} | {r['n']} | {fmt_ci(r['mean'], r['lo'], r['hi'])} | {ratio} | "
-                  f"{'yes' if r['met'] else 'no'} | {r['needed'] if r['needed'] is not None else 'n/a'} |")
+                  f"{'yes' if r['met'] else 'no'} | {r['needed'] if r['needed'] is not None else 'n/a'} | "
+                  + (" | ".join(fmt_norm(norms[(r["kernel"], r["strategy"])])) if (r["kernel"], r["strategy"]) in norms
+                     else "n/a | n/a | n/a | n/a") + " |")
     md += ["", "Kernel against kernel at the focus point, guests with guests (the host runs at another speed): "
            "two-sided permutation test on the difference of the mean run rates, p-values Holm-adjusted over the "
-           "table; significant when the adjusted p is below 0.05.", ""]
+           "table; significant when the adjusted p is below 0.05. The measure compared is failed per 100,000 "
+           "attempts; the kernels' loads are in the precision table's load/s column, and where they differ a "
+           "difference of the rate can be one of load as well as of kernel: failed per queued child, which the load "
+           "does not scale, tells them apart.", ""]
     if pairs:
         md += ["| strategy | kernel A | kernel B | mean A | mean B | runs A/B | p | p (Holm) | significant |",
                "|---|---|---|---|---|---|---|---|---|"]
@@ -193,8 +214,9 @@ def render(docs: list[dict], out: Path) -> dict:
     md += ["## Findings", ""] + [f"- {f}" for f in found] + [""]
     body.append("<h2>Findings</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>")
     summary["findings"] = found
-    md += precision_md(prec, pairs)
-    body.append("<h2>Precision and kernel comparisons</h2><pre>" + html.escape("\n".join(precision_md(prec, pairs)))
+    norms = focus_norms(docs)
+    md += precision_md(prec, pairs, norms)
+    body.append("<h2>Precision and kernel comparisons</h2><pre>" + html.escape("\n".join(precision_md(prec, pairs, norms)))
                 + "</pre>")
     summary["precision"], summary["pairwise"] = prec, pairs
     table = across_kernels(docs)

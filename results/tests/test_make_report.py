@@ -225,3 +225,14 @@ def test_a_run_with_named_causes_is_split_by_them():
     assert (a["orphaned"], a["other_rst"], a["timeouts"], a["unexplained"]) == (5, 3, 0, 1)
     assert a["cause_request_of_closed_listener"] == 2
     assert a["orphaned"] + a["other_rst"] + a["timeouts"] + a["unexplained"] == run["failed"]
+
+
+def test_the_precision_table_carries_load_and_normalised_measures(rendered):
+    # Issue 18 item 6: the focus point's figures carry their load and queues as every other loss figure.
+    md = (rendered / "summary.md").read_text()
+    used = [r for r in grid_runs("a_close") if r["status"] == "ok" and r["reconciled"]]
+    load = statistics.fmean(r["attempts"] / r["load_seconds"] for r in used)
+    row = re.search(r"^\| \S+ \| a_close \| \d+ \| .*? \| ([0-9,]+) \| ([0-9.]+) \| (.*?) \| ([0-9.]+) \|$",
+                    md.split("## Precision and kernel comparisons", 1)[1], re.M)
+    assert row, "no a_close row in the precision table"
+    assert int(row.group(1).replace(",", "")) == pytest.approx(load, abs=1)
