@@ -57,7 +57,7 @@ struct Options {
   int port = -1;
   std::string host = "127.0.0.1";
   bool http = false, drain = false, udp = false;
-  long workers = 2, backlog = 128, accept_delay_ms = 0, rcvbuf = 0;
+  long workers = 2, backlog = 128, accept_delay_ms = 0, rcvbuf = 0, read_delay_us = 0;
   std::string pidfile;
 };
 
@@ -171,7 +171,8 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
       ->check(CLI::Range(0, 60000));
   app->add_flag("--drain", o.drain,
                 "On SIGTERM, first accept and serve what is queued, then close (--udp: answer what each member's "
-                "receive queue holds until it is empty, then close that member)");
+                "receive queue holds after connecting it to itself (so no other flow's datagram reaches it) until it is "
+                "empty, at most 2 s, then close that member)");
   app->add_flag("--udp", o.udp,
                 "UDP instead of TCP: --workers members in one reuseport group, each answering the UDP flow "
                 "requests of `deploy --udp` with a reply naming the member (pid << 8 | index)")
@@ -181,6 +182,10 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
   app->add_option("--rcvbuf", o.rcvbuf, "With --udp: SO_RCVBUF of each member in bytes (default: the kernel's)")
       ->type_name("BYTES")
       ->check(CLI::Range(1, 1 << 30));
+  app->add_option("--read-delay-us", o.read_delay_us,
+                  "With --udp: wait US microseconds before each read: a slow server, whose receive queues fill under load")
+      ->type_name("US")
+      ->check(CLI::Range(0, 1000000));
   app->add_option("--pidfile", o.pidfile,
                   "Write the process id to PATH once every listener listens (so a deploy script knows when the new "
                   "generation is ready); removed at exit")
@@ -200,7 +205,8 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
     return rp::cli::usage_error("--host needs an IPv4 or IPv6 address, got '" + o.host + "'");
   }
 
-  if (o.rcvbuf > 0 && !o.udp) return rp::cli::usage_error("--rcvbuf needs --udp");
+  if ((o.rcvbuf > 0 || o.read_delay_us > 0) && !o.udp)
+    return rp::cli::usage_error(std::string(o.rcvbuf > 0 ? "--rcvbuf" : "--read-delay-us") + " needs --udp");
 
   // Blocked before any worker thread exists, so that every thread inherits the mask and
   // the signals wait for sigwait() below.
@@ -212,7 +218,7 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
 
   if (o.udp) {
     try {
-      const int rc = serve::serve_udp({lo.addr, o.workers, o.drain, o.rcvbuf}, [&] {
+      const int rc = serve::serve_udp({lo.addr, o.workers, o.drain, o.rcvbuf, o.read_delay_us}, [&] {
         if (!o.pidfile.empty()) write_pidfile(o.pidfile);
       });
       if (!o.pidfile.empty()) unlink(o.pidfile.c_str());

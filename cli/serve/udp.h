@@ -13,6 +13,7 @@ struct UdpServeOptions {
   long members = 2;
   bool drain = false;
   long rcvbuf = 0;  // SO_RCVBUF of each member; 0: the default
+  long read_delay_us = 0;  // a pause before each read: a slow server, whose queues fill
 };
 
 // Opens the members, calls `ready` once all are bound (the pid file), runs until SIGTERM
