@@ -7,7 +7,9 @@
 //  - the member's receive buffer was full: Udp.RcvbufErrors, also counted in Udp.InErrors
 //    (__udp_queue_rcv_skb(); cases/udp_unread_member measured RcvbufErrors = InErrors);
 //  - queued on a member that closed: freed with the socket, no SNMP counter
-//    (cases/udp_close_with_queued): here it stays unattributed.
+//    (cases/udp_close_with_queued); the udp_drops probe (tp_btf/kfree_skb) sees each one
+//    freed in the socket's destructor (udp_destruct_common() on 6.18, reason NOT_SPECIFIED;
+//    a drop with reason QUEUE_PURGE counts the same). Without the probe they stay unattributed.
 // A broken flow is one whose answers came from another member (harness/udp_flows.h), which
 // only a server naming its member can show; the port's members are sampled beside it.
 
@@ -20,9 +22,15 @@
 #include <exception>
 #include <thread>
 
+#include <sys/socket.h>
+
 #include "harness/clock.h"
+#include "harness/fd.h"
 #include "harness/sockdiag.h"
 #include "probes/netstat.h"
+#ifdef RP_HAVE_BPF
+#include "probes/udp_drops.h"
+#endif
 
 namespace rp::cli::deploy {
 namespace {
@@ -117,26 +125,82 @@ const std::vector<UdpCounterRow>& udp_counter_rows() {
       {"udp_no_ports", "Udp NoPorts: datagrams that found no socket on their port"},
       {"udp_rcvbuf_errors", "Udp RcvbufErrors: dropped, the socket's receive buffer was full"},
       {"udp_in_errors", "Udp InErrors: every receive error (RcvbufErrors included)"},
+      {"udp_queue_purged", "freed in a closed member's receive queue (kfree_skb, probe)"},
   };
   return rows;
 }
 
+namespace {
+// A drop freed in a UDP socket's destructor: what its receive queue held when it closed.
+bool purged_at_close(const std::string& function, const std::string& reason) {
+  return function.find("destruct") != std::string::npos || reason == "QUEUE_PURGE";
+}
+}  // namespace
+
 UdpKernel::UdpKernel(const Options& o) : port_(static_cast<uint16_t>(o.port)), v6_(o.host.find(':') != std::string::npos) {
   read();  // fails now, before the server starts, when the MIB cannot be read
+#ifdef RP_HAVE_BPF
+  uint64_t cookie = 0;
+  socklen_t len = sizeof cookie;
+  UniqueFd s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (s.get() < 0 || getsockopt(s.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0) {
+    probe_why_ = "no SO_NETNS_COOKIE (5.14+) to tell this network namespace's drops from others'";
+    return;
+  }
+  try {
+    probe_ = std::make_shared<probes::UdpDrops>(probes::UdpDrops::Options{port_, cookie});
+  } catch (const std::exception& e) {
+    probe_why_ = std::string("the udp_drops probe did not attach: ") + e.what();
+  }
+#else
+  probe_why_ = "built without BPF (RP_ENABLE_BPF=OFF)";
+#endif
 }
 
 Counts UdpKernel::read() const {
   const auto m = probes::netstat::read_udp_mib(v6_);
-  return {{"udp_no_ports", m.no_ports}, {"udp_rcvbuf_errors", m.rcvbuf_errors}, {"udp_in_errors", m.in_errors}};
+  Counts c = {{"udp_no_ports", m.no_ports}, {"udp_rcvbuf_errors", m.rcvbuf_errors}, {"udp_in_errors", m.in_errors},
+              {"udp_queue_purged", std::nullopt}};
+#ifdef RP_HAVE_BPF
+  if (probe_) {
+    uint64_t purged = 0;
+    for (const auto& d : probe_->read())
+      if (purged_at_close(d.function, d.reason)) purged += d.count;
+    c["udp_queue_purged"] = purged;
+  }
+#endif
+  return c;
 }
 
-void UdpKernel::baseline() { base_ = read(); }
+nlohmann::json UdpKernel::drops() const {
+  if (!probe_) return nullptr;
+  nlohmann::json out = nlohmann::json::array();
+#ifdef RP_HAVE_BPF
+  for (const auto& d : probe_->read()) {
+    auto it = drops_base_.find({d.function, d.reason});
+    const uint64_t n = d.count - (it == drops_base_.end() ? 0 : it->second);
+    if (n)
+      out.push_back({{"function", d.function}, {"reason", d.reason}, {"count", n},
+                     {"purged_at_close", purged_at_close(d.function, d.reason)}});
+  }
+  out.push_back({{"function", "(namespace unknown)"}, {"reason", ""}, {"count", probe_->netns_unknown()}, {"purged_at_close", false}});
+#endif
+  return out;
+}
+
+void UdpKernel::baseline() {
+  base_ = read();
+#ifdef RP_HAVE_BPF
+  if (probe_)
+    for (const auto& d : probe_->read()) drops_base_[{d.function, d.reason}] = d.count;
+#endif
+}
 
 Sample UdpKernel::sample() {
   Sample s;
   s.ns = monotonic_ns();
   const Counts now = read();
-  for (const auto& [k, v] : now) s.k[k] = *v - std::min(*v, val(base_, k));
+  for (const auto& [k, v] : now) s.k[k] = v ? std::optional<uint64_t>(*v - std::min(*v, val(base_, k))) : std::nullopt;
   try {
     for (const auto& m : port_sockets(IPPROTO_UDP, port_)) {
       ++s.listeners;
@@ -153,14 +217,16 @@ nlohmann::json UdpKernel::sources() const {
   s["udp_no_ports"] = f + "NoPorts";
   s["udp_rcvbuf_errors"] = f + "RcvbufErrors";
   s["udp_in_errors"] = f + "InErrors";
+  if (probe_) s["udp_queue_purged"] = "tp_btf/kfree_skb of datagrams to the port freed in a socket destructor (bpf/udp_drops.bpf.c)";
   return s;
 }
 
 nlohmann::json UdpKernel::not_observable() const {
   nlohmann::json n = nlohmann::json::object();
-  n["queue_purged_at_close"] =
-      "datagrams queued on a member that closed are freed with it (udp_destruct_common()) and no SNMP counter "
-      "counts them; they stay unattributed";
+  if (!probe_)
+    n["udp_queue_purged"] = probe_why_ +
+                            "; datagrams queued on a member that closed are freed with it and no SNMP counter counts "
+                            "them: they stay unattributed";
   return n;
 }
 
@@ -216,12 +282,16 @@ UdpAttribution attribute_udp(const Options& o, const UdpFlowResult& r, const std
   const Counts& kt = samples.back().k;
   const uint64_t rcvbuf = val(kt, "udp_rcvbuf_errors"), in = val(kt, "udp_in_errors");
   const std::string f = o.host.find(':') != std::string::npos ? "Udp6" : "Udp.";
-  const std::vector<std::tuple<std::string, uint64_t, std::string>> evidence = {
+  const bool probed = kt.count("udp_queue_purged") && kt.at("udp_queue_purged");
+  std::vector<std::tuple<std::string, uint64_t, std::string>> evidence = {
       {"no_socket", val(kt, "udp_no_ports"), f + "NoPorts " + std::to_string(val(kt, "udp_no_ports"))},
       {"receive_buffer_full", rcvbuf, f + "RcvbufErrors " + std::to_string(rcvbuf)},
       {"other_receive_errors", in - std::min(in, rcvbuf),
        f + "InErrors " + std::to_string(in) + " less RcvbufErrors " + std::to_string(rcvbuf)},
   };
+  if (probed)
+    evidence.emplace_back("queue_purged_at_close", val(kt, "udp_queue_purged"),
+                          "kfree_skb in a socket destructor " + std::to_string(val(kt, "udp_queue_purged")));
   uint64_t left = a.tally.lost;
   for (const auto& [cause, n, ev] : evidence) {
     const uint64_t take = std::min(left, n);
@@ -231,6 +301,7 @@ UdpAttribution attribute_udp(const Options& o, const UdpFlowResult& r, const std
     if (n > take) a.beyond_losses[cause] = n - take;
   }
   a.unattributed = left;
+  if (!probed) a.evidence["queue_purged_at_close"] = "not observable: the udp_drops probe is not attached";
   return a;
 }
 

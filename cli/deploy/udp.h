@@ -13,6 +13,10 @@
 #include "cli/deploy/deploy.h"
 #include "harness/udp_flows.h"
 
+namespace rp::probes {
+class UdpDrops;
+}
+
 namespace rp::cli::deploy {
 
 // The UDP flows of o (harness/udp_flows.h), run on a thread of their own.
@@ -31,11 +35,17 @@ class UdpKernel {
   // Where each count comes from, and the counts this kernel cannot give with their reason.
   nlohmann::json sources() const;
   nlohmann::json not_observable() const;
+  // The kernel's drops of the port by function and reason (bpf/udp_drops.bpf.c) since the
+  // baseline; null when the probe is not attached.
+  nlohmann::json drops() const;
 
  private:
   uint16_t port_;
   bool v6_;
   Counts base_;
+  std::shared_ptr<probes::UdpDrops> probe_;  // null: not attached (probe_why_ says why)
+  std::string probe_why_;
+  std::map<std::pair<std::string, std::string>, uint64_t> drops_base_;
   Counts read() const;
 };
 
@@ -47,7 +57,8 @@ const std::vector<UdpCounterRow>& udp_counter_rows();
 
 // Every lost datagram under one named cause, in this order, each cause taking at most its
 // kernel count: no_socket (Udp.NoPorts), receive_buffer_full (Udp.RcvbufErrors),
-// other_receive_errors (Udp.InErrors less RcvbufErrors); the rest is `unattributed`,
+// other_receive_errors (Udp.InErrors less RcvbufErrors), queue_purged_at_close (the
+// udp_drops probe: datagrams freed in a member's destructor); the rest is `unattributed`,
 // always present. Kernel counts beyond the losses (datagrams no client missed: ICMP-less
 // probes of other programs under --host-net, answers dropped after their datagram was
 // already counted late) are shown apart.

@@ -56,8 +56,17 @@ int udp_report(const Options& o, const Load& load, const std::vector<Sample>& sa
   }
   std::printf("  kernel side (%s; UDP MIB since the load began):\n",
               o.host_net ? "this network namespace, all its traffic" : "the deploy's network namespace");
-  for (const auto& row : udp_counter_rows())
-    std::printf("    %-64s %7" PRIu64 "\n", row.label, val(samples.back().k, row.key));
+  auto kv = [&](const char* k) -> std::string {
+    auto it = samples.back().k.find(k);
+    return it != samples.back().k.end() && it->second ? std::to_string(*it->second) : "n/a";
+  };
+  for (const auto& row : udp_counter_rows()) std::printf("    %-64s %7s\n", row.label, kv(row.key).c_str());
+  const json drops = kernel.drops();
+  if (drops.is_array())
+    for (const auto& d : drops)
+      if (d["count"].get<uint64_t>())
+        std::printf("      kfree_skb in %s, reason %s: %s\n", d["function"].get<std::string>().c_str(),
+                    d["reason"].get<std::string>().empty() ? "-" : d["reason"].get<std::string>().c_str(), d["count"].dump().c_str());
   const json not_observable = kernel.not_observable();
   for (auto& [k, v] : not_observable.items()) std::printf("    n/a %s: %s\n", k.c_str(), v.get<std::string>().c_str());
   std::printf("  lost datagrams by named cause%s:\n", a.lost_when.c_str());
@@ -85,9 +94,15 @@ int udp_report(const Options& o, const Load& load, const std::vector<Sample>& sa
   for (const auto& f : r.flows)
     if (f.moves) moves.push_back({{"flow", f.flow}, {"at_s", rel(f.moved_ns)}, {"from", f.moved_from}, {"to", f.moved_to}, {"moves", f.moves}});
   json kernel_totals = json::object();
-  for (const auto& row : udp_counter_rows()) kernel_totals[row.key] = val(samples.back().k, row.key);
+  for (const auto& row : udp_counter_rows()) {
+    auto it = samples.back().k.find(row.key);
+    kernel_totals[row.key] = it != samples.back().k.end() && it->second ? json(*it->second) : json(nullptr);
+  }
   json members = json::array();
   for (const auto& s : samples) members.push_back({rel(s.ns), s.listeners, s.accept_queue});
+  // A cause the kernel cannot show here is null, never 0.
+  json causes = a.causes;
+  if (!a.causes.count("queue_purged_at_close")) causes["queue_purged_at_close"] = nullptr;
   json out = {
       {"schema", "reuseport-check/deploy-udp/1"},
       {"kernel", kernel_release()},
@@ -111,7 +126,8 @@ int udp_report(const Options& o, const Load& load, const std::vector<Sample>& sa
       {"kernel_totals", kernel_totals},
       {"kernel_sources", kernel.sources()},
       {"kernel_not_observable", not_observable},
-      {"attribution", {{"lost", t.lost}, {"causes", a.causes}, {"evidence", a.evidence}, {"unattributed", a.unattributed},
+      {"kernel_drops", drops},
+      {"attribution", {{"lost", t.lost}, {"causes", causes}, {"evidence", a.evidence}, {"unattributed", a.unattributed},
                        {"beyond_losses", a.beyond_losses}}},
       {"timeline", a.timeline},
       {"members", members},
