@@ -2,7 +2,9 @@
 one line; the project's own UDP server restarted under UDP flow load loses datagrams that
 found no socket, every one attributed (Udp.NoPorts, unattributed 0), exit 1; a swap (a
 second generation joins, the first leaves) breaks flows, which the answers show by the
-member that sent them. Every --json follows results/schemas/deploy-udp.schema.json."""
+member that sent them; unbound (docs/examples/unbound) restarted loses queries, each with
+its cause, and reloaded keeps its sockets. Every --json follows
+results/schemas/deploy-udp.schema.json."""
 import json
 import pathlib
 import subprocess
@@ -134,3 +136,35 @@ def test_drain_swap_frees_no_queued_datagram(cli, require_root, tmp_path):
     assert a["causes"]["queue_purged_at_close"] == 0 and a["unattributed"] == 0, a
     assert a["causes"]["no_socket"] == 0, a
     assert rep["flows"]["broken"] == rep["flows"]["count"], rep["flows"]
+
+
+UNBOUND = REPO / "docs" / "examples" / "unbound"
+DNS = ["--udp-request", "dns:a.test", "--warmup", "1", "--settle", "1", "--flows", "16", "--reply-timeout", "0.2",
+       "--load", "rate:2000"]
+
+
+def test_unbound_restart_loses_queries_each_with_its_cause(cli, require_root, tmp_path):
+    """unbound from Debian's archive (so-reuseport, 2 threads) stopped then started: queries
+    of the gap found no socket (Udp.NoPorts), those its sockets held when it stopped were
+    freed at close; none unattributed. A DNS answer names no member: moved flows are not
+    observable, reported as null, never 0."""
+    out = tmp_path / "unbound-restart.json"
+    r = deploy_udp(cli, 47646, str(UNBOUND / "start.sh"), str(UNBOUND / "restart.sh"), *DNS, "--json", str(out))
+    assert r.returncode == 1, r.stdout + r.stderr
+    rep = report(out)
+    a = rep["attribution"]
+    assert a["causes"]["no_socket"] > 0 and a["unattributed"] == 0, a
+    assert rep["request"] == "dns:a.test"
+    assert rep["flows"]["broken"] is None and rep["flows"]["broken_not_observable"], rep["flows"]
+    assert "broken flows not observable" in r.stdout, r.stdout
+
+
+def test_unbound_reload_keeps_its_sockets(cli, require_root, tmp_path):
+    """SIGHUP: unbound 1.17 keeps its listening sockets, so no query finds the port empty."""
+    out = tmp_path / "unbound-reload.json"
+    r = deploy_udp(cli, 47647, str(UNBOUND / "start.sh"), str(UNBOUND / "reload.sh"), *DNS, "--json", str(out))
+    rep = report(out)
+    a = rep["attribution"]
+    assert a["causes"]["no_socket"] == 0 and a["causes"]["queue_purged_at_close"] == 0, a
+    assert a["unattributed"] == 0, a
+    assert r.returncode == (1 if a["lost"] else 0), r.stdout + r.stderr
