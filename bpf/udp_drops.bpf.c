@@ -53,7 +53,7 @@ struct {
  * of sk_receive_queue (the tracepoint exists from 6.7 on). Another CPU may queue one more in
  * between: then that one is recorded twice and this one not at all, and a purge of it stays
  * unknown (unattributed), never counted for the wrong namespace. */
-SEC("tp_btf/sk_data_ready")
+SEC("?tp_btf/sk_data_ready")
 int BPF_PROG(rp_udp_queued, struct sock *sk)
 {
 	__u64 addr;

@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -24,6 +25,7 @@ struct UdpDrops::Impl {
   udp_drops* skel = nullptr;
   bpf_link* link = nullptr;
   bpf_link* queued = nullptr;
+  std::string queued_why;
   std::vector<std::pair<std::uint64_t, std::string>> symbols;
   std::map<std::uint32_t, std::string> reasons;
   std::string function_of(std::uint64_t addr) const {
@@ -78,17 +80,40 @@ std::map<std::uint32_t, std::string> drop_reason_names() {
 
 }  // namespace
 
+namespace {
+// open -> rodata -> load; a libbpf object cannot be loaded twice, so a kernel without the
+// sk_data_ready tracepoint (before 6.7) gets a second object without that program.
+udp_drops* open_and_load(const UdpDrops::Options& o, bool queued, int& err) {
+  udp_drops* s = udp_drops__open();
+  if (!s) {
+    err = errno;
+    return nullptr;
+  }
+  s->rodata->target_port = o.port;
+  s->rodata->target_netns = o.netns_cookie;
+  bpf_program__set_autoload(s->progs.rp_udp_queued, queued);
+  if (int rc = udp_drops__load(s)) {
+    err = libbpf_errno(rc);
+    udp_drops__destroy(s);
+    return nullptr;
+  }
+  return s;
+}
+}  // namespace
+
 UdpDrops::UdpDrops(const Options& o) : impl_(std::make_unique<Impl>()) {
-  impl_->skel = udp_drops__open();
-  if (!impl_->skel) throw ProbeError("bpf: open udp_drops", errno);
-  impl_->skel->rodata->target_port = o.port;
-  impl_->skel->rodata->target_netns = o.netns_cookie;
-  if (int rc = udp_drops__load(impl_->skel))
-    throw ProbeError("bpf: load udp_drops (tp_btf/kfree_skb, tp_btf/sk_data_ready)", libbpf_errno(rc));
+  int err = 0;
+  impl_->skel = open_and_load(o, true, err);
+  if (impl_->skel) {
+    impl_->queued = bpf_program__attach(impl_->skel->progs.rp_udp_queued);
+    if (!impl_->queued) impl_->queued_why = std::string("tp_btf/sk_data_ready did not attach: ") + std::strerror(errno);
+  } else {
+    impl_->queued_why = std::string("tp_btf/sk_data_ready did not load (") + std::strerror(err) + "; the tracepoint is 6.7+)";
+    impl_->skel = open_and_load(o, false, err);
+    if (!impl_->skel) throw ProbeError("bpf: load udp_drops (tp_btf/kfree_skb)", err);
+  }
   impl_->link = bpf_program__attach(impl_->skel->progs.rp_udp_kfree_skb);
   if (!impl_->link) throw ProbeError("bpf: attach tp_btf/kfree_skb", errno);
-  impl_->queued = bpf_program__attach(impl_->skel->progs.rp_udp_queued);
-  if (!impl_->queued) throw ProbeError("bpf: attach tp_btf/sk_data_ready", errno);
   impl_->symbols = text_symbols();
   impl_->reasons = drop_reason_names();
 }
@@ -121,6 +146,7 @@ std::vector<UdpDrop> UdpDrops::read() const {
   return out;
 }
 
+const std::string& UdpDrops::queued_not_tracked() const { return impl_->queued_why; }
 std::uint64_t UdpDrops::netns_unknown() const { return load(impl_->skel->bss->netns_unknown); }
 std::uint64_t UdpDrops::overflow() const { return load(impl_->skel->bss->overflow); }
 

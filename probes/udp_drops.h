@@ -36,6 +36,10 @@ class UdpDrops {
   // Drops of the port whose namespace could not be told (no socket, no device): not counted
   // above. And drops that found the program's map full.
   std::uint64_t netns_unknown() const;
+  // Why the skbs queued on the port's sockets are not remembered ("" when they are): then
+  // a datagram freed from a closed member's queue, which carries neither socket nor device,
+  // cannot be told from another namespace's and is counted in netns_unknown() only.
+  const std::string& queued_not_tracked() const;
   std::uint64_t overflow() const;
 
  private:

@@ -152,6 +152,8 @@ UdpKernel::UdpKernel(const Options& o) : port_(static_cast<uint16_t>(o.port)), v
   } catch (const std::exception& e) {
     probe_why_ = std::string("the udp_drops probe did not attach: ") + e.what();
   }
+  // Without the queued skbs a purge cannot be told from another namespace's: not observable.
+  if (probe_ && !probe_->queued_not_tracked().empty()) probe_why_ = probe_->queued_not_tracked();
 #else
   probe_why_ = "built without BPF (RP_ENABLE_BPF=OFF)";
 #endif
@@ -162,7 +164,7 @@ Counts UdpKernel::read() const {
   Counts c = {{"udp_no_ports", m.no_ports}, {"udp_rcvbuf_errors", m.rcvbuf_errors}, {"udp_in_errors", m.in_errors},
               {"udp_queue_purged", std::nullopt}};
 #ifdef RP_HAVE_BPF
-  if (probe_) {
+  if (probe_ && probe_why_.empty()) {
     uint64_t purged = 0;
     for (const auto& d : probe_->read())
       if (purged_at_close(d.function, d.reason)) purged += d.count;
@@ -183,7 +185,9 @@ nlohmann::json UdpKernel::drops() const {
       out.push_back({{"function", d.function}, {"reason", d.reason}, {"count", n},
                      {"purged_at_close", purged_at_close(d.function, d.reason)}});
   }
-  out.push_back({{"function", "(namespace unknown)"}, {"reason", ""}, {"count", probe_->netns_unknown()}, {"purged_at_close", false}});
+  auto it = drops_base_.find({"(namespace unknown)", ""});
+  const uint64_t unknown = probe_->netns_unknown() - (it == drops_base_.end() ? 0 : it->second);
+  out.push_back({{"function", "(namespace unknown)"}, {"reason", ""}, {"count", unknown}, {"purged_at_close", false}});
 #endif
   return out;
 }
@@ -191,8 +195,10 @@ nlohmann::json UdpKernel::drops() const {
 void UdpKernel::baseline() {
   base_ = read();
 #ifdef RP_HAVE_BPF
-  if (probe_)
+  if (probe_) {
     for (const auto& d : probe_->read()) drops_base_[{d.function, d.reason}] = d.count;
+    drops_base_[{"(namespace unknown)", ""}] = probe_->netns_unknown();
+  }
 #endif
 }
 
@@ -217,13 +223,13 @@ nlohmann::json UdpKernel::sources() const {
   s["udp_no_ports"] = f + "NoPorts";
   s["udp_rcvbuf_errors"] = f + "RcvbufErrors";
   s["udp_in_errors"] = f + "InErrors";
-  if (probe_) s["udp_queue_purged"] = "tp_btf/kfree_skb of datagrams to the port freed in a socket destructor (bpf/udp_drops.bpf.c)";
+  if (probe_why_.empty()) s["udp_queue_purged"] = "tp_btf/kfree_skb of datagrams to the port freed in a socket destructor (bpf/udp_drops.bpf.c)";
   return s;
 }
 
 nlohmann::json UdpKernel::not_observable() const {
   nlohmann::json n = nlohmann::json::object();
-  if (!probe_)
+  if (!probe_why_.empty())
     n["udp_queue_purged"] = probe_why_ +
                             "; datagrams queued on a member that closed are freed with it and no SNMP counter counts "
                             "them: they stay unattributed";
@@ -301,7 +307,7 @@ UdpAttribution attribute_udp(const Options& o, const UdpFlowResult& r, const std
     if (n > take) a.beyond_losses[cause] = n - take;
   }
   a.unattributed = left;
-  if (!probed) a.evidence["queue_purged_at_close"] = "not observable: the udp_drops probe is not attached";
+  if (!probed) a.evidence["queue_purged_at_close"] = "not observable here (kernel_not_observable says why)";
   return a;
 }
 
