@@ -136,6 +136,20 @@ def test_the_schema_holds_each_kernel_to_the_deploy_schema(tmp_path):
     assert errors(ok, "deploy-kernels") == []
 
 
+def test_a_udp_deploy_row_counts_datagrams_and_names_broken_flows():
+    """deploy --udp documents have datagrams, not connections: the row's attempts and lost
+    are the datagrams', the causes end with the broken flows (n/a for DNS, never 0)."""
+    from results.tests.test_schemas import DEPLOY_UDP
+    entry = {"kernel": "6.12", "release": "6.12.0", "verdict": "FAIL", "deploy": DEPLOY_UDP}
+    rows = deploy_kernels.table([entry]).splitlines()
+    assert rows[1].split()[:4] == ["6.12", "6.12.0", "100", "4"], rows
+    assert deploy_kernels.causes(DEPLOY_UDP) == "no_socket 3, queue_purged_at_close 1, broken flows 2"
+    dns = copy.deepcopy(DEPLOY_UDP)
+    dns["flows"]["broken"] = None
+    dns["attribution"]["unattributed"] = 2
+    assert deploy_kernels.causes(dns).endswith("unattributed 2, broken flows n/a")
+
+
 def test_closure_takes_paths_programs_guest_paths_and_the_users(tmp_path):
     conf = tmp_path / "conf"
     (conf / "sub").mkdir(parents=True)
