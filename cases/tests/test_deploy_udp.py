@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from results.junit import Suite, read_junit
 from results.schemas import errors
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -88,9 +89,14 @@ def test_server_that_does_not_answer(cli, require_root):
 
 
 def test_restart_loses_datagrams_to_no_socket_all_attributed(cli, require_root, tmp_path):
-    out = tmp_path / "restart.json"
-    r = deploy_udp(cli, 47643, str(SERVE_UDP / "start.sh"), str(SERVE_UDP / "restart.sh"), *FAST, "--json", str(out))
+    out, junit = tmp_path / "restart.json", tmp_path / "restart.xml"
+    r = deploy_udp(cli, 47643, str(SERVE_UDP / "start.sh"), str(SERVE_UDP / "restart.sh"), *FAST, "--json", str(out),
+                   "--junit", str(junit))
     assert r.returncode == 1, r.stdout + r.stderr
+    suites, cases = read_junit(junit)
+    assert suites == [Suite("reuseport-check deploy", tests=1, failures=1, errors=0, skipped=0)], suites
+    case = cases["reuseport-check::deploy"]
+    assert case.outcome == "failure" and "datagrams lost" in case.message and "unattributed 0" in case.message, case
     rep = report(out)
     a = rep["attribution"]
     assert rep["datagrams"]["lost"] > 0, rep["datagrams"]
