@@ -45,9 +45,10 @@ as a QUIC connection breaks), each at its send time.)";
 constexpr const char* kFooter = R"(Environment of both commands: RP_PORT=P, RP_WORKDIR (a fresh directory, removed
 afterwards, for pid files and configs) and RP_CHECK (this program).
 
-Exit status: 0 when at most --max-lost connections were lost; 1 when more were; 2 on bad
-usage, an unwritable --json or --junit path (checked before anything starts), a server
-that never listened, a deploy command that failed or hung, or missing privileges.
+Exit status: 0 when at most --max-lost connections were lost (--udp: lost datagrams plus
+broken flows); 1 when more were; 2 on bad usage, an unwritable --json or --junit path
+(checked before anything starts), a server that never listened, a deploy command that
+failed or hung, or missing privileges.
 
 Examples:
   reuseport-check deploy --port 8080 \

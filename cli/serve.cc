@@ -41,7 +41,9 @@ constexpr const char* kServeDescription =
     "A small SO_REUSEPORT server: N workers, each with its own listener on the port. Runs\n"
     "until SIGTERM or SIGINT, then closes all its listeners at once, as a naive server does:\n"
     "connections still waiting in a listener's accept queue are reset by the kernel, unless\n"
-    "net.ipv4.tcp_migrate_req=1 lets it move them to another listener of the port.";
+    "net.ipv4.tcp_migrate_req=1 lets it move them to another listener of the port.\n"
+    "With --udp: N members of one UDP group answering `deploy --udp`'s flow requests; closing\n"
+    "frees what their receive queues hold, unless --drain answers it first.";
 
 constexpr const char* kServeFooter = R"FOOTER(Exit status: 0 after SIGTERM or SIGINT; 1 when closing failed; 2 on bad usage or when the
 listeners cannot be opened (port in use without SO_REUSEPORT, address not here).
