@@ -29,7 +29,8 @@ const volatile __u16 target_port = 0;  /* host order */
 const volatile __u64 target_netns = 0; /* net->net_cookie; 0: every namespace */
 
 __u64 overflow = 0;        /* a drop of the port that found no free key */
-__u64 netns_unknown = 0;   /* a drop of the port whose namespace could not be told */
+__u64 netns_unknown = 0;   /* a drop of the port whose namespace could not be told (also
+			    * in rp_udp_drops with pad 2) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -126,12 +127,15 @@ int BPF_PROG(rp_udp_kfree_skb, struct sk_buff *skb, void *location)
 			 * the namespace. */
 			__u64 addr = (__u64)skb;
 
-			if (!bpf_map_lookup_elem(&rp_udp_queued_skbs, &addr)) {
+			if (bpf_map_lookup_elem(&rp_udp_queued_skbs, &addr)) {
+				bpf_map_delete_elem(&rp_udp_queued_skbs, &addr);
+				key.pad = 1;
+			} else {
+				/* Kept apart, by function and reason, so that user space can say
+				 * what it could not attribute. */
 				__sync_fetch_and_add(&netns_unknown, 1);
-				return 0;
+				key.pad = 2;
 			}
-			bpf_map_delete_elem(&rp_udp_queued_skbs, &addr);
-			key.pad = 1;
 		} else if (net->net_cookie != target_netns) {
 			return 0;
 		}

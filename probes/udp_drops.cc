@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include "probes/reuseport_probe.h"
 #include "probes/skel_util.h"
@@ -132,17 +133,17 @@ std::vector<UdpDrop> UdpDrops::read() const {
     prev = &k;
   }
   const auto& reasons = impl_->reasons;
-  std::map<std::pair<std::string, std::string>, std::uint64_t> merged;
+  std::map<std::tuple<bool, std::string, std::string>, std::uint64_t> merged;
   for (const auto& [key, v] : raw) {
     std::string reason;
     if (key.reason || !reasons.empty()) {
       auto it = reasons.find(key.reason);
       reason = it != reasons.end() ? it->second : "reason " + std::to_string(key.reason);
     }
-    merged[{impl_->function_of(key.location), reason}] += v;
+    merged[{key.pad == 2, impl_->function_of(key.location), reason}] += v;
   }
   std::vector<UdpDrop> out;
-  for (const auto& [fr, v] : merged) out.push_back({fr.first, fr.second, v});
+  for (const auto& [k, v] : merged) out.push_back({std::get<1>(k), std::get<2>(k), v, std::get<0>(k)});
   return out;
 }
 

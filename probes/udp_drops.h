@@ -18,6 +18,10 @@ struct UdpDrop {
   std::string function;  // the kernel function that freed the datagram, or its address in hex
   std::string reason;    // "NOT_SPECIFIED", "NO_SOCKET", ... (SKB_DROP_REASON_ stripped)
   std::uint64_t count = 0;
+  // Neither socket, device nor a remembered queued skb told its namespace: a datagram to
+  // the port of any namespace. Not in the namespace's counts; shown so that what stays
+  // unattributed has a function and a reason.
+  bool netns_unknown = false;
 };
 
 class UdpDrops {

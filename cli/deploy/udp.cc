@@ -167,7 +167,7 @@ Counts UdpKernel::read() const {
   if (probe_ && probe_why_.empty()) {
     uint64_t purged = 0;
     for (const auto& d : probe_->read())
-      if (purged_at_close(d.function, d.reason)) purged += d.count;
+      if (!d.netns_unknown && purged_at_close(d.function, d.reason)) purged += d.count;
     c["udp_queue_purged"] = purged;
   }
 #endif
@@ -178,16 +178,16 @@ nlohmann::json UdpKernel::drops() const {
   if (!probe_) return nullptr;
   nlohmann::json out = nlohmann::json::array();
 #ifdef RP_HAVE_BPF
+  // A drop whose namespace was not told is listed as "(namespace unknown) FUNCTION": never
+  // counted as this namespace's, shown so that an unattributed loss has a likely place.
   for (const auto& d : probe_->read()) {
-    auto it = drops_base_.find({d.function, d.reason});
+    const std::string fn = d.netns_unknown ? "(namespace unknown) " + d.function : d.function;
+    auto it = drops_base_.find({fn, d.reason});
     const uint64_t n = d.count - (it == drops_base_.end() ? 0 : it->second);
     if (n)
-      out.push_back({{"function", d.function}, {"reason", d.reason}, {"count", n},
-                     {"purged_at_close", purged_at_close(d.function, d.reason)}});
+      out.push_back({{"function", fn}, {"reason", d.reason}, {"count", n},
+                     {"purged_at_close", !d.netns_unknown && purged_at_close(d.function, d.reason)}});
   }
-  auto it = drops_base_.find({"(namespace unknown)", ""});
-  const uint64_t unknown = probe_->netns_unknown() - (it == drops_base_.end() ? 0 : it->second);
-  out.push_back({{"function", "(namespace unknown)"}, {"reason", ""}, {"count", unknown}, {"purged_at_close", false}});
 #endif
   return out;
 }
@@ -196,8 +196,8 @@ void UdpKernel::baseline() {
   base_ = read();
 #ifdef RP_HAVE_BPF
   if (probe_) {
-    for (const auto& d : probe_->read()) drops_base_[{d.function, d.reason}] = d.count;
-    drops_base_[{"(namespace unknown)", ""}] = probe_->netns_unknown();
+    for (const auto& d : probe_->read())
+      drops_base_[{d.netns_unknown ? "(namespace unknown) " + d.function : d.function, d.reason}] = d.count;
   }
 #endif
 }
