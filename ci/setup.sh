@@ -29,7 +29,8 @@ PACKAGES=(
   haproxy caddy
   # bench/vs_tools.py: the load generator against the tools users know
   wrk apache2-utils
-  # `group --udp` against a real UDP server (cases/tests/test_group_unbound.py)
+  # `group --udp` and `deploy --udp` against a real UDP server (cases/tests/test_group_unbound.py,
+  # test_deploy_udp.py, docs/examples/unbound)
   unbound
 )
 

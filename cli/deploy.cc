@@ -18,6 +18,7 @@
 #include "cli/deploy/deploy.h"
 #include "cli/python_driver.h"
 #include "harness/socket.h"
+#include "harness/udp_flows.h"
 
 namespace rp::cli {
 
@@ -34,18 +35,26 @@ deploy lost, with what the kernel did to it and when:
      listener's accept queue and their RSTs, overflows, segments that found no listener),
      each at its time relative to the start of the deploy command.
 Every process the commands started is killed at the end (daemons too), on every path, a
-SIGKILL of this command included: they run in a PID namespace of their own, with a /proc of it.)";
+SIGKILL of this command included: they run in a PID namespace of their own, with a /proc of it.
+With --udp: UDP flows instead of connections (each flow its own source port, sending
+requests and expecting answers that name the member: `serve --udp`); the report counts
+lost datagrams by the kernel's cause (UDP MIB: no socket, receive buffer full, other
+receive errors; the rest unattributed) and broken flows (answered by another member,
+as a QUIC connection breaks), each at its send time.)";
 
 constexpr const char* kFooter = R"(Environment of both commands: RP_PORT=P, RP_WORKDIR (a fresh directory, removed
 afterwards, for pid files and configs) and RP_CHECK (this program).
 
-Exit status: 0 when at most --max-lost connections were lost; 1 when more were; 2 on bad
-usage, an unwritable --json or --junit path (checked before anything starts), a server
-that never listened, a deploy command that failed or hung, or missing privileges.
+Exit status: 0 when at most --max-lost connections were lost (--udp: lost datagrams plus
+broken flows); 1 when more were; 2 on bad usage, an unwritable --json or --junit path
+(checked before anything starts), a server that never listened, a deploy command that
+failed or hung, or missing privileges.
 
 Examples:
   reuseport-check deploy --port 8080 \
       --start "$PWD/docs/examples/serve/start.sh" --deploy "$PWD/docs/examples/serve/swap.sh"
+  reuseport-check deploy --udp --port 8053 --start "$PWD/docs/examples/serve-udp/start.sh --drain" \
+      --deploy "$PWD/docs/examples/serve-udp/swap.sh --drain"
   reuseport-check deploy --port=8080 --http / --junit deploy.xml \
       --start "$PWD/docs/examples/nginx/start.sh" --deploy "$PWD/docs/examples/nginx/reload.sh"
 
@@ -158,7 +167,7 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
                   "The deploy: signal the server, start a new generation and stop the old one, anything. "
                   "Must end within --deploy-timeout; a non-zero exit is an error.")
       ->type_name("CMD");
-  app->add_option("--port", o.port, "The TCP port the server listens on (1-65535).")->check(integer(1, 65535))->type_name("P");
+  app->add_option("--port", o.port, "The port the server listens on, or with --udp is bound to (1-65535).")->check(integer(1, 65535))->type_name("P");
   app->add_option("--load", load,
                   "closed:N: N connections in flight at all times (default closed:32); "
                   "rate:R: R new connections per second, open loop.")
@@ -234,10 +243,48 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
   app->add_option("-j,--jobs", jobs, "With --kernels: guests at a time (default 1).")->check(integer(1, 16));
   app->add_option("--python", python, "With --kernels: the Python that runs the driver (default /usr/bin/python3).")
       ->type_name("PATH");
+  app->add_flag("--udp", o.udp,
+                                "UDP flows instead of TCP connections: --flows flows, each its own source port; "
+                                "--load closed:N is then N datagrams in flight per flow (default closed:1), rate:R "
+                                "datagrams per second over all flows. The server must answer as `serve --udp` does.");
+  auto* flows_opt = app->add_option("--flows", o.flows, "With --udp: the number of flows (default 32).")
+                        ->check(integer(1, 4096))
+                        ->type_name("N");
+  auto* reply_opt = app->add_option("--reply-timeout", o.reply_timeout,
+                                    "With --udp: seconds after which an answer counts as late, not answered (default 1); "
+                                    "a datagram with no answer by the end of the run is lost.")
+                        ->check(rp::cli::seconds())
+                        ->type_name("S");
+  std::string udp_request;
+  auto* udp_request_opt =
+      app->add_option("--udp-request", udp_request,
+                      "With --udp: dns:NAME sends DNS queries for NAME (type A) to a DNS server, each answer matched "
+                      "to its query by the DNS ID; a DNS server does not name the member that answered, so broken "
+                      "flows are then not observable. Default: the flow requests of `serve --udp`.")
+          ->type_name("dns:NAME")
+          ->check(CLI::Validator(
+              [](std::string& v) -> std::string {
+                if (v.rfind("dns:", 0) != 0) return "takes dns:NAME, got '" + v + "'";
+                try {
+                  dns_query(v.substr(4), 0);
+                } catch (const std::exception& e) {
+                  return e.what();
+                }
+                return {};
+              },
+              ""));
   app->add_flag("--host-net", o.host_net,
                 "Run in the current network namespace instead of a private one. Processes that leave it "
                 "(daemons) are still found and killed, as descendants; TcpExt counts then include all other traffic.");
   if (auto rc = rp::cli::parse(*app, args)) return *rc;
+  if (!o.udp && (flows_opt->count() || reply_opt->count() || udp_request_opt->count()))
+    return rp::cli::usage_error(std::string(flows_opt->count() ? "--flows" : reply_opt->count() ? "--reply-timeout" : "--udp-request") +
+                                " needs --udp");
+  if (!udp_request.empty()) o.dns_name = udp_request.substr(4);
+  if (o.udp && (!o.request_file.empty() || !o.http_path.empty()))
+    return rp::cli::usage_error(std::string(o.http_path.empty() ? "--request" : "--http") +
+                                " is for TCP; --udp sends the UDP flow requests of `serve --udp`");
+  if (o.udp && load.empty()) o.concurrency = 1;
 
   if (!load.empty()) {
     if (load.rfind("closed:", 0) == 0) {
@@ -253,7 +300,10 @@ int deploy_command(const std::vector<std::string>& args, const std::vector<std::
   if (o.deploy.empty()) return usage_error("deploy needs --deploy CMD (your deploy procedure)");
   if (o.port < 0) return usage_error("deploy needs --port P");
   if (!o.request_file.empty() && !o.http_path.empty()) return usage_error("--request and --http are exclusive");
-  if (o.mode == LoadOptions::Mode::Closed && o.concurrency < o.threads)
+  if (o.udp && o.threads > o.flows)
+    return usage_error("--threads " + std::to_string(o.threads) + " needs at least as many --flows (" +
+                       std::to_string(o.flows) + ")");
+  if (!o.udp && o.mode == LoadOptions::Mode::Closed && o.concurrency < o.threads)
     return usage_error("--load closed:" + std::to_string(o.concurrency) + " needs at least as many in flight as --threads");
   if (!o.request_file.empty()) {
     std::ifstream f(o.request_file, std::ios::binary);

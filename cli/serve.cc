@@ -8,7 +8,7 @@
 //
 // The default protocol is the harness's own (harness/wire.h, what `deploy` sends when given
 // no --request or --http), served by a ListenerGroup; --http answers any request with a
-// 200 and `Connection: close`.
+// 200 and `Connection: close`. --udp serves UDP flows instead (cli/serve/udp.cc).
 
 #include <poll.h>
 #include <signal.h>
@@ -28,6 +28,7 @@
 
 #include "cli/commands.h"
 #include "cli/common/options.h"
+#include "cli/serve/udp.h"
 #include "harness/error.h"
 #include "harness/server.h"
 #include "harness/socket.h"
@@ -40,13 +41,16 @@ constexpr const char* kServeDescription =
     "A small SO_REUSEPORT server: N workers, each with its own listener on the port. Runs\n"
     "until SIGTERM or SIGINT, then closes all its listeners at once, as a naive server does:\n"
     "connections still waiting in a listener's accept queue are reset by the kernel, unless\n"
-    "net.ipv4.tcp_migrate_req=1 lets it move them to another listener of the port.";
+    "net.ipv4.tcp_migrate_req=1 lets it move them to another listener of the port.\n"
+    "With --udp: N members of one UDP group answering `deploy --udp`'s flow requests; closing\n"
+    "frees what their receive queues hold, unless --drain answers it first.";
 
 constexpr const char* kServeFooter = R"FOOTER(Exit status: 0 after SIGTERM or SIGINT; 1 when closing failed; 2 on bad usage or when the
 listeners cannot be opened (port in use without SO_REUSEPORT, address not here).
 
 Examples:
   reuseport-check serve --port 8080 --workers 4 --pidfile /tmp/gen1.pid
+  reuseport-check serve --udp --port 8053 --workers 2 --drain --pidfile /tmp/gen1.pid
   reuseport-check deploy --port 8080 \
       --start "$PWD/docs/examples/serve/start.sh" --deploy "$PWD/docs/examples/serve/swap.sh"
 )FOOTER";
@@ -54,8 +58,8 @@ Examples:
 struct Options {
   int port = -1;
   std::string host = "127.0.0.1";
-  bool http = false, drain = false;
-  long workers = 2, backlog = 128, accept_delay_ms = 0;
+  bool http = false, drain = false, udp = false;
+  long workers = 2, backlog = 128, accept_delay_ms = 0, rcvbuf = 0, read_delay_us = 0;
   std::string pidfile;
 };
 
@@ -158,16 +162,32 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
   app->add_option("--port", o.port, "The port (1-65535)")->required()->check(CLI::Range(1, 65535));
   app->add_option("--host", o.host, "The address to listen on (default 127.0.0.1; '::1' for IPv6)")
       ->type_name("ADDR");
-  app->add_flag("--http",
+  auto* http_opt = app->add_flag("--http",
                 o.http, "Answer HTTP requests (200, a short body, Connection: close) instead of the harness protocol that "
                         "`deploy` uses by default");
   app->add_option("--workers", o.workers, "Listeners, one thread each (default 2)")->check(CLI::Range(1, 256));
-  app->add_option("--backlog", o.backlog, "listen() backlog of each listener (default 128)")->check(CLI::Range(1, 1 << 20));
-  app->add_option("--accept-delay-ms", o.accept_delay_ms,
+  auto* backlog_opt = app->add_option("--backlog", o.backlog, "listen() backlog of each listener (default 128)")->check(CLI::Range(1, 1 << 20));
+  auto* delay_opt = app->add_option("--accept-delay-ms", o.accept_delay_ms,
                   "Wait MS milliseconds before each accept(): a slow server, whose accept queues fill under load")
       ->type_name("MS")
       ->check(CLI::Range(0, 60000));
-  app->add_flag("--drain", o.drain, "On SIGTERM, first accept and serve what is queued, then close");
+  app->add_flag("--drain", o.drain,
+                "On SIGTERM, first accept and serve what is queued, then close (--udp: answer what each member's "
+                "receive queue holds after connecting it to itself (so no other flow's datagram reaches it) until it is "
+                "empty, at most 2 s, then close that member)");
+  app->add_flag("--udp", o.udp,
+                "UDP instead of TCP: --workers members in one reuseport group, each answering the UDP flow "
+                "requests of `deploy --udp` with a reply naming the member (pid << 8 | index)")
+      ->excludes(http_opt)
+      ->excludes(backlog_opt)
+      ->excludes(delay_opt);
+  app->add_option("--rcvbuf", o.rcvbuf, "With --udp: SO_RCVBUF of each member in bytes (default: the kernel's)")
+      ->type_name("BYTES")
+      ->check(CLI::Range(1, 1 << 30));
+  app->add_option("--read-delay-us", o.read_delay_us,
+                  "With --udp: wait US microseconds before each read: a slow server, whose receive queues fill under load")
+      ->type_name("US")
+      ->check(CLI::Range(0, 1000000));
   app->add_option("--pidfile", o.pidfile,
                   "Write the process id to PATH once every listener listens (so a deploy script knows when the new "
                   "generation is ready); removed at exit")
@@ -187,6 +207,9 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
     return rp::cli::usage_error("--host needs an IPv4 or IPv6 address, got '" + o.host + "'");
   }
 
+  if ((o.rcvbuf > 0 || o.read_delay_us > 0) && !o.udp)
+    return rp::cli::usage_error(std::string(o.rcvbuf > 0 ? "--rcvbuf" : "--read-delay-us") + " needs --udp");
+
   // Blocked before any worker thread exists, so that every thread inherits the mask and
   // the signals wait for sigwait() below.
   sigset_t set;
@@ -195,6 +218,19 @@ int serve_command(const std::vector<std::string>& args, const std::vector<std::s
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
+  if (o.udp) {
+    try {
+      const int rc = serve::serve_udp({lo.addr, o.workers, o.drain, o.rcvbuf, o.read_delay_us}, [&] {
+        if (!o.pidfile.empty()) write_pidfile(o.pidfile);
+      });
+      if (!o.pidfile.empty()) unlink(o.pidfile.c_str());
+      return rc;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "reuseport-check serve: %s\n", e.what());
+      if (!o.pidfile.empty()) unlink(o.pidfile.c_str());
+      return 2;
+    }
+  }
   std::optional<ListenerGroup> group;
   std::optional<HttpWorkers> http;
   try {

@@ -34,6 +34,28 @@ const char* to_string(FlowOutcome o) {
   return "?";
 }
 
+std::string dns_query(const std::string& name, uint16_t id) {
+  std::string n = name;
+  if (!n.empty() && n.back() == '.') n.pop_back();
+  if (n.empty()) throw std::invalid_argument("a DNS name needs at least one label");
+  if (n.size() > 253) throw std::invalid_argument("a DNS name has at most 253 bytes, '" + name + "' has " + std::to_string(n.size()));
+  // Header: ID, flags RD, one question.
+  std::string q = {static_cast<char>(id >> 8), static_cast<char>(id & 0xff), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+  size_t start = 0;
+  for (;;) {
+    const size_t dot = n.find('.', start);
+    const std::string label = n.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (label.empty() || label.size() > 63)
+      throw std::invalid_argument("a DNS label has 1-63 bytes; '" + name + "' has one of " + std::to_string(label.size()));
+    q += static_cast<char>(label.size());
+    q += label;
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  q += std::string("\0\0\1\0\1", 5);  // root, QTYPE A, QCLASS IN
+  return q;
+}
+
 UdpFlowLoad::UdpFlowLoad(UdpFlowOptions opts) : opts_(std::move(opts)) {
   auto bad = [](const std::string& m) { throw std::invalid_argument("UdpFlowLoad: " + m); };
   if (opts_.target.port == 0) bad("the target needs a port");
@@ -49,6 +71,13 @@ UdpFlowLoad::UdpFlowLoad(UdpFlowOptions opts) : opts_(std::move(opts)) {
   if (opts_.reply_timeout.count() <= 0) bad("reply_timeout must be positive");
   // A shorter late window would end the run before an in-time answer could still come.
   if (opts_.late_window < opts_.reply_timeout) bad("late_window must be at least reply_timeout");
+  if (!opts_.dns_name.empty()) {
+    try {
+      dns_query(opts_.dns_name, 0);
+    } catch (const std::invalid_argument& e) {
+      bad(std::string("dns_name: ") + e.what());
+    }
+  }
 }
 
 namespace {
@@ -90,7 +119,8 @@ class FlowWorker {
     for (auto* f : flows_) pfds.push_back({f->fd.get(), POLLIN, 0});
     for (;;) {
       uint64_t now = monotonic_ns();
-      if (sending_ && now >= send_end) sending_ = false;
+      if (sending_ && (now >= send_end || (o_.control && o_.control->stop.load(std::memory_order_relaxed))))
+        sending_ = false;
       if (sending_) send_some(now);
       expire(now, timeout);
       if (!sending_ && (unanswered_ == 0 || now >= last_send_ + static_cast<uint64_t>(o_.late_window.count()) * kMs))
@@ -123,7 +153,13 @@ class FlowWorker {
     Datagram d;
     d.seq = q.seq;
     d.sent_ns = monotonic_ns();
-    ssize_t n = sendto(f.fd.get(), &q, sizeof q, 0, reinterpret_cast<sockaddr*>(&dst_), dst_len_);
+    ssize_t n;
+    if (o_.dns_name.empty()) {
+      n = sendto(f.fd.get(), &q, sizeof q, 0, reinterpret_cast<sockaddr*>(&dst_), dst_len_);
+    } else {
+      const std::string dq = dns_query(o_.dns_name, static_cast<uint16_t>(q.seq & 0xffff));
+      n = sendto(f.fd.get(), dq.data(), dq.size(), 0, reinterpret_cast<sockaddr*>(&dst_), dst_len_);
+    }
     if (n < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
       ++budget_;
       return false;
@@ -167,7 +203,7 @@ class FlowWorker {
 
   void read_answers(FlowState& f, uint64_t timeout) {
     for (;;) {
-      char buf[64];
+      char buf[512];
       ssize_t n = recv(f.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -175,11 +211,20 @@ class FlowWorker {
         throw_sys("recv udp flow answer");
       }
       const uint64_t now = monotonic_ns();
-      wire::FlowReply a;
-      // Not an answer to this flow (wrong size, magic, flow, an unknown or repeated seq):
-      // ignored, so no datagram gets two outcomes.
-      if (!wire::parse_flow_reply(buf, static_cast<size_t>(n), a) || a.flow != f.rec->flow) continue;
       auto& ds = f.rec->datagrams;
+      wire::FlowReply a{};
+      if (o_.dns_name.empty()) {
+        // Not an answer to this flow (wrong size, magic, flow, an unknown or repeated seq):
+        // ignored, so no datagram gets two outcomes.
+        if (!wire::parse_flow_reply(buf, static_cast<size_t>(n), a) || a.flow != f.rec->flow) continue;
+      } else {
+        // A response (QR set) answers the oldest unanswered datagram with its ID.
+        if (n < 12 || !(static_cast<uint8_t>(buf[2]) & 0x80)) continue;
+        const uint64_t id = static_cast<uint64_t>(static_cast<uint8_t>(buf[0])) << 8 | static_cast<uint8_t>(buf[1]);
+        a.seq = id;
+        while (a.seq < ds.size() && ds[a.seq].answered_ns != 0) a.seq += 65536;
+        a.listener = 0;
+      }
       if (a.seq >= ds.size() || ds[a.seq].answered_ns != 0) continue;
       Datagram& d = ds[a.seq];
       d.answered_ns = now;
@@ -187,6 +232,7 @@ class FlowWorker {
       d.outcome = now - d.sent_ns <= timeout ? DatagramOutcome::Answered : DatagramOutcome::Late;
       if (a.seq >= f.expired_upto) --f.in_flight;
       --unanswered_;
+      if (o_.control) o_.control->answers.fetch_add(1, std::memory_order_relaxed);
     }
   }
 

@@ -28,6 +28,7 @@
 //                 MovedAndLost.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -37,6 +38,13 @@
 #include "harness/socket.h"
 
 namespace rp {
+
+// Shared with a running load by its owner (deploy): stop ends the sending (as max_duration
+// does), answers counts the answers so far (in time or late), for a warm-up check.
+struct UdpFlowControl {
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> answers{0};
+};
 
 struct UdpFlowOptions {
   enum class Mode { Closed, Open };
@@ -52,7 +60,17 @@ struct UdpFlowOptions {
   std::chrono::milliseconds max_duration{10000};  // no datagram is sent after this
   std::chrono::milliseconds reply_timeout{1000};  // answered later than this: Late
   std::chrono::milliseconds late_window{2000};    // after the last send; must be >= reply_timeout
+  UdpFlowControl* control = nullptr;              // optional; must outlive run()
+  // Non-empty: each datagram is a DNS query (type A, recursion desired) for this name with
+  // the DNS ID = seq mod 65536, and any DNS response with that ID answers it, whatever its
+  // RCODE. A DNS server does not name its member: every answer counts as member 0, so no
+  // flow is ever Moved; a caller must say its flows' moves are not observable.
+  std::string dns_name;
 };
+
+// The DNS query datagram for `name` with `id`; throws std::invalid_argument naming what is
+// wrong with the name (an empty label, a label over 63 bytes, over 253 bytes in all).
+std::string dns_query(const std::string& name, uint16_t id);
 
 enum class DatagramOutcome : uint8_t { Answered, Late, Lost };
 enum class FlowOutcome : uint8_t { Stayed, Moved, Lost, MovedAndLost };

@@ -117,4 +117,25 @@ std::optional<std::int64_t> get(const Deltas& d, std::string_view group, std::st
   return lookup(d, group, name);
 }
 
+UdpMib read_udp_mib(bool ipv6) {
+  std::map<std::string, std::uint64_t, std::less<>> m;
+  if (!ipv6) {
+    const Counters c = parse(slurp(proc_net_dir() + "snmp"));
+    for (const char* n : {"RcvbufErrors", "InErrors", "NoPorts"})
+      if (auto v = get(c, "Udp", n)) m[n] = *v;
+  } else {
+    const std::string path = proc_net_dir() + "snmp6";
+    std::istringstream in(slurp(path));
+    std::string name, value;
+    while (in >> name >> value)
+      if (name.rfind("Udp6", 0) == 0) m[name.substr(4)] = parse_value(value, "Udp6");
+  }
+  auto need = [&](const char* n) {
+    auto it = m.find(n);
+    if (it == m.end()) throw NetstatError(std::string("netstat: no ") + (ipv6 ? "Udp6" : "Udp.") + n + " counter");
+    return it->second;
+  };
+  return UdpMib{need("NoPorts"), need("RcvbufErrors"), need("InErrors")};
+}
+
 }  // namespace rp::probes::netstat

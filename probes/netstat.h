@@ -41,4 +41,14 @@ Deltas delta(const Counters& before, const Counters& after);
 std::optional<std::uint64_t> get(const Counters& c, std::string_view group, std::string_view name);
 std::optional<std::int64_t> get(const Deltas& d, std::string_view group, std::string_view name);
 
+// The UDP MIB of the calling thread's namespace for one address family: Udp.* from
+// /proc/net/snmp, or for IPv6 Udp6* from /proc/net/snmp6 (one "Udp6Name value" pair a
+// line, a format parse() does not read). NoPorts: no socket on the port; RcvbufErrors: the
+// receive buffer was full; InErrors: every receive error, RcvbufErrors and checksum errors
+// included. Throws NetstatError when the file cannot be read or a counter is absent.
+struct UdpMib {
+  std::uint64_t no_ports = 0, rcvbuf_errors = 0, in_errors = 0;
+};
+UdpMib read_udp_mib(bool ipv6);
+
 }  // namespace rp::probes::netstat

@@ -140,30 +140,8 @@ uint64_t udp_rmem_alloc(int fd) {
 }
 
 UdpCounters read_udp_counters(Family family) {
-  std::map<std::string, uint64_t> m;
-  if (family == Family::V4) {
-    const auto c = probes::netstat::read_current();
-    for (const char* n : {"RcvbufErrors", "InErrors", "NoPorts"})
-      if (auto v = probes::netstat::get(c, "Udp", n)) m[n] = *v;
-  } else {
-    const char* path = "/proc/thread-self/net/snmp6";
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error(std::string("cannot read ") + path);
-    std::string name;
-    uint64_t value = 0;
-    while (in >> name >> value)
-      if (name.rfind("Udp6", 0) == 0) m[name.substr(4)] = value;
-  }
-  UdpCounters u;
-  auto need = [&](const char* n) {
-    auto it = m.find(n);
-    if (it == m.end()) throw std::runtime_error(std::string("no ") + (family == Family::V4 ? "Udp." : "Udp6") + n + " counter");
-    return it->second;
-  };
-  u.rcvbuf_errors = need("RcvbufErrors");
-  u.in_errors = need("InErrors");
-  u.no_ports = need("NoPorts");
-  return u;
+  const auto m = probes::netstat::read_udp_mib(family == Family::V6);
+  return UdpCounters{m.rcvbuf_errors, m.in_errors, m.no_ports};
 }
 
 }  // namespace rp::cases

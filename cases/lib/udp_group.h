@@ -54,9 +54,7 @@ uint64_t drain_udp(int fd);
 // SO_MEMINFO's SK_MEMINFO_RMEM_ALLOC: bytes charged to the receive queue.
 uint64_t udp_rmem_alloc(int fd);
 
-// The namespace's UDP counters of `family`: Udp.* from /proc/net/snmp (probes/netstat.h),
-// for IPv6 Udp6* from /proc/thread-self/net/snmp6, which netstat.h does not read (its
-// format is one "Udp6Name value" pair a line).
+// The namespace's UDP counters of `family` (probes/netstat.h: read_udp_mib).
 // Throws when the file cannot be read or a counter the case names is absent.
 struct UdpCounters {
   uint64_t rcvbuf_errors = 0, in_errors = 0, no_ports = 0;

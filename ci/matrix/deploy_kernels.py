@@ -210,8 +210,16 @@ def hint(entry: dict) -> dict:
     return entry
 
 
+def totals(doc: dict | None) -> dict:
+    """attempts and lost of a deploy's JSON: connections, or with --udp datagrams."""
+    if doc and "datagrams" in doc:
+        return {"attempts": doc["datagrams"]["sent"], "lost": doc["datagrams"]["lost"]}
+    return (doc or {}).get("totals", {})
+
+
 def causes(doc: dict | None) -> str:
-    """The lost connections by the kernel's cause, as the deploy's JSON names them."""
+    """The lost connections (or datagrams) by the kernel's cause, as the deploy's JSON names
+    them; for --udp also the broken flows ("n/a" when the answers do not name the member)."""
     if not doc:
         return "-"
     named = doc.get("attribution", {}).get("causes") if isinstance(doc.get("attribution"), dict) else None
@@ -220,6 +228,9 @@ def causes(doc: dict | None) -> str:
         un = doc["attribution"].get("unattributed")
         if un:
             parts.append(f"unattributed {un}")
+        if "flows" in doc:
+            broken = doc["flows"].get("broken")
+            parts.append(f"broken flows {'n/a' if broken is None else broken}")
         return ", ".join(parts) or "none"
     k = doc.get("kernel_totals", {})
 
@@ -232,7 +243,7 @@ def causes(doc: dict | None) -> str:
 def table(entries: list[dict]) -> str:
     rows = [("kernel", "release", "attempts", "lost", "causes", "verdict")]
     for e in entries:
-        t = (e.get("deploy") or {}).get("totals", {})
+        t = totals(e.get("deploy"))
         rows.append((e["kernel"], e.get("release") or "-", str(t.get("attempts", "-")), str(t.get("lost", "-")),
                      causes(e.get("deploy")), e["verdict"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -245,7 +256,7 @@ def write_junit(path: Path, entries: list[dict]) -> None:
                        errors=str(sum(e["verdict"] == "ERROR" for e in entries)))
     for e in entries:
         case = ET.SubElement(suite, "testcase", classname="deploy", name=e["kernel"])
-        t = (e.get("deploy") or {}).get("totals", {})
+        t = totals(e.get("deploy"))
         if e["verdict"] == "FAIL":
             ET.SubElement(case, "failure", message=f"lost {t.get('lost')} of {t.get('attempts')}").text = causes(e["deploy"])
         elif e["verdict"] == "ERROR":

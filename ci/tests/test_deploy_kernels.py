@@ -64,6 +64,41 @@ def test_a_losing_and_a_lossless_deploy_on_two_guests_and_the_host(static_binary
     assert not list(junit.iter("failure")) and not list(junit.iter("error"))
 
 
+SERVE_UDP = REPO / "docs" / "examples" / "serve-udp"
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
+def test_udp_queue_freed_at_close_is_attributed_where_the_kernel_shows_it(static_binary, tmp_path):
+    """deploy --udp, a slow serve --udp swapped naively: on 6.12 the datagrams freed in the
+    closed members' queues are attributed (tp_btf/sk_data_ready remembers the skbs queued on
+    the port, 6.7+), nothing unattributed; on 5.10 (no SO_NETNS_COOKIE) the probe is not
+    attached, that cause is null with the reason, and the purged datagrams stay unattributed.
+    The drain swap frees nothing at close on either kernel."""
+    udp = ["--udp", "--flows", "8", "--reply-timeout", "0.5", "--load", "rate:3000", "--port", "8053"]
+    slow = "--read-delay-us 200"
+    r, doc, _ = deploy(tmp_path, "--kernels", "5.10,6.12", "-j", "2", *udp,
+                       "--start", f"{SERVE_UDP}/start.sh {slow}", "--deploy", f"{SERVE_UDP}/swap.sh")
+    print(r.stdout)
+    assert r.returncode == 1, r.stdout + r.stderr
+    by = {k["kernel"]: k["deploy"] for k in doc["kernels"]}
+    for d in by.values():
+        a = d["attribution"]
+        assert sum(v or 0 for v in a["causes"].values()) + a["unattributed"] == d["datagrams"]["lost"], a
+    assert by["6.12"]["attribution"]["causes"]["queue_purged_at_close"] > 0, by["6.12"]["attribution"]
+    assert by["6.12"]["attribution"]["unattributed"] == 0, by["6.12"]["attribution"]
+    assert by["5.10"]["attribution"]["causes"]["queue_purged_at_close"] is None
+    assert "SO_NETNS_COOKIE" in by["5.10"]["kernel_not_observable"]["udp_queue_purged"]
+    assert by["5.10"]["attribution"]["unattributed"] > 0, by["5.10"]["attribution"]
+
+    r, doc, _ = deploy(tmp_path, "--kernels", "5.10,6.12", "-j", "2", *udp,
+                       "--start", f"{SERVE_UDP}/start.sh --drain {slow}", "--deploy", f"{SERVE_UDP}/swap.sh --drain")
+    print(r.stdout)
+    for k in doc["kernels"]:
+        a = k["deploy"]["attribution"]
+        assert a["unattributed"] == 0 and a["causes"]["queue_purged_at_close"] in (0, None), (k["kernel"], a)
+
+
 def rows(doc: dict) -> list[tuple[str, str, int]]:
     return [(k["kernel"], k["verdict"], k["deploy"]["totals"]["lost"]) for k in doc["kernels"]]
 
@@ -134,6 +169,20 @@ def test_the_schema_holds_each_kernel_to_the_deploy_schema(tmp_path):
     ok = copy.deepcopy(doc)
     ok["kernels"][0]["deploy"] = None
     assert errors(ok, "deploy-kernels") == []
+
+
+def test_a_udp_deploy_row_counts_datagrams_and_names_broken_flows():
+    """deploy --udp documents have datagrams, not connections: the row's attempts and lost
+    are the datagrams', the causes end with the broken flows (n/a for DNS, never 0)."""
+    from results.tests.test_schemas import DEPLOY_UDP
+    entry = {"kernel": "6.12", "release": "6.12.0", "verdict": "FAIL", "deploy": DEPLOY_UDP}
+    rows = deploy_kernels.table([entry]).splitlines()
+    assert rows[1].split()[:4] == ["6.12", "6.12.0", "100", "4"], rows
+    assert deploy_kernels.causes(DEPLOY_UDP) == "no_socket 3, queue_purged_at_close 1, broken flows 2"
+    dns = copy.deepcopy(DEPLOY_UDP)
+    dns["flows"]["broken"] = None
+    dns["attribution"]["unattributed"] = 2
+    assert deploy_kernels.causes(dns).endswith("unattributed 2, broken flows n/a")
 
 
 def test_closure_takes_paths_programs_guest_paths_and_the_users(tmp_path):

@@ -4,6 +4,8 @@
 //                   50 ms samples of the kernel's counts and the port's listeners, cleanup
 //   attribution.cc  client losses x kernel counts -> causes and a timeline
 //   output.cc       console, JSON, JUnit
+//   udp.cc          --udp: the UDP flow load, the UDP MIB and the port's members sampled,
+//                   lost datagrams and broken flows attributed and reported
 #pragma once
 
 #include <cstdint>
@@ -29,6 +31,26 @@ struct Options {
   double warmup = 1, settle = 2, listen_timeout = 10, deploy_timeout = 30;
   long max_lost = 0;
   bool host_net = false;
+  // --udp: UDP flows (harness/udp_flows.h) instead of TCP connections; closed:N is then N
+  // datagrams in flight per flow, rate:R datagrams per second over all flows.
+  bool udp = false;
+  unsigned flows = 32;
+  double reply_timeout = 1;  // seconds; an answer after it is late, not lost
+  std::string dns_name;      // --udp-request dns:NAME: DNS queries, whose answers name no member
+};
+
+// The load a deploy runs under: TCP connections (session.cc) or UDP flows (udp.cc).
+class Load {
+ public:
+  virtual ~Load() = default;
+  virtual void start() = 0;
+  virtual void stop() = 0;
+  virtual bool done() const = 0;
+  virtual void wait() = 0;  // rethrows what the load hit
+  virtual uint64_t served() const = 0;
+  // After the warm-up: why the run cannot go on (nothing answered what was sent), or "".
+  virtual std::string warmup_problem() = 0;
+  virtual double bound_s() const = 0;  // the load's own time bound
 };
 
 // An error that ends the run with exit status 2 after cleanup.
@@ -49,7 +71,7 @@ struct Sample {
   uint64_t ns = 0;
   Counts k;
   size_t listeners = 0;
-  uint64_t accept_queue = 0;
+  uint64_t accept_queue = 0;  // UDP: bytes in the members' receive queues
 };
 
 // A finished run, as attribution and output see it.

@@ -8,7 +8,8 @@
 //    so every thread and child shares it), bring lo up. Become a child subreaper, so that
 //    a daemonizing server (nginx) stays our descendant and can be found and reaped.
 // 2. Attach the reuseport probe to the port in that namespace; run --start with /bin/sh;
-//    wait until sock_diag shows the port listening.
+//    wait until sock_diag shows the port listening (--udp: a UDP socket bound to it, and
+//    the UDP MIB and the port's members are sampled instead, udp.cc).
 // 3. Load: warm-up, then --deploy with /bin/sh while the load runs, then --settle seconds;
 //    the probe, TcpExt and the port's listeners are sampled every 50 ms, so every increment
 //    gets a time relative to the start of the deploy command.
@@ -33,6 +34,7 @@
 
 #include "cases/lib/kernel.h"
 #include "cli/deploy/deploy.h"
+#include "cli/deploy/udp.h"
 #include "harness/clock.h"
 #include "harness/error.h"
 #include "harness/scope.h"
@@ -92,6 +94,35 @@ class Kernel {
   rp::probes::KernelCounts last_;
 };
 
+// The TCP load: harness/loadgen.h.
+class TcpLoad : public Load {
+ public:
+  explicit TcpLoad(LoadOptions lo) : lg_(std::move(lo)) {}
+  void start() override { lg_.start(); }
+  void stop() override { lg_.stop(); }
+  bool done() const override { return lg_.done(); }
+  void wait() override { lg_.wait(); }
+  uint64_t served() const override { return lg_.served(); }
+  double bound_s() const override { return seconds(static_cast<uint64_t>(lg_.options().max_duration.count()) * 1000000); }
+  std::string warmup_problem() override {
+    if (lg_.started() == 0 || lg_.served() > 0 || lg_.completed() == 0) return {};
+    lg_.stop();
+    lg_.wait();
+    std::string outcomes;
+    for (size_t i = 0; i < kOutcomeCount; ++i)
+      if (uint64_t c = lg_.ledger().count(static_cast<Outcome>(i)))
+        outcomes += std::string(outcomes.empty() ? "" : ", ") + outcome_name(static_cast<Outcome>(i)) + " " + std::to_string(c);
+    for (auto [err, c] : lg_.ledger().errnos()) outcomes += " (" + errno_name(err) + ": " + std::to_string(c) + ")";
+    return "none of the " + std::to_string(lg_.ledger().total()) + " connections of the warm-up was served (" + outcomes +
+           "): does the server speak what is sent? (" + to_string(lg_.options().protocol) +
+           "; see --http PATH and --request FILE)";
+  }
+  const Ledger& ledger() const { return lg_.ledger(); }
+
+ private:
+  LoadGenerator lg_;
+};
+
 class Session {
  public:
   explicit Session(const Options& o) : o_(o) {}
@@ -115,6 +146,11 @@ class Session {
     return Process::spawn(so);
   }
   void wait_listening();
+  bool bound() const {
+    const uint16_t port = static_cast<uint16_t>(o_.port);
+    return o_.udp ? !port_sockets(IPPROTO_UDP, port).empty() : !tcp_listeners(port).empty();
+  }
+  Sample sample() { return kernel_ ? kernel_->sample() : udp_kernel_->sample(); }
 
   const Options& o_;
   uint64_t t_begin_ = monotonic_ns();
@@ -123,6 +159,7 @@ class Session {
   Process start_, deploy_;
   bool cleaned_ = false;
   std::optional<Kernel> kernel_;
+  std::optional<UdpKernel> udp_kernel_;
 };
 
 void Session::cleanup() {
@@ -137,14 +174,15 @@ void Session::cleanup() {
   if (o_.host_net) {
     // Only a process that was neither our descendant nor reparented to us could be left:
     // one that some other process manager started on the deploy's behalf.
-    std::vector<ListenInfo> left;
+    size_t left = 0;
     try {
-      left = tcp_listeners(static_cast<uint16_t>(o_.port));
+      left = o_.udp ? port_sockets(IPPROTO_UDP, static_cast<uint16_t>(o_.port)).size()
+                    : tcp_listeners(static_cast<uint16_t>(o_.port)).size();
     } catch (const std::exception&) {
     }
-    if (!left.empty())
-      std::printf("cleanup: %zu listener%s on port %ld remain in this namespace, held by no process of this run\n",
-                  left.size(), left.size() == 1 ? "" : "s", o_.port);
+    if (left)
+      std::printf("cleanup: %zu %s on port %ld remain in this namespace, held by no process of this run\n", left,
+                  o_.udp ? (left == 1 ? "UDP socket" : "UDP sockets") : (left == 1 ? "listener" : "listeners"), o_.port);
   }
   if (!workdir_.empty()) {
     std::error_code ec;
@@ -158,7 +196,7 @@ void Session::wait_listening() {
   for (;;) {
     check_signal();
     reap();
-    if (!tcp_listeners(static_cast<uint16_t>(o_.port)).empty()) return;
+    if (bound()) return;
     // A daemonizing start command exits 0 at once; any other exit before the port listens
     // is a failure of the start.
     if (start_.ended() && !start_.succeeded())
@@ -167,11 +205,12 @@ void Session::wait_listening() {
     if (monotonic_ns() >= deadline) break;
     usleep(20000);
   }
-  std::string msg = "nothing listened on port " + std::to_string(o_.port) + " within " + fmt("%g", o_.listen_timeout) +
+  std::string msg = std::string(o_.udp ? "no UDP socket was bound to port " : "nothing listened on port ") +
+                    std::to_string(o_.port) + " within " + fmt("%g", o_.listen_timeout) +
                     " s (--listen-timeout)\n  the start command " + start_.describe() + "\n";
   std::set<uint16_t> ports;
   try {
-    ports = tcp_listening_ports();
+    ports = o_.udp ? udp_bound_ports() : tcp_listening_ports();
   } catch (const std::exception&) {
   }
   if (ports.empty()) {
@@ -179,7 +218,7 @@ void Session::wait_listening() {
   } else {
     std::string list;
     for (unsigned p : ports) list += (list.empty() ? "" : ", ") + std::to_string(p);
-    msg += std::string("  TCP ports listening in ") + (o_.host_net ? "this" : "the deploy's") + " network namespace: " +
+    msg += std::string(o_.udp ? "  UDP ports bound in " : "  TCP ports listening in ") + (o_.host_net ? "this" : "the deploy's") + " network namespace: " +
            list + "\n";
   }
   throw SetupError(msg + start_.tail_text(10));
@@ -198,30 +237,40 @@ int Session::go() {
           {"RP_CHECK", n > 0 ? std::string(self, static_cast<size_t>(n)) : "reuseport-check"}};
 
   const uint16_t port = static_cast<uint16_t>(o_.port);
-  if (o_.host_net && !tcp_listeners(port).empty())
-    throw SetupError("port " + std::to_string(port) +
-                     " already has a listener in this network namespace: the run could not tell it from yours");
-  kernel_.emplace(port, o_.host_net);
-  if (!kernel_->probe_error().empty())
-    std::fprintf(stderr, "reuseport-check: the reuseport probe is not available (%s): kernel counts from TcpExt only\n",
-                 kernel_->probe_error().c_str());
+  if (o_.host_net && bound())
+    throw SetupError("port " + std::to_string(port) + (o_.udp ? " already has a UDP socket" : " already has a listener") +
+                     " in this network namespace: the run could not tell it from yours");
+  if (o_.udp) {
+    udp_kernel_.emplace(o_);
+  } else {
+    kernel_.emplace(port, o_.host_net);
+    if (!kernel_->probe_error().empty())
+      std::fprintf(stderr, "reuseport-check: the reuseport probe is not available (%s): kernel counts from TcpExt only\n",
+                   kernel_->probe_error().c_str());
+  }
 
   start_ = spawn("start", o_.start);
   wait_listening();
-  std::printf("deploy: port %ld listens (%zu listener%s) %.2f s after the start command; %s\n", o_.port,
-              tcp_listeners(port).size(), tcp_listeners(port).size() == 1 ? "" : "s", seconds(monotonic_ns() - start_.started_ns()),
+  const size_t n_bound = o_.udp ? port_sockets(IPPROTO_UDP, port).size() : tcp_listeners(port).size();
+  std::printf("deploy: port %ld %s (%zu %s%s) %.2f s after the start command; %s\n", o_.port, o_.udp ? "is bound" : "listens",
+              n_bound, o_.udp ? "UDP socket" : "listener", n_bound == 1 ? "" : "s", seconds(monotonic_ns() - start_.started_ns()),
               o_.host_net ? "in this network namespace" : "in a private network namespace");
   std::fflush(stdout);
 
-  LoadGenerator lg(load_options(o_));
-  kernel_->baseline();
+  std::unique_ptr<Load> load;
+  if (o_.udp)
+    load = make_udp_load(o_);
+  else
+    load = std::make_unique<TcpLoad>(load_options(o_));
+  Load& lg = *load;
+  kernel_ ? kernel_->baseline() : udp_kernel_->baseline();
   std::vector<Sample> samples;
-  samples.push_back(kernel_->sample());
+  samples.push_back(sample());
   const uint64_t load_start = monotonic_ns();
   lg.start();
   enum class Phase { Warmup, Deploy, Settle, Drain } phase = Phase::Warmup;
   uint64_t settle_end = 0, next = load_start;
-  uint64_t warmup_served = 0, warmup_started = 0;
+  uint64_t warmup_served = 0;
   for (;;) {
     next += kSampleNs;
     uint64_t now = monotonic_ns();
@@ -233,7 +282,7 @@ int Session::go() {
       next = now;
     }
     reap();
-    samples.push_back(kernel_->sample());
+    samples.push_back(sample());
     if (g_signal) {
       lg.stop();
       check_signal();
@@ -241,23 +290,10 @@ int Session::go() {
     now = monotonic_ns();
     if (phase == Phase::Warmup && now >= load_start + static_cast<uint64_t>(o_.warmup * 1e9)) {
       warmup_served = lg.served();
-      warmup_started = lg.started();
-      if (warmup_started > 0 && warmup_served == 0 && lg.completed() > 0) {
-        lg.stop();
-        lg.wait();
-        std::string outcomes;
-        for (size_t i = 0; i < kOutcomeCount; ++i)
-          if (uint64_t c = lg.ledger().count(static_cast<Outcome>(i)))
-            outcomes += std::string(outcomes.empty() ? "" : ", ") + outcome_name(static_cast<Outcome>(i)) + " " + std::to_string(c);
-        for (auto [err, c] : lg.ledger().errnos()) outcomes += " (" + errno_name(err) + ": " + std::to_string(c) + ")";
-        throw SetupError("none of the " + std::to_string(lg.ledger().total()) +
-                         " connections of the warm-up was served (" + outcomes +
-                         "): does the server speak what is sent? (" + to_string(lg.options().protocol) +
-                         "; see --http PATH and --request FILE)");
-      }
+      if (std::string problem = lg.warmup_problem(); !problem.empty()) throw SetupError(problem);
       deploy_ = spawn("deploy", o_.deploy);
-      std::printf("deploy: %.1f s of load (%" PRIu64 " served), running the deploy command\n", seconds(now - load_start),
-                  warmup_served);
+      std::printf("deploy: %.1f s of load (%" PRIu64 " %s), running the deploy command\n", seconds(now - load_start),
+                  warmup_served, o_.udp ? "answered" : "served");
       std::fflush(stdout);
       phase = Phase::Deploy;
     } else if (phase == Phase::Deploy) {
@@ -285,13 +321,14 @@ int Session::go() {
     }
     if (phase != Phase::Drain && lg.done()) {
       lg.wait();  // rethrows a worker's error
-      throw SetupError("the load generator stopped before the deploy ended (its bound of " +
-                       fmt("%.0f", seconds(static_cast<uint64_t>(lg.options().max_duration.count()) * 1000000)) + " s)");
+      throw SetupError("the load generator stopped before the deploy ended (its bound of " + fmt("%.0f", lg.bound_s()) +
+                       " s)");
     }
   }
   lg.wait();
-  samples.push_back(kernel_->sample());
-  const Observed obs{lg.ledger(), samples, deploy_, kernel_->sources(), kernel_->not_observable(),
+  samples.push_back(sample());
+  if (o_.udp) return udp_report(o_, lg, samples, deploy_, *udp_kernel_, elapsed());
+  const Observed obs{static_cast<TcpLoad&>(lg).ledger(), samples, deploy_, kernel_->sources(), kernel_->not_observable(),
                      kernel_->errors(), kernel_->namespace_filter(), kernel_->orphans_by_listener(),
                      kernel_->orphans_by_listener_source()};
   return report(o_, obs, attribute(o_, obs), elapsed());

@@ -4,10 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
 #include <thread>
 
+#include <sys/socket.h>
+
 #include "harness/clock.h"
+#include "harness/error.h"
 #include "harness/scope.h"
 #include "harness/server.h"
 #include "test_util.h"
@@ -226,6 +230,62 @@ TEST(UdpFlowOptionsTest, BadOptionsAreRejectedByName) {
   EXPECT_NE(msg([](auto& o) { o.reply_timeout = milliseconds(0); }).find("reply_timeout"), std::string::npos);
   EXPECT_NE(msg([](auto& o) { o.late_window = milliseconds(10); }).find("late_window"), std::string::npos);
   EXPECT_EQ(msg([](auto&) {}), "accepted");
+}
+
+TEST(UdpFlowDnsTest, QueryCarriesTheIdAndTheNameAndBadNamesAreRejected) {
+  const std::string q = dns_query("a.test.", 0x1234);
+  EXPECT_EQ(q, std::string("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+                           "\x01"
+                           "a\x04test\x00\x00\x01\x00\x01",
+                           24));
+  EXPECT_THROW(dns_query("", 0), std::invalid_argument);
+  EXPECT_THROW(dns_query("a..test", 0), std::invalid_argument);
+  EXPECT_THROW(dns_query(std::string(64, 'x') + ".test", 0), std::invalid_argument);
+  UdpFlowOptions o;
+  o.target = Endpoint::loopback(Family::V4, 9);
+  o.dns_name = "a..test";
+  EXPECT_THROW(UdpFlowLoad{o}, std::invalid_argument);
+}
+
+// A responder that answers every second query (by ID, QR set) and ignores the rest: the
+// answered ones count under member 0, the others are lost, and no flow moves.
+TEST_P(UdpFlowsTest, DnsAnswersAreMatchedByIdAndNameNoMember) {
+  UniqueFd srv(static_cast<int>(check_sys(socket(af_of(GetParam()), SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket")));
+  sockaddr_storage ss;
+  socklen_t len = Endpoint::loopback(GetParam(), 47409).to_sockaddr(ss);
+  check_sys(bind(srv.get(), reinterpret_cast<sockaddr*>(&ss), len), "bind");
+  std::atomic<bool> stop{false};
+  std::thread t([&] {
+    timeval tv{0, 50000};
+    setsockopt(srv.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (!stop) {
+      char buf[512];
+      sockaddr_storage from;
+      socklen_t flen = sizeof from;
+      ssize_t n = recvfrom(srv.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &flen);
+      if (n < 12 || (static_cast<uint8_t>(buf[1]) & 1)) continue;  // odd IDs get no answer
+      buf[2] = static_cast<char>(buf[2] | 0x80);
+      sendto(srv.get(), buf, static_cast<size_t>(n), 0, reinterpret_cast<sockaddr*>(&from), flen);
+    }
+  });
+  UdpFlowOptions o = to(GetParam(), 47409);
+  o.dns_name = "a.test";
+  o.flows = 2;
+  o.max_datagrams = 40;
+  o.reply_timeout = milliseconds(100);
+  o.late_window = milliseconds(200);
+  UdpFlowResult r = UdpFlowLoad(o).run();
+  stop = true;
+  t.join();
+  const UdpFlowTally tally = r.tally();
+  EXPECT_EQ(tally.sent, 40u);
+  EXPECT_EQ(tally.answered + tally.late, 20u);
+  EXPECT_EQ(tally.lost, 20u);
+  EXPECT_EQ(tally.by_member, (std::map<int32_t, uint64_t>{{0, 20}}));
+  for (const auto& f : r.flows) {
+    EXPECT_EQ(f.moves, 0u);
+    for (const auto& d : f.datagrams) EXPECT_EQ(d.outcome == DatagramOutcome::Lost, d.seq % 2 == 1) << d.seq;
+  }
 }
 
 TEST(UdpFlowReconcileTest, MismatchesAreNamed) {

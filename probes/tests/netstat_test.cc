@@ -3,6 +3,17 @@
 
 #include "probes/netstat.h"
 
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
 namespace rp::probes::netstat {
 namespace {
 
@@ -62,6 +73,49 @@ TEST(NetstatRead, current_namespace_has_the_classic_counters) {
   EXPECT_TRUE(get(c, "TcpExt", "ListenOverflows").has_value());
   EXPECT_TRUE(get(c, "TcpExt", "ListenDrops").has_value());
   EXPECT_TRUE(get(c, "Tcp", "OutRsts").has_value());
+}
+
+// A datagram to a port with no socket in a namespace of the test's own counts in NoPorts
+// of that namespace, IPv4 in /proc/net/snmp and IPv6 in /proc/net/snmp6; the same read
+// before the send and after can therefore tell a wrong file or field from the right one.
+TEST(NetstatRead, udp_mib_counts_a_datagram_to_no_socket) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (a network namespace of its own)";
+  std::thread t([] {
+    ASSERT_EQ(unshare(CLONE_NEWNET), 0);
+    // lo up, without the harness: SIOCSIFFLAGS on a throw-away socket.
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    ifreq ifr{};
+    std::strcpy(ifr.ifr_name, "lo");
+    ASSERT_EQ(ioctl(s, SIOCGIFFLAGS, &ifr), 0);
+    ifr.ifr_flags |= IFF_UP;
+    ASSERT_EQ(ioctl(s, SIOCSIFFLAGS, &ifr), 0);
+    for (bool v6 : {false, true}) {
+      const UdpMib before = read_udp_mib(v6);
+      int c = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM, 0);
+      sockaddr_storage ss{};
+      socklen_t len;
+      if (v6) {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+        a->sin6_family = AF_INET6;
+        a->sin6_addr = in6addr_loopback;
+        a->sin6_port = htons(9);
+        len = sizeof *a;
+      } else {
+        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+        a->sin_family = AF_INET;
+        a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a->sin_port = htons(9);
+        len = sizeof *a;
+      }
+      ASSERT_EQ(sendto(c, "x", 1, 0, reinterpret_cast<sockaddr*>(&ss), len), 1);
+      close(c);
+      const UdpMib after = read_udp_mib(v6);
+      EXPECT_EQ(after.no_ports - before.no_ports, 1u) << (v6 ? "Udp6" : "Udp");
+      EXPECT_EQ(after.rcvbuf_errors, before.rcvbuf_errors);
+    }
+    close(s);
+  });
+  t.join();
 }
 
 }  // namespace

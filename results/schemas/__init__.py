@@ -22,6 +22,7 @@ NAMES = {
     "results": "results/<release>/results.json of the kernel matrix (the run document + matrix)",
     "watch": "`reuseport-check watch --json PATH` (reuseport-check/watch/1)",
     "deploy": "`reuseport-check deploy --json PATH` (reuseport-check/deploy/1)",
+    "deploy-udp": "`reuseport-check deploy --udp --json PATH` (reuseport-check/deploy-udp/1)",
     "deploy-kernels": "`reuseport-check deploy --kernels LIST --json PATH` (reuseport-check/deploy-kernels/1)",
     "group": "`reuseport-check group --json PATH` (reuseport-check/group/1)",
     "matrix": "`reuseport-check matrix --json PATH` (reuseport-check/matrix/1)",

@@ -121,6 +121,28 @@ DEPLOY = {"schema": "reuseport-check/deploy/1", "kernel": "6.1.0", "port": 8080,
           "listeners": [[-0.5, 1, 0], [0.0, 2, 0]], "max_lost": 0, "verdict": "fail",
           "attribution": ATTRIBUTION}
 
+DEPLOY_UDP = {"schema": "reuseport-check/deploy-udp/1", "kernel": "6.18.0", "port": 8053, "namespace": "private",
+              "start": {"command": "./start.sh"},
+              "deploy": {"command": "./swap.sh", "status": "exited with status 0", "duration_s": 0.1, "output_tail": []},
+              "load": {"protocol": "udp_flows", "mode": "closed", "flows": 4, "in_flight": 1, "rate": 0, "threads": 1,
+                       "reply_timeout_s": 1.0, "warmup_s": 0.5, "settle_s": 0.5, "target": "127.0.0.1:8053"},
+              "datagrams": {"sent": 100, "answered": 95, "late": 1, "lost": 4},
+              "flows": {"count": 4, "outcomes": {"stayed": 1, "moved": 1, "lost": 1, "moved_and_lost": 1}, "broken": 2,
+                        "moves": [{"flow": 1, "at_s": 0.01, "from": 2561, "to": 2816, "moves": 1}],
+                        "broken_not_observable": None, "answers_by_member": {"2561": 50, "2816": 46}},
+              "request": "flow",
+              "kernel_totals": {"udp_no_ports": 3, "udp_rcvbuf_errors": 0, "udp_in_errors": 0, "udp_queue_purged": 1},
+              "kernel_drops": [{"function": "udp_destruct_common", "reason": "NOT_SPECIFIED", "count": 1,
+                                "purged_at_close": True}],
+              "kernel_sources": {"udp_no_ports": "/proc/net/snmp Udp.NoPorts"},
+              "kernel_not_observable": {"queue_purged_at_close": "no counter"},
+              "attribution": {"lost": 4, "causes": {"no_socket": 3, "receive_buffer_full": 0, "other_receive_errors": 0,
+                                         "queue_purged_at_close": 1},
+                              "evidence": {"no_socket": "Udp.NoPorts 3"}, "unattributed": 0, "beyond_losses": {}},
+              "timeline": [{"from_s": 0.0, "to_s": 0.05, "members": 2, "receive_queue_bytes": 0,
+                            "client": {"lost": 4, "moved": 2}, "kernel": {"udp_no_ports": 3}}],
+              "members": [[-0.5, 2, 0], [0.0, 4, 768]], "max_lost": 0, "verdict": "fail"}
+
 MATRIX = {"schema": "reuseport-check/matrix/1", "complete": True,
           "kernels": [{"name": "running", "release": "6.1.0", "error": ""}, {"name": "6.12"}],
           "records": [RECORD]}
@@ -145,7 +167,7 @@ DEPLOY_KERNELS = {"schema": "reuseport-check/deploy-kernels/1", "complete": True
                                "deploy": None}]}
 VALID = {"run-record": RECORD, "run": RUN, "results": RESULTS_DOC,
          "watch": WATCH, "group": GROUP, "deploy": DEPLOY, "matrix": MATRIX, "report-data": REPORT,
-         "deploy-kernels": DEPLOY_KERNELS,
+         "deploy-kernels": DEPLOY_KERNELS, "deploy-udp": DEPLOY_UDP,
          # results/tests/test_servers.py breaks it rule by rule.
          "servers": json.loads((RESULTS / "servers" / "servers.json").read_text())}
 
@@ -197,6 +219,14 @@ BROKEN = [
     ("results", ["runs", 1, "command"], []),
     ("results", ["runs", 1, "finished_at"], "yesterday"),
     ("results", ["runs", 1, "host"], "x"),
+    ("deploy-udp", ["attribution", "unattributed"], KeyError),  # always present
+    ("deploy-udp", ["attribution", "unattributed"], None),
+    ("deploy-udp", ["datagrams", "lost"], -1),
+    ("deploy-udp", ["timeline", 0, "client", "refused"], 1),
+    ("deploy-udp", ["load", "protocol"], "wire"),
+    ("deploy-udp", ["request"], "dns"),
+    ("deploy-udp", ["attribution", "causes", "queue_purged_at_close"], KeyError),  # null when not observable
+    ("deploy-udp", ["kernel_drops", 0, "purged_at_close"], "yes"),
     ("watch", ["samples", 0, "kernel_orphan_resets"], "5"),
     ("watch", ["totals", "netstat_listen_overflows"], -1),
     ("watch", ["complete"], KeyError),

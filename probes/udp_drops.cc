@@ -1,0 +1,154 @@
+#include "probes/udp_drops.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+
+#include <algorithm>
+#include <cstring>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <tuple>
+
+#include "probes/reuseport_probe.h"
+#include "probes/skel_util.h"
+
+#include <linux/types.h>
+
+#include "bpf/udp_drops.h"
+#include "udp_drops.skel.h"
+
+namespace rp::probes {
+
+struct UdpDrops::Impl {
+  udp_drops* skel = nullptr;
+  bpf_link* link = nullptr;
+  bpf_link* queued = nullptr;
+  std::string queued_why;
+  std::vector<std::pair<std::uint64_t, std::string>> symbols;
+  std::map<std::uint32_t, std::string> reasons;
+  std::string function_of(std::uint64_t addr) const {
+    auto it = std::upper_bound(symbols.begin(), symbols.end(), std::make_pair(addr, std::string("\xff")));
+    if (it != symbols.begin()) return std::prev(it)->second;
+    char hex[32];
+    std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(addr));
+    return hex;
+  }
+  ~Impl() {
+    bpf_link__destroy(queued);
+    bpf_link__destroy(link);
+    udp_drops__destroy(skel);
+  }
+};
+
+namespace {
+
+// Every text symbol's start, sorted: read once, at load, so that read() stays cheap enough
+// for a 50 ms sampling loop. Empty when the addresses are hidden (kptr_restrict).
+std::vector<std::pair<std::uint64_t, std::string>> text_symbols() {
+  std::vector<std::pair<std::uint64_t, std::string>> out;
+  std::ifstream in("/proc/kallsyms");
+  std::string a, type, name, line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    if (!(ls >> a >> type >> name) || (type != "t" && type != "T")) continue;
+    const std::uint64_t start = std::stoull(a, nullptr, 16);
+    if (start) out.emplace_back(start, name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::map<std::uint32_t, std::string> drop_reason_names() {
+  std::map<std::uint32_t, std::string> out;
+  btf* b = btf__load_vmlinux_btf();
+  if (!b) return out;
+  const int id = btf__find_by_name_kind(b, "skb_drop_reason", BTF_KIND_ENUM);
+  if (id > 0) {
+    const btf_type* t = btf__type_by_id(b, id);
+    const struct btf_enum* e = btf_enum(t);
+    for (int i = 0; i < btf_vlen(t); ++i) {
+      std::string n = btf__name_by_offset(b, e[i].name_off);
+      if (n.rfind("SKB_DROP_REASON_", 0) == 0) n = n.substr(16);
+      out[static_cast<std::uint32_t>(e[i].val)] = n;
+    }
+  }
+  btf__free(b);
+  return out;
+}
+
+}  // namespace
+
+namespace {
+// open -> rodata -> load; a libbpf object cannot be loaded twice, so a kernel without the
+// sk_data_ready tracepoint (before 6.7) gets a second object without that program.
+udp_drops* open_and_load(const UdpDrops::Options& o, bool queued, int& err) {
+  udp_drops* s = udp_drops__open();
+  if (!s) {
+    err = errno;
+    return nullptr;
+  }
+  s->rodata->target_port = o.port;
+  s->rodata->target_netns = o.netns_cookie;
+  bpf_program__set_autoload(s->progs.rp_udp_queued, queued);
+  if (int rc = udp_drops__load(s)) {
+    err = libbpf_errno(rc);
+    udp_drops__destroy(s);
+    return nullptr;
+  }
+  return s;
+}
+}  // namespace
+
+UdpDrops::UdpDrops(const Options& o) : impl_(std::make_unique<Impl>()) {
+  int err = 0;
+  impl_->skel = open_and_load(o, true, err);
+  if (impl_->skel) {
+    impl_->queued = bpf_program__attach(impl_->skel->progs.rp_udp_queued);
+    if (!impl_->queued) impl_->queued_why = std::string("tp_btf/sk_data_ready did not attach: ") + std::strerror(errno);
+  } else {
+    impl_->queued_why = std::string("tp_btf/sk_data_ready did not load (") + std::strerror(err) + "; the tracepoint is 6.7+)";
+    impl_->skel = open_and_load(o, false, err);
+    if (!impl_->skel) throw ProbeError("bpf: load udp_drops (tp_btf/kfree_skb)", err);
+  }
+  impl_->link = bpf_program__attach(impl_->skel->progs.rp_udp_kfree_skb);
+  if (!impl_->link) throw ProbeError("bpf: attach tp_btf/kfree_skb", errno);
+  impl_->symbols = text_symbols();
+  impl_->reasons = drop_reason_names();
+}
+
+UdpDrops::~UdpDrops() = default;
+
+std::vector<UdpDrop> UdpDrops::read() const {
+  const int fd = bpf_map__fd(impl_->skel->maps.rp_udp_drops);
+  std::vector<std::pair<rp_udp_drop_key, std::uint64_t>> raw;
+  rp_udp_drop_key k{}, next{};
+  rp_udp_drop_key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    std::uint64_t v = 0;
+    if (bpf_map_lookup_elem(fd, &next, &v) == 0) raw.emplace_back(next, v);
+    k = next;
+    prev = &k;
+  }
+  const auto& reasons = impl_->reasons;
+  std::map<std::tuple<bool, std::string, std::string>, std::uint64_t> merged;
+  for (const auto& [key, v] : raw) {
+    std::string reason;
+    if (key.reason || !reasons.empty()) {
+      auto it = reasons.find(key.reason);
+      reason = it != reasons.end() ? it->second : "reason " + std::to_string(key.reason);
+    }
+    merged[{key.pad == 2, impl_->function_of(key.location), reason}] += v;
+  }
+  std::vector<UdpDrop> out;
+  for (const auto& [k, v] : merged) out.push_back({std::get<1>(k), std::get<2>(k), v, std::get<0>(k)});
+  return out;
+}
+
+const std::string& UdpDrops::queued_not_tracked() const { return impl_->queued_why; }
+std::uint64_t UdpDrops::netns_unknown() const { return load(impl_->skel->bss->netns_unknown); }
+std::uint64_t UdpDrops::overflow() const { return load(impl_->skel->bss->overflow); }
+
+}  // namespace rp::probes

@@ -1,0 +1,54 @@
+// RAII loader for bpf/udp_drops.bpf.c: the UDP datagrams to one port in one network
+// namespace that the kernel freed as drops (skb:kfree_skb), by the kernel function that
+// freed them (its address resolved with /proc/kallsyms) and the drop reason (its name from
+// the kernel's BTF enum skb_drop_reason; "" on kernels whose event has no reason, < 5.17).
+//
+//   rp::probes::UdpDrops d({.port = 8053, .netns_cookie = cookie});
+//   for (const auto& x : d.read()) ... x.function ("udp_destruct_common"), x.reason, x.count
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace rp::probes {
+
+struct UdpDrop {
+  std::string function;  // the kernel function that freed the datagram, or its address in hex
+  std::string reason;    // "NOT_SPECIFIED", "NO_SOCKET", ... (SKB_DROP_REASON_ stripped)
+  std::uint64_t count = 0;
+  // Neither socket, device nor a remembered queued skb told its namespace: a datagram to
+  // the port of any namespace. Not in the namespace's counts; shown so that what stays
+  // unattributed has a function and a reason.
+  bool netns_unknown = false;
+};
+
+class UdpDrops {
+ public:
+  struct Options {
+    std::uint16_t port = 0;
+    std::uint64_t netns_cookie = 0;  // 0: every namespace
+  };
+  // Throws ProbeError (probes/reuseport_probe.h) when the program cannot be loaded or attached.
+  explicit UdpDrops(const Options& options);
+  ~UdpDrops();
+  UdpDrops(const UdpDrops&) = delete;
+  UdpDrops& operator=(const UdpDrops&) = delete;
+
+  std::vector<UdpDrop> read() const;  // since attach, by function and reason
+  // Drops of the port whose namespace could not be told (no socket, no device): not counted
+  // above. And drops that found the program's map full.
+  std::uint64_t netns_unknown() const;
+  // Why the skbs queued on the port's sockets are not remembered ("" when they are): then
+  // a datagram freed from a closed member's queue, which carries neither socket nor device,
+  // cannot be told from another namespace's and is counted in netns_unknown() only.
+  const std::string& queued_not_tracked() const;
+  std::uint64_t overflow() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rp::probes
