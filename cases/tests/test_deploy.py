@@ -139,12 +139,14 @@ def test_deploy_command_that_hangs(cli, require_root):
     assert not leftovers("serve --port 47605") and not leftovers("sleep 3[23]")
 
 
-def signal_during_deploy(cli, port, tag, sig):
+def signal_during_deploy(cli, port, tag, sig, workdir_file=None):
     """Runs a deploy whose server daemonizes `sleep <tag>.3` and whose deploy command is
     `sleep <tag>.5`; sends `sig` to reuseport-check once the deploy command runs. Returns
-    (exit status, stdout after that point, stderr)."""
+    (exit status, stdout after that point, stderr). The start command writes RP_WORKDIR to
+    `workdir_file` if one is given."""
+    note = f'echo "$RP_WORKDIR" > {workdir_file}; ' if workdir_file else ""
     p = subprocess.Popen([cli, "deploy", "--port", str(port), "--start",
-                          f'"$RP_CHECK" serve --port {port} & (setsid sleep {tag}.3 &) ; wait',
+                          note + f'"$RP_CHECK" serve --port {port} & (setsid sleep {tag}.3 &) ; wait',
                           "--deploy", f"exec sleep {tag}.5", "--warmup", "0.3"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -172,16 +174,21 @@ def test_sigterm_cleans_up(cli, require_root):
     assert not leftovers("serve --port 47606") and not leftovers("sleep 34")
 
 
-def test_sigkill_of_deploy_leaves_nothing(cli, require_root):
+def test_sigkill_of_deploy_leaves_nothing(cli, require_root, tmp_path):
     """SIGKILL to the deploy command itself: nothing of it can run, yet the server, what it
     daemonized (setsid, reparented away) and the deploy command all die with it: they ran
-    in a PID namespace whose init dies with deploy."""
-    rc, _, _ = signal_during_deploy(cli, 47607, 35, signal.SIGKILL)
+    in a PID namespace whose init dies with deploy. Its work directory (RP_WORKDIR) goes too:
+    a keeper outside the namespace removes it (a SIGKILLed deploy used to leave it in /tmp)."""
+    note = tmp_path / "workdir"
+    rc, _, _ = signal_during_deploy(cli, 47607, 35, signal.SIGKILL, workdir_file=note)
     assert rc == -signal.SIGKILL
+    workdir = pathlib.Path(note.read_text().strip())
+    assert workdir.name.startswith("rp-deploy."), workdir
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (leftovers("serve --port 47607") or leftovers("sleep 35")
-                                           or leftovers("deploy --port 47607")):
+                                           or leftovers("deploy --port 47607") or workdir.exists()):
         time.sleep(0.1)
+    assert not workdir.exists(), f"{workdir} outlived the SIGKILLed deploy"
     assert not leftovers("serve --port 47607") and not leftovers("sleep 35")
     assert not leftovers("deploy --port 47607"), "the deploy worker outlived its parent"
 

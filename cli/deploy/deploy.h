@@ -24,6 +24,8 @@ namespace rp::cli::deploy {
 
 struct Options {
   std::string start, deploy, host = "127.0.0.1", request_file, http_path, json_path, junit_path;
+  // RP_WORKDIR, made by run() before the PID namespace (empty: the session makes its own).
+  std::string workdir;
   long port = -1;
   LoadOptions::Mode mode = LoadOptions::Mode::Closed;
   unsigned concurrency = 32, threads = 1;

@@ -17,8 +17,11 @@
 // 5. On every path (errors, SIGINT/SIGTERM/SIGHUP): SIGKILL every descendant, wherever it
 //    went (subreaper), and remove the work directory; the namespace dies with us.
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -227,9 +230,13 @@ void Session::wait_listening() {
 int Session::go() {
   // Reparented daemons become our children: they can be found as descendants and reaped.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
-  char tmpl[] = "/tmp/rp-deploy.XXXXXX";
-  if (!mkdtemp(tmpl)) throw SetupError(std::string("mkdtemp /tmp/rp-deploy.XXXXXX: ") + std::strerror(errno));
-  workdir_ = tmpl;
+  if (o_.workdir.empty()) {
+    char tmpl[] = "/tmp/rp-deploy.XXXXXX";
+    if (!mkdtemp(tmpl)) throw SetupError(std::string("mkdtemp /tmp/rp-deploy.XXXXXX: ") + std::strerror(errno));
+    workdir_ = tmpl;
+  } else {
+    workdir_ = o_.workdir;
+  }
   char self[4096] = {};
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   env_ = {{"RP_PORT", std::to_string(o_.port)},
@@ -362,8 +369,39 @@ LoadOptions load_options(const Options& o) {
   return lo;
 }
 
-int run(const Options& o) {
+// The work directory, and a keeper that removes it once this process has ended, however it
+// ends. Made before the PID namespace: a SIGKILL of the tool kills the worker and all it
+// ran with it, so nothing inside can clean up; the keeper lives outside, in a session of its
+// own, holding nothing of ours but a pidfd of this process (no pipe of our caller's stays
+// open through it). Without pidfd_open (before 5.3) only the worker's own cleanup remains.
+std::string workdir_with_keeper() {
+  char tmpl[] = "/tmp/rp-deploy.XXXXXX";
+  if (!mkdtemp(tmpl)) throw SetupError(std::string("mkdtemp /tmp/rp-deploy.XXXXXX: ") + std::strerror(errno));
+  const std::string dir = tmpl;
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
+  if (pidfd < 0) return dir;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setsid();
+    if (dup2(pidfd, 3) < 0) _exit(1);
+    const int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int fd : {0, 1, 2}) dup2(null, fd);
+    syscall(SYS_close_range, 4U, ~0U, 0U);
+    pollfd p{3, POLLIN, 0};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    _exit(0);
+  }
+  ::close(pidfd);
+  return dir;
+}
+
+int run(const Options& given) {
+  Options o = given;
   try {
+    o.workdir = workdir_with_keeper();
     const PidNamespace ns = enter_pid_namespace();
     if (!ns.in_worker) {
       const int st = ns.wait_status;
