@@ -19,6 +19,24 @@ uint64_t val(const Counts& c, const std::string& k) {
   return it != c.end() && it->second ? *it->second : 0;
 }
 
+Endpoint target_of(const Options& o) {
+  Endpoint e;
+  e.family = o.host.find(':') != std::string::npos ? Family::V6 : Family::V4;
+  e.host = o.host;
+  e.port = static_cast<uint16_t>(o.port);
+  return e;
+}
+
+std::string timeline_line(double from_s, double to_s, size_t before, size_t after,
+                          const std::map<std::string, uint64_t>& client, const nlohmann::json& kernel) {
+  std::string c, kk;
+  for (const auto& [w, n] : client) c += (c.empty() ? "" : ", ") + w + " " + std::to_string(n);
+  for (const auto& [w, n] : kernel.items()) kk += (kk.empty() ? "" : ", ") + w + " " + n.dump();
+  char b[96];
+  std::snprintf(b, sizeof b, "  %+7.2f..%+7.2f  %3zu -> %-3zu  ", from_s, to_s, before, after);
+  return std::string(b) + (c.empty() ? "-" : c) + "  |  " + (kk.empty() ? "-" : kk);
+}
+
 std::string fmt(const char* f, double v) {
   char b[64];
   std::snprintf(b, sizeof b, f, v);
@@ -72,13 +90,8 @@ Attribution attribute(const Options& o, const Observed& obs) {
     json row = {{"from_s", rel(samples[i - 1].ns)}, {"to_s", rel(samples[i].ns)}, {"listeners", samples[i].listeners},
                 {"accept_queue", samples[i].accept_queue}, {"client_lost", client[i]}, {"kernel", k}};
     a.timeline.push_back(row);
-    std::string c, kk;
-    for (auto& [w, n] : client[i]) c += (c.empty() ? "" : ", ") + w + " " + std::to_string(n);
-    for (auto& [w, n] : k.items()) kk += (kk.empty() ? "" : ", ") + w + " " + n.dump();
-    char b[96];
-    std::snprintf(b, sizeof b, "  %+7.2f..%+7.2f  %3zu -> %-3zu  ", rel(samples[i - 1].ns), rel(samples[i].ns),
-                  samples[i - 1].listeners, samples[i].listeners);
-    a.timeline_lines.push_back(std::string(b) + (c.empty() ? "-" : c) + "  |  " + (kk.empty() ? "-" : kk));
+    a.timeline_lines.push_back(timeline_line(rel(samples[i - 1].ns), rel(samples[i].ns), samples[i - 1].listeners,
+                                             samples[i].listeners, client[i], k));
   }
 
   // Attribution: which kernel path accounts for which client-side loss.

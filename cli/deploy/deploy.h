@@ -115,4 +115,12 @@ uint64_t val(const Counts& c, const std::string& k);
 std::string fmt(const char* f, double v);
 inline double seconds(uint64_t ns) { return static_cast<double>(ns) / 1e9; }
 
+// The port the load goes to: --host (IPv6 when it has a colon) and --port.
+Endpoint target_of(const Options& o);
+
+// One line of the text timeline: the interval, the group's size before and after, what the
+// clients lost and what the kernel counted in it (TCP and UDP deploys alike).
+std::string timeline_line(double from_s, double to_s, size_t before, size_t after,
+                          const std::map<std::string, uint64_t>& client, const nlohmann::json& kernel);
+
 }  // namespace rp::cli::deploy

@@ -345,9 +345,7 @@ int Session::go() {
 
 LoadOptions load_options(const Options& o) {
   LoadOptions lo;
-  lo.target.family = o.host.find(':') != std::string::npos ? Family::V6 : Family::V4;
-  lo.target.host = o.host;
-  lo.target.port = static_cast<uint16_t>(o.port);
+  lo.target = target_of(o);
   lo.mode = o.mode;
   lo.threads = o.threads;
   lo.concurrency = o.concurrency;

@@ -95,9 +95,7 @@ std::string when(double first, double last) {
 
 UdpFlowOptions udp_flow_options(const Options& o) {
   UdpFlowOptions u;
-  u.target.family = o.host.find(':') != std::string::npos ? Family::V6 : Family::V4;
-  u.target.host = o.host;
-  u.target.port = static_cast<uint16_t>(o.port);
+  u.target = target_of(o);
   u.mode = o.mode == LoadOptions::Mode::Closed ? UdpFlowOptions::Mode::Closed : UdpFlowOptions::Mode::Open;
   u.flows = o.flows;
   u.in_flight = o.concurrency;
@@ -276,13 +274,8 @@ UdpAttribution attribute_udp(const Options& o, const UdpFlowResult& r, const std
     if (client[i].empty() && k.empty() && !changed) continue;
     a.timeline.push_back({{"from_s", rel(samples[i - 1].ns)}, {"to_s", rel(samples[i].ns)}, {"members", samples[i].listeners},
                           {"receive_queue_bytes", samples[i].accept_queue}, {"client", client[i]}, {"kernel", k}});
-    std::string c, kk;
-    for (auto& [w, n] : client[i]) c += (c.empty() ? "" : ", ") + w + " " + std::to_string(n);
-    for (auto& [w, n] : k.items()) kk += (kk.empty() ? "" : ", ") + w + " " + n.dump();
-    char b[96];
-    std::snprintf(b, sizeof b, "  %+7.2f..%+7.2f  %3zu -> %-3zu  ", rel(samples[i - 1].ns), rel(samples[i].ns),
-                  samples[i - 1].listeners, samples[i].listeners);
-    a.timeline_lines.push_back(std::string(b) + (c.empty() ? "-" : c) + "  |  " + (kk.empty() ? "-" : kk));
+    a.timeline_lines.push_back(timeline_line(rel(samples[i - 1].ns), rel(samples[i].ns), samples[i - 1].listeners,
+                                             samples[i].listeners, client[i], k));
   }
 
   const Counts& kt = samples.back().k;
