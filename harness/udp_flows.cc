@@ -289,7 +289,7 @@ UdpFlowResult UdpFlowLoad::run() const {
   for (uint32_t i = 0; i < opts_.flows; ++i) {
     states[i].fd = open_flow_socket(opts_.target, opts_.source_ports.empty() ? 0 : opts_.source_ports[i]);
     states[i].rec = &res.flows[i];
-    res.flows[i].flow = i;
+    res.flows[i].flow = opts_.first_flow + i;
     res.flows[i].source_port = local_port(states[i].fd.get());
   }
   std::vector<std::thread> threads;

@@ -87,6 +87,23 @@ TEST_P(UdpFlowsTest, OpenLoopSendsTheCountOverChosenPorts) {
   EXPECT_EQ(reconcile(r, g.served_by_listener()), std::vector<std::string>{});
 }
 
+// Two loads side by side tell their flows apart by id (first_flow): each flow's answers
+// echo its own id, so a load with ids 1000.. gets every answer although both run at once.
+TEST_P(UdpFlowsTest, FirstFlowGivesTheLoadsIdsOfTheirOwn) {
+  ListenerGroup g;
+  g.add(udp(GetParam(), 47411));
+  UdpFlowOptions o = to(GetParam(), 47411);
+  o.flows = 4;
+  o.first_flow = 1000;
+  o.max_datagrams = 200;
+  UdpFlowResult r = UdpFlowLoad(o).run();
+  EXPECT_EQ(r.tally().answered, 200u);
+  ASSERT_EQ(r.flows.size(), 4u);
+  EXPECT_EQ(r.flows[0].flow, 1000u);
+  EXPECT_EQ(r.flows[3].flow, 1003u);
+  EXPECT_EQ(reconcile(r, g.served_by_listener()), std::vector<std::string>{});
+}
+
 TEST_P(UdpFlowsTest, NothingListeningLosesEveryDatagramWithinTheTimeout) {
   UdpFlowOptions o = to(GetParam(), 47403);
   o.flows = 4;
