@@ -67,13 +67,17 @@ constexpr uint32_t kSecondIds = 1000;
 // average, so the step happened while the flows were running.
 constexpr uint64_t kAnswersPastStep = 8 * kFlows;
 
-// Waits until `c` counts `target` answers. A load that stalls is our failure (ERROR).
+// Waits until `c` counts `target` answers and every flow was answered (so each connection
+// id reached the program before the step that follows). A load that stalls is our failure
+// (ERROR).
 void await_answers(const UdpFlowControl& c, uint64_t target, const char* what) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20) * timeout_scale();
-  while (c.answers.load() < target) {
+  while (c.answers.load() < target || c.flows_answered.load() < kFlows) {
     if (std::chrono::steady_clock::now() > deadline)
       throw std::runtime_error(std::string("udp load stalled: ") + what + ": " + std::to_string(c.answers.load()) +
-                               " of " + std::to_string(target) + " answers");
+                               " of " + std::to_string(target) + " answers, " +
+                               std::to_string(c.flows_answered.load()) + " of " + std::to_string(kFlows) +
+                               " flows answered");
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }

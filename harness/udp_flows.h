@@ -40,10 +40,13 @@
 namespace rp {
 
 // Shared with a running load by its owner (deploy): stop ends the sending (as max_duration
-// does), answers counts the answers so far (in time or late), for a warm-up check.
+// does), answers counts the answers so far (in time or late), for a warm-up check, and
+// flows_answered the flows that got at least one: a total alone can be reached by some
+// flows while others have not been answered yet (threads start apart; seen under TCG).
 struct UdpFlowControl {
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> answers{0};
+  std::atomic<uint64_t> flows_answered{0};
 };
 
 struct UdpFlowOptions {
