@@ -89,6 +89,7 @@ struct FlowState {
   FlowRecord* rec = nullptr;
   unsigned in_flight = 0;
   uint64_t expired_upto = 0;  // every datagram below this was answered or timed out
+  bool answered_once = false;
 };
 
 UniqueFd open_flow_socket(const Endpoint& target, uint16_t port) {
@@ -232,7 +233,11 @@ class FlowWorker {
       d.outcome = now - d.sent_ns <= timeout ? DatagramOutcome::Answered : DatagramOutcome::Late;
       if (a.seq >= f.expired_upto) --f.in_flight;
       --unanswered_;
-      if (o_.control) o_.control->answers.fetch_add(1, std::memory_order_relaxed);
+      if (o_.control) {
+        o_.control->answers.fetch_add(1, std::memory_order_relaxed);
+        if (!f.answered_once) o_.control->flows_answered.fetch_add(1, std::memory_order_relaxed);
+      }
+      f.answered_once = true;
     }
   }
 
@@ -289,7 +294,7 @@ UdpFlowResult UdpFlowLoad::run() const {
   for (uint32_t i = 0; i < opts_.flows; ++i) {
     states[i].fd = open_flow_socket(opts_.target, opts_.source_ports.empty() ? 0 : opts_.source_ports[i]);
     states[i].rec = &res.flows[i];
-    res.flows[i].flow = i;
+    res.flows[i].flow = opts_.first_flow + i;
     res.flows[i].source_port = local_port(states[i].fd.get());
   }
   std::vector<std::thread> threads;

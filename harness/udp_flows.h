@@ -40,10 +40,13 @@
 namespace rp {
 
 // Shared with a running load by its owner (deploy): stop ends the sending (as max_duration
-// does), answers counts the answers so far (in time or late), for a warm-up check.
+// does), answers counts the answers so far (in time or late), for a warm-up check, and
+// flows_answered the flows that got at least one: a total alone can be reached by some
+// flows while others have not been answered yet (threads start apart; seen under TCG).
 struct UdpFlowControl {
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> answers{0};
+  std::atomic<uint64_t> flows_answered{0};
 };
 
 struct UdpFlowOptions {
@@ -51,6 +54,10 @@ struct UdpFlowOptions {
   Endpoint target;
   Mode mode = Mode::Closed;
   unsigned flows = 16;
+  // The flow id of the first flow; flow i sends first_flow + i. A second load beside a
+  // first one gives its flows ids of their own (a steering program keyed on the id tells
+  // them apart: cases/udp_connection_id_steering.cc).
+  uint32_t first_flow = 0;
   // Source port of each flow (size == flows), or empty: ports the kernel picks.
   std::vector<uint16_t> source_ports;
   unsigned in_flight = 1;        // closed loop: datagrams in flight per flow
@@ -109,7 +116,7 @@ struct UdpFlowTally {
 
 struct UdpFlowResult {
   uint64_t started_ns = 0, ended_ns = 0;
-  std::vector<FlowRecord> flows;  // index = flow id
+  std::vector<FlowRecord> flows;  // index = flow id - first_flow
   UdpFlowTally tally() const;
 };
 

@@ -409,3 +409,20 @@ def m_udp_connected_members(c: str, rs: list[dict], recs: Records) -> str:
         f"{span(rs, 'connected_flow_sent')} datagrams of its peer and {span(rs, 'unconnected_to_connected')} "
         f"of the other flows; flows against the skip model {span(rs, 'flows_against_skip_model')}, "
         f"against the detach model {span(rs, 'flows_against_detach_model')}.")
+
+
+@semantics("udp_connection_id_steering")
+def m_udp_connection_id_steering(c: str, rs: list[dict], recs: Records) -> str:
+    steer, hash_ = recs(c, "*_steer"), recs(c, "*_hash")
+    return (
+        f"Steered by connection id: {total(steer, 'a_flows_moved')} + {total(steer, 'b_flows_moved')} flows "
+        f"moved and {total(steer, 'a_lost')} + {total(steer, 'b_lost')} datagrams lost over "
+        f"{span(steer, 'a_sent')} + {span(steer, 'b_sent')} per variant; generation 1's flows all on "
+        f"generation 1 and generation 2's on generation 2 in "
+        f"{count(steer, lambda o: o['a_flows_on_gen1'] == o['a_flows'] and o['b_flows_on_gen2'] == o['b_flows'])}"
+        f" variants. An emptied owner slot: with SK_PASS {span(steer, 'closed_slot_pass_answered')} of "
+        f"{span(steer, 'closed_slot_pass_sent')} answered by generation 2 (the hash); with SK_DROP "
+        f"{span(steer, 'closed_slot_drop_lost')} lost, UdpNoPorts {span(steer, 'closed_slot_drop_netstat_no_ports')}."
+        f" The hash control: {span(hash_, 'a_flows_moved')} of {span(hash_, 'a_flows')} flows moved when "
+        f"generation 2 joined, {total(hash_, 'a_lost')} lost; generation 1's close moved "
+        f"{span(hash_, 'b_flows_moved')} and lost {span(hash_, 'b_lost')} datagrams of the flows started after it.")

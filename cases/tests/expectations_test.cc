@@ -253,3 +253,75 @@ TEST(Loader, RejectsUnknownBounds) {
 
 }  // namespace
 }  // namespace rp::cases
+
+namespace rp::cases {
+namespace {
+
+// udp_connection_id_steering's shipped entries against records measured on the host
+// (6.18, 2026-11-30): each passes as measured, and each fails with its key outcome turned
+// into the other one (steered connections moving as the hash moves them; an empty slot
+// dropping instead of hashing, or hashing instead of dropping; the control not moving).
+json connid_steer_record() {
+  return json::parse(R"({"a_answered":786,"a_flows":32,"a_flows_lost":0,"a_flows_moved":0,"a_flows_off_owner":0,
+    "a_flows_on_gen1":32,"a_flows_on_gen2":0,"a_lost":0,"a_members_answering":2,"a_sent":786,"answered":1613,
+    "b_answered":795,"b_flows":32,"b_flows_lost":0,"b_flows_moved":0,"b_flows_off_owner":0,"b_flows_on_gen1":0,
+    "b_flows_on_gen2":32,"b_lost":0,"b_members_answering":2,"b_sent":795,"closed_slot_drop_answered":0,
+    "closed_slot_drop_answered_by_gen2":0,"closed_slot_drop_lost":32,"closed_slot_drop_members_answering":0,
+    "closed_slot_drop_netstat_no_ports":32,"closed_slot_drop_program_dropped":32,"closed_slot_drop_program_empty_slot":32,
+    "closed_slot_drop_sent":32,"closed_slot_pass_answered":32,"closed_slot_pass_answered_by_gen2":32,
+    "closed_slot_pass_lost":0,"closed_slot_pass_members_answering":2,"closed_slot_pass_netstat_no_ports":0,
+    "closed_slot_pass_program_dropped":0,"closed_slot_pass_program_empty_slot":32,"closed_slot_pass_sent":32,
+    "datagrams_sent":1581,"ledger_mismatches":[],"program_empty_slot":0,"program_ids_assigned":64,"program_no_id":0,
+    "program_runs":1581,"served":1613})");
+}
+
+json connid_hash_record() {
+  return json::parse(R"({"a_answered":775,"a_flows":32,"a_flows_lost":0,"a_flows_moved":27,"a_flows_on_gen1":16,
+    "a_flows_on_gen2":0,"a_lost":0,"a_members_answering":4,"a_sent":775,"answered":2459,"b_answered":1684,"b_flows":32,
+    "b_flows_lost":0,"b_flows_moved":20,"b_flows_on_gen1":3,"b_flows_on_gen2":17,"b_lost":0,"b_members_answering":4,
+    "b_sent":1684,"ledger_mismatches":[],"served":2459})");
+}
+
+Verdict connid_verdict(const std::string& variant, const json& observed) {
+  const Resolved r = expectations().resolve("udp_connection_id_steering", variant, *KernelVersion::parse("6.18.0"));
+  if (!r.entry) throw std::runtime_error("no entry for " + variant);
+  return Expectations::judge(*r.entry, observed).verdict;
+}
+
+TEST(UdpConnectionIdSteering, MeasuredRecordsPass) {
+  EXPECT_EQ(connid_verdict("udp4_steer", connid_steer_record()), Verdict::Pass);
+  EXPECT_EQ(connid_verdict("udp4_hash", connid_hash_record()), Verdict::Pass);
+}
+
+TEST(UdpConnectionIdSteering, WrongOutcomesFail) {
+  auto with = [](json o, const json& set) {
+    for (auto& [k, v] : set.items()) o[k] = v;
+    return o;
+  };
+  const json s = connid_steer_record();
+  // Steered connections moved at the join as the hash moves them (24 of 32).
+  EXPECT_EQ(connid_verdict("udp6_steer", with(s, {{"a_flows_moved", 24}, {"a_flows_off_owner", 24}})), Verdict::Fail);
+  // Generation 2's new connections answered by generation 1.
+  EXPECT_EQ(connid_verdict("udp4_steer", with(s, {{"b_flows_on_gen2", 16}, {"b_flows_on_gen1", 16}})), Verdict::Fail);
+  // One datagram lost across the reload.
+  EXPECT_EQ(connid_verdict("udp4_steer", with(s, {{"b_lost", 1}, {"b_flows_lost", 1}})), Verdict::Fail);
+  // The empty slot with SK_PASS dropped instead of falling back to the hash.
+  EXPECT_EQ(connid_verdict("udp4_steer", with(s, {{"closed_slot_pass_answered", 0}, {"closed_slot_pass_lost", 32},
+                                                   {"closed_slot_pass_answered_by_gen2", 0},
+                                                   {"closed_slot_pass_members_answering", 0}})),
+            Verdict::Fail);
+  // SK_DROP on the empty slot hashed instead of dropping, and UdpNoPorts not counting it.
+  EXPECT_EQ(connid_verdict("udp4_steer", with(s, {{"closed_slot_drop_answered", 32}, {"closed_slot_drop_lost", 0}})),
+            Verdict::Fail);
+  EXPECT_EQ(connid_verdict("udp4_steer", with(s, {{"closed_slot_drop_netstat_no_ports", 0}})), Verdict::Fail);
+  // The program ran less often than datagrams arrived (some went round it).
+  EXPECT_EQ(connid_verdict("udp4_steer", with(s, {{"program_runs", 1500}})), Verdict::Fail);
+  // The control: the hash moved no flow when generation 2 joined.
+  EXPECT_EQ(connid_verdict("udp6_hash", with(connid_hash_record(), {{"a_flows_moved", 0}})), Verdict::Fail);
+  // The join lost a datagram.
+  EXPECT_EQ(connid_verdict("udp4_hash", with(connid_hash_record(), {{"a_lost", 1}, {"a_flows_lost", 1}})),
+            Verdict::Fail);
+}
+
+}  // namespace
+}  // namespace rp::cases

@@ -87,6 +87,27 @@ TEST_P(UdpFlowsTest, OpenLoopSendsTheCountOverChosenPorts) {
   EXPECT_EQ(reconcile(r, g.served_by_listener()), std::vector<std::string>{});
 }
 
+// A load's flows carry ids of their own (first_flow): each flow's answers echo its id, so a
+// load with ids 1000.. gets every answer. Its control counts answers and answered flows.
+TEST_P(UdpFlowsTest, FirstFlowGivesTheLoadsIdsOfTheirOwn) {
+  ListenerGroup g;
+  g.add(udp(GetParam(), 47411));
+  UdpFlowOptions o = to(GetParam(), 47411);
+  o.flows = 4;
+  o.first_flow = 1000;
+  o.max_datagrams = 200;
+  UdpFlowControl c;
+  o.control = &c;
+  UdpFlowResult r = UdpFlowLoad(o).run();
+  EXPECT_EQ(r.tally().answered, 200u);
+  EXPECT_EQ(c.answers.load(), 200u);
+  EXPECT_EQ(c.flows_answered.load(), 4u);  // each flow once, however many answers it got
+  ASSERT_EQ(r.flows.size(), 4u);
+  EXPECT_EQ(r.flows[0].flow, 1000u);
+  EXPECT_EQ(r.flows[3].flow, 1003u);
+  EXPECT_EQ(reconcile(r, g.served_by_listener()), std::vector<std::string>{});
+}
+
 TEST_P(UdpFlowsTest, NothingListeningLosesEveryDatagramWithinTheTimeout) {
   UdpFlowOptions o = to(GetParam(), 47403);
   o.flows = 4;
