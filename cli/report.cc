@@ -7,6 +7,8 @@
 // 2. Per experiment x repeat, in a forked child with a network namespace of its own
 //    (run_isolated): the reuseport probe and TcpExt (probes/kernel_sampler.h) attach to the port,
 //    the scenario runs, kernel counters are read after every deploy (cli/report_runs.cc).
+//    The UDP strategies (harness/udp_strategies.h, experiment udp_grid) run the same way
+//    under UDP flow load, with the UDP MIB and the udp_drops probe (cli/report_udp.cc).
 // 3. One aggregated record per run (never per attempt): parameters, ledger counts and
 //    their reconciliation, kernel counts, latency percentiles (all, during deploys,
 //    steady), failures per deploy; <out>/data/<kernel release>.json is replaced atomically
