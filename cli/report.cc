@@ -7,6 +7,8 @@
 // 2. Per experiment x repeat, in a forked child with a network namespace of its own
 //    (run_isolated): the reuseport probe and TcpExt (probes/kernel_sampler.h) attach to the port,
 //    the scenario runs, kernel counters are read after every deploy (cli/report_runs.cc).
+//    The UDP strategies (harness/udp_strategies.h, experiment udp_grid) run the same way
+//    under UDP flow load, with the UDP MIB and the udp_drops probe (cli/report_udp.cc).
 // 3. One aggregated record per run (never per attempt): parameters, ledger counts and
 //    their reconciliation, kernel counts, latency percentiles (all, during deploys,
 //    steady), failures per deploy; <out>/data/<kernel release>.json is replaced atomically
@@ -240,7 +242,9 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
       ++done;
       json rec;
       rec["experiment"] = e.kind;
-      rec["strategy"] = e.strategy ? json(to_string(*e.strategy)) : json(nullptr);
+      rec["strategy"] = e.strategy       ? json(to_string(*e.strategy))
+                        : e.udp_strategy ? json(to_string(*e.udp_strategy))
+                                         : json(nullptr);
       rec["sharing"] = e.sharing ? json(to_string(*e.sharing)) : json(nullptr);
       rec["params"] = params_json(e, rate);
       rec["repeat"] = rep;
@@ -268,20 +272,27 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
       IsolateOptions io;
       io.timeout = std::chrono::seconds(90 * timeout_scale());
       const auto t0 = std::chrono::steady_clock::now();
-      auto res = run_isolated([&] { return e.strategy ? deploy_run(e, rate) : worker_run(e, rate); }, io);
+      auto res = run_isolated(
+          [&] { return e.udp_strategy ? udp_deploy_run(e) : e.strategy ? deploy_run(e, rate) : worker_run(e, rate); }, io);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       exp_secs += secs;
       if (res.ok()) {
         rec["status"] = "ok";
         rec.update(json::parse(res.payload));
-        // The same for every run of a kernel: kept once.
-        json& kc = rec["kernel_counts"];
-        if (!doc.contains("kernel_sources")) doc["kernel_sources"] = kc["kernel_sources"];
-        kc.erase("kernel_sources");
-        if (kc["kernel_not_observable"].empty()) kc.erase("kernel_not_observable");
+        if (e.udp_strategy) {
+          // Datagrams: sent and lost stand for attempts and failed on the progress line.
+          exp_attempts += rec["datagrams"]["sent"].get<uint64_t>();
+          exp_failed += rec["datagrams"]["lost"].get<uint64_t>();
+        } else {
+          // The same for every run of a kernel: kept once.
+          json& kc = rec["kernel_counts"];
+          if (!doc.contains("kernel_sources")) doc["kernel_sources"] = kc["kernel_sources"];
+          kc.erase("kernel_sources");
+          if (kc["kernel_not_observable"].empty()) kc.erase("kernel_not_observable");
+          exp_attempts += rec["attempts"].get<uint64_t>();
+          exp_failed += rec["failed"].get<uint64_t>();
+        }
         ++exp_ok;
-        exp_attempts += rec["attempts"].get<uint64_t>();
-        exp_failed += rec["failed"].get<uint64_t>();
         if (!rec["reconciled"].get<bool>()) {
           ++unreconciled;
           ++exp_unreconciled;

@@ -118,13 +118,28 @@ LoadOptions load_options(const Experiment& e, double rate) {
 }  // namespace
 
 Profile profile(const std::string& name) {
-  if (name == "quick") return {"quick", {20, 256}, {16, 1024}, {0, 100}, {0.5}, {128}, 3, 5, 3, false, 24};
+  Profile p;
+  if (name == "quick") {
+    p = {"quick", {20, 256}, {16, 1024}, {0, 100}, {0.5}, {128}, 3, 5, 3, false, 24};
+    p.udp_in_flight = {1, 4};
+    return p;
+  }
   // The kernels of the matrix run in 2-vCPU guests, under TCG where KVM cannot run them:
-  // the quick profile's grid at 20 in flight, the seed swap and the shapes.
-  if (name == "guest") return {"guest", {20}, {16, 1024}, {0}, {0.5}, {128}, 3, 5, 3, false, 24};
-  if (name == "full")
-    return {"full", {1, 4, 20, 64, 256}, {16, 128, 1024, 4096}, {0, 100}, {0.1, 0.25, 0.5, 0.75, 0.9, 1.0}, {128, 4096},
-            5, 20, 10, true, 30};
+  // the quick profile's grid at 20 in flight, the seed swap and the shapes. UDP: the quick
+  // profile's two points (18 runs of about 3 s each on the host).
+  if (name == "guest") {
+    p = {"guest", {20}, {16, 1024}, {0}, {0.5}, {128}, 3, 5, 3, false, 24};
+    p.udp_in_flight = {1, 4};
+    return p;
+  }
+  if (name == "full") {
+    p = {"full", {1, 4, 20, 64, 256}, {16, 128, 1024, 4096}, {0, 100}, {0.1, 0.25, 0.5, 0.75, 0.9, 1.0}, {128, 4096},
+         5, 20, 10, true, 30};
+    p.udp_in_flight = {1, 2, 4, 16};
+    p.udp_rates = {5000, 20000};
+    p.udp_repeats = 10;
+    return p;
+  }
   throw std::invalid_argument("a profile is quick, full or guest, got '" + name + "'");
 }
 
@@ -169,6 +184,20 @@ std::vector<Experiment> plan_for(const Profile& p, std::optional<unsigned> repea
         e.repeats = rep;
         out.push_back(e);
       }
+  }
+  // UDP strategies: 64 flows, each its own 4-tuple, two members per generation.
+  for (UdpStrategy s : all_udp_strategies()) {
+    auto add = [&](LoadOptions::Mode mode, unsigned in_flight, double rate) {
+      Experiment e{"udp_grid", std::nullopt, std::nullopt};
+      e.udp_strategy = s;
+      e.mode = mode;
+      e.concurrency = in_flight;
+      e.udp_rate = rate;
+      e.repeats = repeats.value_or(p.udp_repeats);
+      out.push_back(e);
+    };
+    for (unsigned k : p.udp_in_flight) add(LoadOptions::Mode::Closed, k, 0);
+    for (double r : p.udp_rates) add(LoadOptions::Mode::Open, 1, r);
   }
   // (i) start_server under `ab -c 20`: one listener per generation, 20 in flight.
   for (Strategy s : {Strategy::Close, Strategy::HandOver}) {
@@ -216,6 +245,7 @@ std::vector<Experiment> plan_for(const Profile& p, std::optional<unsigned> repea
 }
 
 json params_json(const Experiment& e, double rate) {
+  if (e.udp_strategy) return udp_params_json(e);
   json p;
   p["mode"] = e.mode == LoadOptions::Mode::Closed ? "closed" : "open";
   p["concurrency"] = e.mode == LoadOptions::Mode::Closed ? json(e.concurrency) : json(nullptr);
@@ -353,6 +383,13 @@ double loadavg() {
 
 std::string describe(const Experiment& e, double rate) {
   std::string s = e.kind + " ";
+  if (e.udp_strategy) {
+    s += to_string(*e.udp_strategy);
+    s += " " + std::to_string(e.flows) + " flows ";
+    s += e.mode == LoadOptions::Mode::Closed ? "closed:" + std::to_string(e.concurrency) + " per flow"
+                                             : "rate:" + std::to_string(static_cast<long>(e.udp_rate)) + "/s";
+    return s;
+  }
   s += e.strategy ? to_string(*e.strategy) : to_string(*e.sharing);
   if (e.mode == LoadOptions::Mode::Closed)
     s += " closed:" + std::to_string(e.concurrency);

@@ -11,16 +11,17 @@
 #include <vector>
 
 #include "harness/strategies.h"
+#include "harness/udp_strategies.h"
 
 namespace rp::cli::report {
 
-// One run to do: a deploy strategy or a worker-sharing shape, with its load.
+// One run to do: a deploy strategy (TCP or UDP) or a worker-sharing shape, with its load.
 struct Experiment {
-  std::string kind;  // "grid", "seed", "seed_busy", "blocked_worker", "nginx_shape"
+  std::string kind;  // "grid", "seed", "seed_busy", "blocked_worker", "nginx_shape", "udp_grid"
   std::optional<Strategy> strategy;
   std::optional<Sharing> sharing;
   LoadOptions::Mode mode = LoadOptions::Mode::Closed;
-  unsigned concurrency = 20;
+  unsigned concurrency = 20;  // closed loop; for UDP: datagrams in flight per flow
   double rate_fraction = 0;  // open loop: of the measured ceiling
   int backlog = 128;
   unsigned work_us = 0;
@@ -28,6 +29,10 @@ struct Experiment {
   unsigned repeats = 3;
   // Worker shapes only.
   unsigned duration_ms = 2000, stall_ms = 0, stall_every_ms = 0;
+  // UDP strategies only ("udp_grid"): the flows and, open loop, datagrams/s over all of them.
+  std::optional<UdpStrategy> udp_strategy = std::nullopt;
+  unsigned flows = 64;
+  double udp_rate = 0;
 };
 
 struct Profile {
@@ -45,6 +50,12 @@ struct Profile {
   // backlog 16, work 0) when the profile has that point: a run's loss varies so much from
   // run to run that 3 repeats give intervals too wide to tell kernels apart.
   unsigned focus_repeats = 0;
+  // The UDP strategies (u_close, u_drain, u_keep_open) under 64 flows: closed loop at these
+  // datagrams in flight per flow, open loop at these rates (datagrams/s, absolute: the TCP
+  // ceiling says nothing about UDP).
+  std::vector<unsigned> udp_in_flight = {};
+  std::vector<double> udp_rates = {};
+  unsigned udp_repeats = 3;
 };
 
 // Whether a grid experiment is the profile's focus point for its strategy.
@@ -63,6 +74,9 @@ nlohmann::json params_json(const Experiment& e, double rate);
 // deploy strategy, or a worker-sharing shape.
 std::string deploy_run(const Experiment& e, double rate);
 std::string worker_run(const Experiment& e, double rate);
+// A UDP strategy's run (cli/report_udp.cc) and its parameters as its record keeps them.
+std::string udp_deploy_run(const Experiment& e);
+nlohmann::json udp_params_json(const Experiment& e);
 
 // The closed-loop ceiling (64 in flight, one listener, 1 s) in connections/s; `record`
 // gets its run's record. Throws when the run fails.

@@ -36,6 +36,8 @@ from results.report.report_stats import (STRATEGY_TEXT, across_cell, across_kern
                                          kernel_notes, normalised,
                                          load_documents, load_label, shape_stats, shutdown_effect,
                                          usable, where_measured)
+from results.report.report_udp import (UDP_STRATEGY_TEXT, udp_across, udp_across_cell, udp_html, udp_md,
+                                       udp_point_label, udp_rows)
 from results.report.report_stats import wilson  # noqa: F401  (results/tests use it from here)
 from results.report.report_compare import (FOCUS, FOCUS_LABEL, FOCUS_STRATEGIES, GOAL, findings,
                                            pairwise, precision_table)
@@ -246,6 +248,24 @@ def render(docs: list[dict], out: Path) -> dict:
             md += [f"Plot: [{plot}]({plot})", ""]
             body.append(f'<p><img src="{html.escape(plot)}" alt="{html.escape(plot)}"></p>')
         summary["across_kernels"] = {comparable_label(k): v for k, v in table.items()}
+    utable = udp_across(docs)
+    if utable:
+        rels = [d["kernel_release"] for d in docs]
+        md += ["## UDP strategies across kernels", "",
+               "Lost datagrams per 100,000 sent and broken flows per 100 flows, mean [95% t over repeats], with the "
+               "kernel's causes of the lost ones (per-kernel tables below).", ""]
+        body.append("<h2>UDP strategies across kernels</h2><p>" + html.escape(md[-2]) + "</p>")
+        for key in sorted(utable):
+            md += [f"### {udp_point_label(key)}", "", "| strategy | " + " | ".join(rels) + " |",
+                   "|---|" + "---|" * len(rels)]
+            rows_html = ["<tr><th>strategy</th>" + "".join(f"<th>{html.escape(r)}</th>" for r in rels) + "</tr>"]
+            for st in [s for s in UDP_STRATEGY_TEXT if s in utable[key]]:
+                cells = [udp_across_cell(utable[key][st].get(r)) for r in rels]
+                md.append(f"| {st} | " + " | ".join(cells) + " |")
+                rows_html.append(f"<tr><td>{st}</td>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+            md.append("")
+            body.append(f"<h3>{html.escape(udp_point_label(key))}</h3><table>" + "".join(rows_html) + "</table>")
+        summary["udp_across_kernels"] = {udp_point_label(k): v for k, v in utable.items()}
     for doc in docs:
         rel = doc["kernel_release"]
         rows = rows_by_kernel[rel]
@@ -314,6 +334,9 @@ def render(docs: list[dict], out: Path) -> dict:
                       f"{r['pooled']:.1f} [{r['wilson_lo']:.1f}, {r['wilson_hi']:.1f}] | {r['failed']}/{r['attempts']} | "
                       f"{a['orphaned']} | {a['other_rst']} | {a['timeouts']} | {a['unexplained']} | "
                       f"{a['listen_overflows']} | " + " | ".join(fmt_norm(r["norm"])) + " |")
+        urows = udp_rows(doc)
+        summary["kernels"][rel]["udp"] = urows
+        md += [""] + udp_md(urows)
         md += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in plots), ""]
         body.append(f"<h2>{html.escape(rel)}</h2><p>{html.escape(head)}</p><p>{html.escape(excl)}</p>")
         body.append("<h3>Published shapes</h3><ul>" + "".join(
@@ -333,7 +356,8 @@ def render(docs: list[dict], out: Path) -> dict:
                 a.get("listen_overflows", ""), *(fmt_norm(r["norm"]) if "norm" in r else [""] * 4))) + "</tr>")
         tbl.append("</table>")
         body.append("<h3>Failed per 100,000 attempts</h3>" + "".join(tbl))
-    md += ["## Strategies", ""] + [f"- `{k}`: {v}" for k, v in STRATEGY_TEXT.items()]
+        body.append(udp_html(urows))
+    md += ["## Strategies", ""] + [f"- `{k}`: {v}" for k, v in {**STRATEGY_TEXT, **UDP_STRATEGY_TEXT}.items()]
     machine_notes = MACHINE_NOTES + guest_notes(docs)
     md += ["", "## Where this machine differs from the published set-ups", ""] + [f"- {n}" for n in machine_notes]
     (out / "summary.md").write_text("\n".join(md) + "\n")
@@ -347,7 +371,7 @@ def render(docs: list[dict], out: Path) -> dict:
             f"<p>{html.escape(MEASURES)}</p>"]
     page += body
     page += ["<h2>Strategies</h2><ul>"] + [f"<li><code>{k}</code>: {html.escape(v)}</li>" for k, v in
-                                         STRATEGY_TEXT.items()] + ["</ul>"]
+                                         {**STRATEGY_TEXT, **UDP_STRATEGY_TEXT}.items()] + ["</ul>"]
     page += ["<h2>Where this machine differs</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in machine_notes]
     page += ["</ul></body></html>"]
     (out / "index.html").write_text("\n".join(page) + "\n")

@@ -1,0 +1,78 @@
+// The report's plan: the UDP strategies are experiments of kind "udp_grid" in every profile,
+// at the profile's points, with its repeats (or --repeats), and their records' parameters say
+// the load they ran under.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+
+#include "cli/report_runs.h"
+
+namespace rp::cli::report {
+namespace {
+
+std::vector<Experiment> udp_of(const std::vector<Experiment>& plan) {
+  std::vector<Experiment> out;
+  std::copy_if(plan.begin(), plan.end(), std::back_inserter(out), [](const Experiment& e) { return e.kind == "udp_grid"; });
+  return out;
+}
+
+TEST(ReportPlan, QuickAndGuestRunEachUdpStrategyAtOneAndFourInFlight) {
+  for (const char* name : {"quick", "guest"}) {
+    const auto udp = udp_of(plan_for(profile(name), std::nullopt));
+    ASSERT_EQ(udp.size(), 6u) << name;
+    std::set<std::pair<std::string, unsigned>> points;
+    for (const auto& e : udp) {
+      ASSERT_TRUE(e.udp_strategy.has_value());
+      EXPECT_FALSE(e.strategy.has_value()) << "a UDP run is not also a TCP strategy";
+      EXPECT_EQ(e.mode, LoadOptions::Mode::Closed);
+      EXPECT_EQ(e.flows, 64u);
+      EXPECT_EQ(e.repeats, 3u);
+      points.insert({to_string(*e.udp_strategy), e.concurrency});
+    }
+    const std::set<std::pair<std::string, unsigned>> want = {{"u_close", 1},  {"u_close", 4},     {"u_drain", 1},
+                                                             {"u_drain", 4},  {"u_keep_open", 1}, {"u_keep_open", 4}};
+    EXPECT_EQ(points, want) << name;
+  }
+}
+
+TEST(ReportPlan, FullAddsOpenLoopRatesAndMoreRepeats) {
+  const auto udp = udp_of(plan_for(profile("full"), std::nullopt));
+  EXPECT_EQ(udp.size(), 3u * (4 + 2));
+  const auto open = std::count_if(udp.begin(), udp.end(), [](const Experiment& e) { return e.mode == LoadOptions::Mode::Open; });
+  EXPECT_EQ(open, 3 * 2);
+  for (const auto& e : udp) EXPECT_EQ(e.repeats, 10u);
+}
+
+TEST(ReportPlan, RepeatsOverridesTheUdpRepeats) {
+  for (const auto& e : udp_of(plan_for(profile("full"), 1u))) EXPECT_EQ(e.repeats, 1u);
+}
+
+TEST(ReportPlan, UdpParamsNameTheLoadAndTheStrategyTiming) {
+  const auto udp = udp_of(plan_for(profile("full"), std::nullopt));
+  for (const auto& e : udp) {
+    const auto p = params_json(e, 0);
+    EXPECT_EQ(p["flows"], 64);
+    EXPECT_EQ(p["deploys"], 10);
+    if (e.mode == LoadOptions::Mode::Closed) {
+      EXPECT_EQ(p["in_flight"], e.concurrency);
+      EXPECT_TRUE(p["rate"].is_null());
+    } else {
+      EXPECT_TRUE(p["in_flight"].is_null());
+      EXPECT_EQ(p["rate"], e.udp_rate);
+    }
+    // Only u_keep_open keeps its old members open unread.
+    EXPECT_EQ(p["keep_open_ms"].is_null(), *e.udp_strategy != UdpStrategy::KeepOpen);
+  }
+  EXPECT_EQ(describe(udp.front(), 0), "udp_grid u_close 64 flows closed:1 per flow");
+}
+
+TEST(ReportPlan, UdpStrategyNames) {
+  EXPECT_EQ(udp_strategy_from_string("drain"), UdpStrategy::Drain);
+  EXPECT_EQ(udp_strategy_from_string("u_keep_open"), UdpStrategy::KeepOpen);
+  EXPECT_FALSE(udp_strategy_from_string("a_close").has_value());
+}
+
+}  // namespace
+}  // namespace rp::cli::report
