@@ -114,8 +114,10 @@ def test_a_guest_reports_and_renders_while_a_broken_kernel_fails_alone(
     assert data["environment"]["accel"] in ("kvm", "tcg")
     assert data["ceiling"]["served_per_second"] > 0
     runs = data["runs"]
-    # --repeats 1 on the guest profile: 8 strategies x 3 grid points, 2 seed swaps, 6 shapes.
-    assert len(runs) == 32
+    # --repeats 1 on the guest profile: 8 strategies x 3 grid points, 2 seed swaps, 2 busy
+    # seed swaps (the published magnitude), 6 shapes.
+    assert len(runs) == 34
+    assert sum(r["experiment"] == "seed_busy" for r in runs) == 2
     assert {r["status"] for r in runs} == {"ok"}, [r.get("error") for r in runs]
     assert all(r["kernel_release"] == data["kernel_release"] for r in runs)
     assert all(r["attempts"] > 0 and r["served"] + r["failed"] == r["attempts"] for r in runs)
@@ -124,4 +126,5 @@ def test_a_guest_reports_and_renders_while_a_broken_kernel_fails_alone(
     assert [r for r in runs if r["reconciled"] is not True or r["mismatches"] != []] == []
     summary = (out / "summary.md").read_text()
     assert f"## {data['kernel_release']}" in summary
-    assert "in a 1-vCPU qemu guest" in summary
+    assert data["environment"]["vcpus"] == 2
+    assert "in a 2-vCPU qemu guest" in summary
