@@ -73,10 +73,12 @@ this command with the static binary and sends its data back. The work is
 ci/matrix/report.py's (Python 3, the matrix's driver). Profiles: quick (minutes here), full
 (about 80 minutes here), guest (the quick grid at 20 in flight); see docs/report.md.
 
-Outputs: --out is checked before any run. data/<release>.json is replaced atomically after
-every run, with "complete": false until the last one, so a killed report keeps what it
-finished. Progress: on a terminal one updating line; in a log a status line at most every
-10 s; a line per experiment (its repeats) and per failed run stays.
+Outputs: --out is checked before any run. data/<release>.json (with --experiments,
+data/<release>.<kinds>.json, laid over the whole document when the report renders) is
+replaced atomically after every run, with "complete": false until the last one, so a
+killed report keeps what it finished. Progress: on a terminal one updating line; in a log
+a status line at most every 10 s; a line per experiment (its repeats) and per failed run
+stays.
 
 Needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN (and CAP_BPF, CAP_PERFMON for the probe
 and the steering programs).
@@ -91,6 +93,7 @@ Examples:
   reuseport-check report --host-only
   reuseport-check report --kernels all
   reuseport-check report --kernels 5.10,6.12 --guest-profile quick -j 2
+  reuseport-check report --kernels all --experiments udp_grid
 )FOOTER";
 
 // The kernel-matrix driver (the module ci.matrix.report of the source tree): its exit
@@ -127,6 +130,14 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
                   "the source tree)")
       ->type_name("DIR");
   app->add_option("--repeats", repeats_arg, "Repeats per grid point instead of the profile's")->check(CLI::Range(1, 1000));
+  std::vector<std::string> experiments;
+  app->add_option("--experiments", experiments,
+                  "Only these experiments, comma separated (grid, udp_grid, seed, seed_busy, blocked_worker, "
+                  "nginx_shape): written to data/<release>.<kinds>.json, which the report lays over the whole "
+                  "document of its kernel")
+      ->type_name("LIST")
+      ->delimiter(',')
+      ->check(CLI::IsMember(rp::cli::report::experiment_kinds()));
   app->add_flag("--no-render", no_render, "Write the JSON only");
   app->add_option("--python", python, "The Python that runs make_report.py and the driver (default /usr/bin/python3)")
       ->type_name("PATH");
@@ -152,6 +163,11 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
                                      "--python", python, "-j", std::to_string(jobs), "--host-binary", self_path()};
     if (out_given) argv.insert(argv.end(), {"--out", std::filesystem::absolute(out).string()});
     if (repeats) argv.insert(argv.end(), {"--repeats", std::to_string(*repeats)});
+    if (!experiments.empty()) {
+      std::string list;
+      for (const auto& k : experiments) list += (list.empty() ? "" : ",") + k;
+      argv.insert(argv.end(), {"--experiments", list});
+    }
     if (!render) argv.push_back("--no-render");
     if (no_build) argv.push_back("--no-build");
     return exec_driver(python, argv);
@@ -174,7 +190,8 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
   }
 
   const Profile prof = profile(profile_name);
-  const std::vector<Experiment> plan = plan_for(prof, repeats);
+  const std::vector<Experiment> plan =
+      experiments.empty() ? plan_for(prof, repeats) : only_kinds(plan_for(prof, repeats), experiments);
   const std::string release = kernel_release();
   json doc;
   doc["schema"] = "reuseport-check/report-runs/1";
@@ -184,6 +201,7 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
   doc["machine"] = machine_description();
   doc["profile"] = prof.name;
   doc["started_at"] = rp::cli::now_iso();
+  if (!experiments.empty()) doc["experiments"] = experiments;
   doc["runs"] = json::array();
   // Unavailable: the kernel (or the build) refuses it, and its runs are marked so. A probe
   // that failed otherwise (our steering program did not load where the kernel offers its
@@ -199,7 +217,7 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
     }
   }
   doc["strategies_unavailable"] = unavailable;
-  const auto data_path = out / "data" / (release + ".json");
+  const auto data_path = out / "data" / data_file_name(release, experiments);
 
   json ceiling_record;
   double ceiling = 0;

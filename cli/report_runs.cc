@@ -149,6 +149,33 @@ bool is_focus(const Experiment& e) {
          e.mode == LoadOptions::Mode::Closed && e.concurrency == 20 && e.backlog == 16 && e.work_us == 0;
 }
 
+const std::vector<std::string>& experiment_kinds() {
+  static const std::vector<std::string> kinds = {"grid",           "udp_grid",    "seed", "seed_busy",
+                                                 "blocked_worker", "nginx_shape"};
+  return kinds;
+}
+
+std::vector<Experiment> only_kinds(const std::vector<Experiment>& plan, const std::vector<std::string>& kinds) {
+  const auto& known = experiment_kinds();
+  for (const auto& k : kinds)
+    if (std::find(known.begin(), known.end(), k) == known.end()) {
+      std::string list;
+      for (const auto& n : known) list += (list.empty() ? "" : ", ") + n;
+      throw std::invalid_argument("unknown experiment '" + k + "' (known: " + list + ")");
+    }
+  std::vector<Experiment> out;
+  for (const auto& e : plan)
+    if (std::find(kinds.begin(), kinds.end(), e.kind) != kinds.end()) out.push_back(e);
+  return out;
+}
+
+std::string data_file_name(const std::string& release, const std::vector<std::string>& kinds) {
+  if (kinds.empty()) return release + ".json";
+  std::string name = release + ".";
+  for (size_t i = 0; i < kinds.size(); ++i) name += (i ? "+" : "") + kinds[i];
+  return name + ".json";
+}
+
 std::vector<Experiment> plan_for(const Profile& p, std::optional<unsigned> repeats) {
   std::vector<Experiment> out;
   const unsigned rep = repeats.value_or(p.repeats);

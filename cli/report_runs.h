@@ -67,6 +67,17 @@ Profile profile(const std::string& name);
 // Every experiment of the profile, with its repeats (`repeats` overrides the profile's).
 std::vector<Experiment> plan_for(const Profile& p, std::optional<unsigned> repeats);
 
+// Every experiment kind a plan can hold, in plan order.
+const std::vector<std::string>& experiment_kinds();
+
+// The plan's experiments of these kinds only (`report --experiments`), in plan order;
+// std::invalid_argument naming an unknown kind.
+std::vector<Experiment> only_kinds(const std::vector<Experiment>& plan, const std::vector<std::string>& kinds);
+
+// The data document's file name: <release>.json for the whole plan, <release>.<k1>+<k2>.json
+// for a part of it (make_report.py lays a part over the whole document of its kernel).
+std::string data_file_name(const std::string& release, const std::vector<std::string>& kinds);
+
 // The parameters of a run as its record keeps them; `rate` for the open loop.
 nlohmann::json params_json(const Experiment& e, double rate);
 

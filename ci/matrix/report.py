@@ -55,18 +55,28 @@ class ReportError(Exception):
     """Bad usage or a missing prerequisite: one message, exit 2."""
 
 
-def report_argv(binary: str, profile: str, out: str, repeats: int | None) -> list[str]:
+def report_argv(binary: str, profile: str, out: str, repeats: int | None,
+                experiments: list[str] | None = None) -> list[str]:
     argv = [binary, "report", "--host-only", "--no-render", "--profile", profile, "--out", out]
     if repeats:
         argv += ["--repeats", str(repeats)]
+    if experiments:
+        argv += ["--experiments", ",".join(experiments)]
     return argv
 
 
-def guest_script(profile: str, repeats: int | None, modules: list[str]) -> str:
+def data_name(release: str, experiments: list[str] | None) -> str:
+    """The data document's file name, as the report writes it (cli/report_runs.cc):
+    <release>.json for the whole plan, <release>.<k1>+<k2>.json for a part of it."""
+    return f"{release}.{'+'.join(experiments)}.json" if experiments else f"{release}.json"
+
+
+def guest_script(profile: str, repeats: int | None, modules: list[str],
+                 experiments: list[str] | None = None) -> str:
     lines = [f"insmod {shlex.quote(m)} || echo 'RP-REPORT-WARN: insmod {m} failed'"
              for m in modules]
     lines += [f"export RP_TIMEOUT_SCALE={GUEST_TIMEOUT_SCALE}",
-              shlex.join(report_argv(driver.GUEST_BIN, profile, GUEST_OUT, repeats)),
+              shlex.join(report_argv(driver.GUEST_BIN, profile, GUEST_OUT, repeats, experiments)),
               "rc=$?",
               f"for f in {GUEST_OUT}/data/*.json; do [ -f \"$f\" ] || continue; "
               f"echo; echo {BEGIN}; cat \"$f\"; echo; echo {END}; done",
@@ -128,7 +138,11 @@ def store(doc: dict, out: Path) -> Path:
     release = doc.get("kernel_release")
     if not isinstance(release, str) or not release or "/" in release:
         raise ValueError(f"the document names no usable kernel release ({release!r})")
-    dest = out / "data" / f"{release}.json"
+    experiments = doc.get("experiments")
+    if experiments is not None and (not isinstance(experiments, list)
+                                    or not all(isinstance(k, str) and k.isidentifier() for k in experiments)):
+        raise ValueError(f"the document names unusable experiments ({experiments!r})")
+    dest = out / "data" / data_name(release, experiments)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
     tmp.write_text(json.dumps(doc, separators=(",", ":")))
@@ -149,7 +163,7 @@ def failures_in(doc: dict) -> str:
 
 
 def run_host_report(binary: str, profile: str, repeats: int | None, out: Path,
-                    say: _Say) -> tuple[bool, str]:
+                    say: _Say, experiments: list[str] | None = None) -> tuple[bool, str]:
     """The running kernel: the dynamic binary on the host, its progress passed through."""
     if os.geteuid() != 0:
         return False, "the running kernel's report needs root (network namespaces, sysctls, BPF)"
@@ -157,13 +171,13 @@ def run_host_report(binary: str, profile: str, repeats: int | None, out: Path,
     say("running", f"report on the host kernel {release}, profile {profile}")
     # It dies with this driver: a killed `report --kernels` left it running until its next
     # line of progress met the closed pipe.
-    proc = subprocess.Popen(report_argv(binary, profile, str(out), repeats),
+    proc = subprocess.Popen(report_argv(binary, profile, str(out), repeats, experiments),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     for line in proc.stdout:
         say("running", line.rstrip())
     rc = proc.wait()
-    path = out / "data" / f"{release}.json"
+    path = out / "data" / data_name(release, experiments)
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -177,11 +191,11 @@ def run_host_report(binary: str, profile: str, repeats: int | None, out: Path,
 
 def run_guest_report(name: str, *, binary: Path, matrix: dict, profile: str,
                      repeats: int | None, out: Path, runs_dir: Path, timeouts: Timeouts,
-                     say: _Say) -> tuple[bool, str]:
+                     say: _Say, experiments: list[str] | None = None) -> tuple[bool, str]:
     workdir = runs_dir / f"report-{name}"
     tail = _Tail(workdir, name, say)
     say(name, f"booting (profile {profile})")
-    boot = driver.boot_guest(name, lambda mods: guest_script(profile, repeats, mods),
+    boot = driver.boot_guest(name, lambda mods: guest_script(profile, repeats, mods, experiments),
                              binary=binary, workdir=workdir, matrix=matrix, timeouts=timeouts,
                              memory_mb=GUEST_MEMORY_MB, watch=lambda: tail,
                              vcpus=GUEST_VCPUS,
@@ -234,6 +248,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--guest-profile", default="guest", choices=PROFILES,
                     help="the guest kernels' profile (default guest)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per grid point")
+    ap.add_argument("--experiments", default=None,
+                    help="only these experiments, comma separated (the binary checks the names)")
     ap.add_argument("--out", type=Path, default=driver.REPO / "results" / "report")
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument("--runs-dir", type=Path, default=driver.REPO / "results" / "runs",
@@ -255,6 +271,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ap.error(f"--repeats needs 1-1000, got {args.repeats}")
     if not 1 <= args.jobs <= 16:
         ap.error(f"-j needs 1-16, got {args.jobs}")
+    if args.experiments is not None:
+        args.experiments = [k for k in args.experiments.split(",") if k]
+        if not args.experiments or not all(re.fullmatch(r"[a-z_]+", k) for k in args.experiments):
+            ap.error(f"--experiments needs names such as udp_grid,seed, got {','.join(args.experiments)!r}")
     return args
 
 
@@ -286,13 +306,14 @@ def main(argv: list[str]) -> int:
     t0 = time.monotonic()
     for name in hosts:
         outcome[name] = run_host_report(args.host_binary, args.profile, args.repeats, args.out,
-                                        say)
+                                        say, args.experiments)
     timeouts = Timeouts(boot=args.boot_timeout,
                         run=args.run_timeout or RUN_TIMEOUT[args.guest_profile])
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(run_guest_report, name, binary=binary, matrix=matrix,
                                profile=args.guest_profile, repeats=args.repeats, out=args.out,
-                               runs_dir=args.runs_dir, timeouts=timeouts, say=say): name
+                               runs_dir=args.runs_dir, timeouts=timeouts, say=say,
+                               experiments=args.experiments): name
                    for name in guests}
         for fut in concurrent.futures.as_completed(futures):
             name = futures[fut]

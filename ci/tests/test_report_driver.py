@@ -34,6 +34,19 @@ def test_guest_script_runs_the_report_in_the_guest_and_sends_every_data_file():
     assert lines[-1] == "exit $rc"
 
 
+def test_a_part_of_the_plan_goes_to_the_guest_and_comes_back_under_its_own_name(tmp_path):
+    script = report.guest_script("guest", None, [], ["udp_grid", "seed"])
+    run = next(x for x in script.splitlines() if x.startswith(driver.GUEST_BIN))
+    assert run.endswith("--experiments udp_grid,seed")
+    path = report.store({"kernel_release": "6.1.0-50-cloud-amd64", "experiments": ["udp_grid", "seed"],
+                         "runs": []}, tmp_path)
+    # The name the binary gives it (cli/report_runs.cc data_file_name), so that it does
+    # not replace the kernel's whole document.
+    assert path == tmp_path / "data" / "6.1.0-50-cloud-amd64.udp_grid+seed.json"
+    with pytest.raises(ValueError, match="unusable experiments"):
+        report.store({"kernel_release": "6.1.0-50-cloud-amd64", "experiments": ["../x"]}, tmp_path)
+
+
 def test_data_is_taken_from_between_the_report_markers():
     body = json.dumps({"schema": "reuseport-check/report-runs/1", "kernel_release": "6.1.0-50",
                        "runs": []})
@@ -73,6 +86,8 @@ def run_cli(*args, timeout=120):
     (["--kernels", "5.10", "--guest-profile", "huge"], "--guest-profile: huge not in {quick,full,guest}"),
     (["--kernels", "5.10", "-j", "0"], "--jobs: Value 0 not in range 1 to 16"),
     (["--kernels", "5.10", "--repeats", "0"], "--repeats: Value 0 not in range 1 to 1000"),
+    (["--kernels", "5.10", "--experiments", "udp_grid,udp_gird"],
+     "--experiments: udp_gird not in {grid,udp_grid,seed,seed_busy,blocked_worker,nginx_shape}"),
     (["--bogus"], "not expected: --bogus"),
 ])
 def test_bad_input_is_exit_2_with_a_message(tmp_path, args, message):
@@ -114,10 +129,11 @@ def test_a_guest_reports_and_renders_while_a_broken_kernel_fails_alone(
     assert data["environment"]["accel"] in ("kvm", "tcg")
     assert data["ceiling"]["served_per_second"] > 0
     runs = data["runs"]
-    # --repeats 1 on the guest profile: 8 strategies x 3 grid points, 2 seed swaps, 2 busy
-    # seed swaps (the published magnitude), 6 shapes.
-    assert len(runs) == 34
+    # --repeats 1 on the guest profile: 8 strategies x 3 grid points, 3 UDP strategies x 2
+    # points, 2 seed swaps, 2 busy seed swaps (the published magnitude), 6 shapes.
+    assert len(runs) == 40
     assert sum(r["experiment"] == "seed_busy" for r in runs) == 2
+    assert sum(r["experiment"] == "udp_grid" for r in runs) == 6
     assert {r["status"] for r in runs} == {"ok"}, [r.get("error") for r in runs]
     assert all(r["kernel_release"] == data["kernel_release"] for r in runs)
     assert all(r["attempts"] > 0 and r["served"] + r["failed"] == r["attempts"] for r in runs)

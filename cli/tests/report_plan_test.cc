@@ -74,5 +74,39 @@ TEST(ReportPlan, UdpStrategyNames) {
   EXPECT_FALSE(udp_strategy_from_string("a_close").has_value());
 }
 
+TEST(ReportPlan, ExperimentsKeepTheirKindsOnlyInPlanOrder) {
+  const auto plan = plan_for(profile("guest"), std::nullopt);
+  const auto udp = only_kinds(plan, {"udp_grid"});
+  EXPECT_EQ(udp.size(), udp_of(plan).size());
+  const auto two = only_kinds(plan, {"seed_busy", "udp_grid"});
+  size_t want = 0;
+  for (const auto& e : plan) want += e.kind == "seed_busy" || e.kind == "udp_grid";
+  ASSERT_EQ(two.size(), want);
+  // Plan order, not the order asked for: udp_grid comes before seed_busy in the plan.
+  EXPECT_EQ(two.front().kind, "udp_grid");
+  EXPECT_EQ(two.back().kind, "seed_busy");
+  // Every kind the plan holds is a known one, and every known one has experiments in full.
+  const auto full = plan_for(profile("full"), std::nullopt);
+  for (const auto& k : experiment_kinds()) EXPECT_FALSE(only_kinds(full, {k}).empty()) << k;
+  for (const auto& e : full)
+    EXPECT_NE(std::find(experiment_kinds().begin(), experiment_kinds().end(), e.kind), experiment_kinds().end());
+}
+
+TEST(ReportPlan, AnUnknownExperimentIsRefusedWithTheKnownOnes) {
+  try {
+    only_kinds(plan_for(profile("quick"), std::nullopt), {"udp_grid", "udp_gird"});
+    FAIL() << "udp_gird was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown experiment 'udp_gird' (known: grid, udp_grid"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(ReportPlan, APartOfThePlanHasADataFileOfItsOwn) {
+  EXPECT_EQ(data_file_name("6.12.117+deb13-cloud-amd64", {}), "6.12.117+deb13-cloud-amd64.json");
+  EXPECT_EQ(data_file_name("6.12.117+deb13-cloud-amd64", {"udp_grid"}), "6.12.117+deb13-cloud-amd64.udp_grid.json");
+  EXPECT_EQ(data_file_name("6.1.0-50-cloud-amd64", {"udp_grid", "seed"}), "6.1.0-50-cloud-amd64.udp_grid+seed.json");
+}
+
 }  // namespace
 }  // namespace rp::cli::report

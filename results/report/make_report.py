@@ -292,6 +292,10 @@ def render(docs: list[dict], out: Path) -> dict:
                 f"{doc['profile']}, {doc['started_at']} to {doc.get('finished_at', '?')}. Ceiling "
                 f"{ceiling:.0f} connections/s (closed loop, 64 in flight, one listener, 1 s)."
                 if ceiling else f"Kernel {rel}, {doc['machine']}, profile {doc['profile']}.")
+        for part in doc.get("parts", []):
+            head += (f" Its {', '.join(part['experiments'])} runs come from {part['file']} ({part['where']}, profile "
+                     f"{part['profile']}, {part['started_at']} to {part.get('finished_at') or '?'}"
+                     + ("" if part.get("complete") else ", not complete") + ").")
         excl = (f"Runs: {counts['runs']}; used {counts['used']}; left out: {counts['unreconciled']} whose ledger did "
                 f"not reconcile, {counts['errors']} errors, {counts['unavailable']} with a strategy this kernel "
                 f"cannot run.")

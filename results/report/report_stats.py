@@ -176,16 +176,33 @@ def fmt_norm(n: dict) -> list[str]:
 
 
 def load_documents(data_dir: Path) -> list[dict]:
-    docs = []
+    """One document per kernel. A part (`report --experiments`, data/<release>.<kinds>.json)
+    is laid over the whole document of its kernel: its runs replace that document's runs of
+    the same experiments, and the document lists the part under "parts". A part with no
+    whole document stands alone."""
+    wholes, parts = [], []
     for path in sorted(data_dir.glob("*.json")):
         doc = json.loads(path.read_text())
         if doc.get("schema") != "reuseport-check/report-runs/1":
             raise SystemExit(f"make_report: {path}: not a report-runs/1 document")
         doc["_file"] = path.name
-        docs.append(doc)
-    if not docs:
+        (parts if doc.get("experiments") else wholes).append(doc)
+    if not wholes and not parts:
         raise SystemExit(f"make_report: no data/*.json in {data_dir}")
-    return sorted(docs, key=version_key)
+    by_release = {d["kernel_release"]: d for d in wholes}
+    for part in sorted(parts, key=lambda d: d.get("started_at", "")):
+        base = by_release.get(part["kernel_release"])
+        if base is None:
+            by_release[part["kernel_release"]] = part
+            wholes.append(part)
+            continue
+        kinds = set(part["experiments"])
+        base["runs"] = [r for r in base["runs"] if r.get("experiment") not in kinds] + part["runs"]
+        base.setdefault("parts", []).append({
+            "file": part["_file"], "experiments": part["experiments"], "profile": part.get("profile"),
+            "started_at": part.get("started_at"), "finished_at": part.get("finished_at"),
+            "complete": part.get("complete"), "where": where_measured(part)})
+    return sorted(wholes, key=version_key)
 
 
 def version_key(doc: dict) -> tuple:

@@ -31,6 +31,17 @@ def udp_runs(d):
     return [r for r in d["runs"] if r["experiment"] == "udp_grid"]
 
 
+def errors(d, _name="report-data"):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA.read_text())
+    return [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(d)]
+
+
+def make_report_main(data, out):
+    from results.report import make_report
+    return make_report.main(["--data", str(data), "--out", str(out)])
+
+
 def render(root, docs):
     from results.report import make_report
     (root / "data").mkdir()
@@ -139,3 +150,57 @@ def test_the_udp_strategies_across_kernels(tmp_path):
 
 def test_one_kernel_has_no_udp_across_kernels_section(tmp_path):
     assert "## UDP strategies across kernels" not in render(tmp_path, [doc()])
+
+
+def test_a_part_of_the_plan_is_laid_over_its_kernels_whole_document(tmp_path):
+    """`report --experiments udp_grid` writes data/<release>.udp_grid.json: its UDP runs
+    replace the whole document's, every other run stays, and the kernel's section says
+    where the part came from."""
+    from results.report.report_stats import load_documents
+    whole = doc()
+    part = copy.deepcopy(whole)
+    part["experiments"] = ["udp_grid"]
+    part["started_at"], part["finished_at"] = "2026-12-01T03:00:00Z", "2026-12-01T03:02:00Z"
+    part["runs"] = [r for r in part["runs"] if r["experiment"] == "udp_grid"]
+    for r in part["runs"]:
+        r["datagrams"]["lost"] += 7
+        r["datagrams"]["sent"] += 7
+        r["unattributed"] += 7
+    assert errors(part, "report-data") == []
+    data = tmp_path / "data"
+    data.mkdir()
+    rel = whole["kernel_release"]
+    (data / f"{rel}.json").write_text(json.dumps(whole))
+    (data / f"{rel}.udp_grid.json").write_text(json.dumps(part))
+    docs = load_documents(data)
+    assert len(docs) == 1
+    merged = docs[0]
+    others = [r for r in whole["runs"] if r["experiment"] != "udp_grid"]
+    assert [r for r in merged["runs"] if r["experiment"] != "udp_grid"] == others
+    assert udp_runs(merged) == part["runs"]
+    assert merged["parts"][0]["file"] == f"{rel}.udp_grid.json"
+    # Rendered: the UDP table counts the part's losses, and the header names the part.
+    assert make_report_main(data, tmp_path) == 0
+    md = (tmp_path / "summary.md").read_text()
+    assert f"Its udp_grid runs come from {rel}.udp_grid.json" in md
+    rows = rows_of(md, rel)
+    runs = [r for r in part["runs"] if r["strategy"] == "u_drain" and r["params"]["in_flight"] == 1]
+    g = rows[("u_drain", "64 flows, closed 1/flow")]
+    assert (int(g[5]), int(g[6])) == (sum(r["datagrams"]["lost"] for r in runs),
+                                      sum(r["datagrams"]["sent"] for r in runs))
+
+
+def test_a_part_with_no_whole_document_stands_alone(tmp_path):
+    from results.report.report_stats import load_documents
+    part = doc()
+    part["experiments"] = ["udp_grid"]
+    part["runs"] = udp_runs(part)
+    (tmp_path / "x.udp_grid.json").write_text(json.dumps(part))
+    docs = load_documents(tmp_path)
+    assert len(docs) == 1 and docs[0]["runs"] == part["runs"] and "parts" not in docs[0]
+
+
+def test_a_part_naming_an_unknown_experiment_breaks_the_schema():
+    part = doc()
+    part["experiments"] = ["udp_gird"]
+    assert errors(part, "report-data") != []
