@@ -168,9 +168,12 @@ def _utc(t: str) -> "datetime":
 
 
 def report_timings() -> str:
-    docs = [json.loads(p.read_text()) for p in sorted((DATA / "report" / "data").glob("*.json"))]
-    if not docs:
+    every = [json.loads(p.read_text()) for p in sorted((DATA / "report" / "data").glob("*.json"))]
+    if not every:
         raise FiguresError(f"no report data under {DATA}/report/data")
+    # Parts of the plan measured apart (report --experiments) are told on their own.
+    docs = [d for d in every if not d.get("experiments")]
+    parts = [d for d in every if d.get("experiments")]
     minutes = lambda d: (_utc(d["finished_at"]) - _utc(d["started_at"])).total_seconds() / 60
     host = [d for d in docs if d["environment"]["where"] == "host"]
     guests = [d for d in docs if d["environment"]["where"] == "guest"]
@@ -188,6 +191,13 @@ def report_timings() -> str:
             f"guests ({'/'.join(accels)}, {guests[0]['profile']} profile) "
             f"{' or '.join(map(str, g_runs))} runs in {span_min} minutes; {whole:.1f} minutes "
             f"from the first run's start to the last one's end.")
+    for kinds in sorted({",".join(d["experiments"]) for d in parts}):
+        same = [d for d in parts if ",".join(d["experiments"]) == kinds]
+        span = (max(_utc(d["finished_at"]) for d in same) -
+                min(_utc(d["started_at"]) for d in same)).total_seconds() / 60
+        text += (f" The {kinds} runs were measured again apart (`--experiments {kinds}`, laid over "
+                 f"those documents): {len(same)} kernels, {sum(len(d['runs']) for d in same)} runs, "
+                 f"{span:.1f} minutes.")
     return textwrap.fill(text, WIDTH) + "\n"
 
 
