@@ -26,7 +26,10 @@
 #define RP_IPPROTO_UDP 17
 
 const volatile __u16 target_port = 0;  /* host order */
-const volatile __u64 target_netns = 0; /* net->net_cookie; 0: every namespace */
+const volatile __u64 target_netns = 0; /* net->net_cookie; 0: see target_netns_ino */
+/* net->ns.inum, where the kernel gives no cookie to user space (SO_NETNS_COOKIE is 5.14+);
+ * both 0: every namespace. */
+const volatile __u32 target_netns_ino = 0;
 
 __u64 overflow = 0;        /* a drop of the port that found no free key */
 __u64 netns_unknown = 0;   /* a drop of the port whose namespace could not be told (also
@@ -50,6 +53,88 @@ struct {
 	__type(value, __u8);
 } rp_udp_queued_skbs SEC(".maps");
 
+struct net___atomic_cookie {
+	atomic64_t net_cookie;
+} __attribute__((preserve_access_index));
+
+static __always_inline bool netns_filtered(void)
+{
+	return target_netns || target_netns_ino;
+}
+
+/* Whether a namespace is the target: by its cookie (a u64 from 5.12, an atomic64_t from
+ * 5.8 on), else by its inode number. */
+static __always_inline bool net_is_target(const struct net *net)
+{
+	if (target_netns) {
+		if (bpf_core_field_exists(net->net_cookie))
+			return net->net_cookie == target_netns;
+		return ((const struct net___atomic_cookie *)net)->net_cookie.counter == target_netns;
+	}
+	if (target_netns_ino)
+		return net->ns.inum == target_netns_ino;
+	return true;
+}
+
+/*
+ * Before 6.7 there is no sk_data_ready tracepoint to remember the queued skbs by (below),
+ * but where fentry works (the Debian kernels; not every host) the destructor itself is
+ * seen: while a UDP socket of the port in the namespace runs udp_destruct_sock() (or
+ * udp_destruct_common(), which both families' destructors call from 6.2 on), this CPU is
+ * marked, and a datagram of the port freed meanwhile with neither socket nor device is one
+ * of its queue. The destructor runs from an RCU callback in softirq; the mark is per CPU,
+ * set at its entry and cleared at its exit, and nothing else frees a UDP datagram of the
+ * port on this CPU in between unless a hard interrupt does (kfree_skb from hardirq is
+ * deferred by the drivers, dev_kfree_skb_irq).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} rp_udp_destructing SEC(".maps");
+
+static __always_inline void mark_destructing(__u64 on)
+{
+	__u32 zero = 0;
+	__u64 *m = bpf_map_lookup_elem(&rp_udp_destructing, &zero);
+
+	if (m)
+		*m = on;
+}
+
+/* The attach target is set by the loader: udp_destruct_common where it exists, else
+ * udp_destruct_sock. */
+SEC("?fentry/udp_destruct_sock")
+int BPF_PROG(rp_udp_destruct_enter, struct sock *sk)
+{
+	/* Not skc_num: udp_lib_unhash() zeroes inet_num at close; inet_sport is kept. It is
+	 * past struct sock, which is all the verifier lets an fentry argument reach with plain
+	 * loads (a direct read was refused with EACCES on 5.10 and 6.1). */
+	if (sk->sk_protocol != RP_IPPROTO_UDP ||
+	    bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)) != target_port) {
+		mark_destructing(0);
+		return 0;
+	}
+	mark_destructing(net_is_target(sk->__sk_common.skc_net.net));
+	return 0;
+}
+
+SEC("?fexit/udp_destruct_sock")
+int BPF_PROG(rp_udp_destruct_exit, struct sock *sk)
+{
+	mark_destructing(0);
+	return 0;
+}
+
+static __always_inline bool destructing_ours(void)
+{
+	__u32 zero = 0;
+	__u64 *m = bpf_map_lookup_elem(&rp_udp_destructing, &zero);
+
+	return m && *m;
+}
+
 /* sock_def_readable() right after __udp_enqueue_schedule_skb() put the datagram at the tail
  * of sk_receive_queue (the tracepoint exists from 6.7 on). Another CPU may queue one more in
  * between: then that one is recorded twice and this one not at all, and a purge of it stays
@@ -62,7 +147,7 @@ int BPF_PROG(rp_udp_queued, struct sock *sk)
 
 	if (sk->sk_protocol != RP_IPPROTO_UDP || sk->__sk_common.skc_num != target_port)
 		return 0;
-	if (target_netns && sk->__sk_common.skc_net.net->net_cookie != target_netns)
+	if (!net_is_target(sk->__sk_common.skc_net.net))
 		return 0;
 	addr = (__u64)sk->sk_receive_queue.prev;
 	if (addr && addr != (__u64)&sk->sk_receive_queue)
@@ -106,7 +191,7 @@ int BPF_PROG(rp_udp_kfree_skb, struct sk_buff *skb, void *location)
 
 	if (!udp_dport_is(skb, target_port))
 		return 0;
-	if (target_netns) {
+	if (netns_filtered()) {
 		const struct net *net = NULL;
 
 		if (bpf_core_field_exists(struct trace_event_raw_kfree_skb, rx_sk))
@@ -130,13 +215,15 @@ int BPF_PROG(rp_udp_kfree_skb, struct sk_buff *skb, void *location)
 			if (bpf_map_lookup_elem(&rp_udp_queued_skbs, &addr)) {
 				bpf_map_delete_elem(&rp_udp_queued_skbs, &addr);
 				key.pad = 1;
+			} else if (destructing_ours()) {
+				key.pad = 1;
 			} else {
 				/* Kept apart, by function and reason, so that user space can say
 				 * what it could not attribute. */
 				__sync_fetch_and_add(&netns_unknown, 1);
 				key.pad = 2;
 			}
-		} else if (net->net_cookie != target_netns) {
+		} else if (!net_is_target(net)) {
 			return 0;
 		}
 	}

@@ -15,7 +15,8 @@
 struct rp_udp_drop_key {
 	__u64 location; /* the kernel address that freed the skb (kfree_skb's caller) */
 	__u32 reason;   /* enum skb_drop_reason; 0 on kernels whose event has none */
-	__u32 pad;      /* 1: the namespace was told by the skb queued on a socket of ours;
+	__u32 pad;      /* 1: the namespace was told by the skb queued on a socket of ours, or
+			 * by the destructor of a socket of ours running on this CPU;
 			 * 2: it could not be told (any namespace's datagram to the port) */
 };
 

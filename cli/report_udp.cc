@@ -46,15 +46,8 @@ class Drops {
  public:
   Drops() {
 #ifdef RP_HAVE_BPF
-    uint64_t cookie = 0;
-    socklen_t len = sizeof cookie;
-    UniqueFd s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (s.get() < 0 || getsockopt(s.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0) {
-      why_ = "no SO_NETNS_COOKIE (5.14+) to tell this network namespace's drops from others'";
-      return;
-    }
     try {
-      probe_ = std::make_unique<probes::UdpDrops>(probes::UdpDrops::Options{kUdpPort, cookie});
+      probe_ = std::make_unique<probes::UdpDrops>(probes::UdpDrops::for_current_netns(kUdpPort));
       if (!probe_->queued_not_tracked().empty()) why_ = probe_->queued_not_tracked();
     } catch (const std::exception& e) {
       why_ = std::string("the udp_drops probe did not attach: ") + e.what();

@@ -28,8 +28,12 @@ class UdpDrops {
  public:
   struct Options {
     std::uint16_t port = 0;
-    std::uint64_t netns_cookie = 0;  // 0: every namespace
+    std::uint64_t netns_cookie = 0;  // 0: see netns_ino
+    std::uint32_t netns_ino = 0;     // where there is no cookie (< 5.14); both 0: every namespace
   };
+  // This thread's network namespace: its cookie, or its inode where the kernel gives no
+  // cookie to user space.
+  static Options for_current_netns(std::uint16_t port);
   // Throws ProbeError (probes/reuseport_probe.h) when the program cannot be loaded or attached.
   explicit UdpDrops(const Options& options);
   ~UdpDrops();
@@ -40,10 +44,13 @@ class UdpDrops {
   // Drops of the port whose namespace could not be told (no socket, no device): not counted
   // above. And drops that found the program's map full.
   std::uint64_t netns_unknown() const;
-  // Why the skbs queued on the port's sockets are not remembered ("" when they are): then
-  // a datagram freed from a closed member's queue, which carries neither socket nor device,
-  // cannot be told from another namespace's and is counted in netns_unknown() only.
+  // Why a datagram freed from a closed member's queue, which carries neither socket nor
+  // device, cannot be told from another namespace's ("" when it can): then it is counted in
+  // netns_unknown() only. It can when the skbs queued on the port's sockets are remembered
+  // (tp_btf/sk_data_ready, 6.7+) or, before that, where fentry traces the sockets'
+  // destructor; purges_told_by() says which.
   const std::string& queued_not_tracked() const;
+  const std::string& purges_told_by() const;
   std::uint64_t overflow() const;
 
  private:

@@ -138,15 +138,8 @@ bool purged_at_close(const std::string& function, const std::string& reason) {
 UdpKernel::UdpKernel(const Options& o) : port_(static_cast<uint16_t>(o.port)), v6_(o.host.find(':') != std::string::npos) {
   read();  // fails now, before the server starts, when the MIB cannot be read
 #ifdef RP_HAVE_BPF
-  uint64_t cookie = 0;
-  socklen_t len = sizeof cookie;
-  UniqueFd s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (s.get() < 0 || getsockopt(s.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0) {
-    probe_why_ = "no SO_NETNS_COOKIE (5.14+) to tell this network namespace's drops from others'";
-    return;
-  }
   try {
-    probe_ = std::make_shared<probes::UdpDrops>(probes::UdpDrops::Options{port_, cookie});
+    probe_ = std::make_shared<probes::UdpDrops>(probes::UdpDrops::for_current_netns(port_));
   } catch (const std::exception& e) {
     probe_why_ = std::string("the udp_drops probe did not attach: ") + e.what();
   }
@@ -221,7 +214,9 @@ nlohmann::json UdpKernel::sources() const {
   s["udp_no_ports"] = f + "NoPorts";
   s["udp_rcvbuf_errors"] = f + "RcvbufErrors";
   s["udp_in_errors"] = f + "InErrors";
-  if (probe_why_.empty()) s["udp_queue_purged"] = "tp_btf/kfree_skb of datagrams to the port freed in a socket destructor (bpf/udp_drops.bpf.c)";
+  if (probe_why_.empty())
+    s["udp_queue_purged"] = "tp_btf/kfree_skb of datagrams to the port freed in a socket destructor, the namespace told by " +
+                            probe_->purges_told_by() + " (bpf/udp_drops.bpf.c)";
   return s;
 }
 
