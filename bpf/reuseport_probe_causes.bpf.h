@@ -8,7 +8,7 @@
 #ifndef RP_BPF_REUSEPORT_PROBE_CAUSES_BPF_H
 #define RP_BPF_REUSEPORT_PROBE_CAUSES_BPF_H
 
-/* Defined further down in reuseport_probe.bpf.c, with the other skb readers. */
+/* Defined in reuseport_probe_skb.bpf.h, which the program includes after this header. */
 static __always_inline bool skb_tcp_fin(const struct sk_buff *skb);
 
 /* close() (or exit) of an accepted socket that never answered: __tcp_close() moves it
