@@ -28,7 +28,7 @@ from typing import Callable
 from .figures_format import (FiguresError, compact, count, span, summary, table,  # noqa: F401
                              total, verdicts)
 from .figures_semantics import SEMANTICS
-from .figures_servers import servers_table
+from .figures_servers import servers_table, servers_udp_table
 
 RESULTS = Path(__file__).resolve().parent
 REPO = RESULTS.parent
@@ -207,6 +207,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     **{case: paragraph(case, f) for case, f in SEMANTICS.items()},
     "migrate_bpf_program": m_migrate_bpf_program,
     "servers_table": lambda: servers_table(DATA / "servers" / "servers.json"),
+    "servers_udp_table": lambda: servers_udp_table(DATA / "servers" / "servers_udp.json"),
 }
 
 

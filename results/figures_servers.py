@@ -163,3 +163,68 @@ def servers_table(path: Path) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [row(m) for m in doc["modes"]]
     return "\n".join(lines) + "\n\n" + reading(doc) + "\n"
+
+
+# --- UDP servers (results/servers/servers_udp.json, measure.py --udp) ---------------------
+
+
+def udp_rate(d: dict) -> float:
+    return 1e5 * d["lost"] / d["datagrams"] if d["datagrams"] else 0.0
+
+
+def udp_lost_per_100k(deploys: list[dict]) -> str:
+    sent = sum(d["datagrams"] for d in deploys)
+    if not any(d["lost"] for d in deploys):
+        return f"0 (upper 95% {3e5 / sent:.1f})" if sent else "n/a"
+    m, lo, hi = mean_ci([udp_rate(d) for d in deploys])
+    return f"{m:.1f} [{max(lo, 0.0):.1f}, {hi:.1f}]"
+
+
+def udp_lossless(deploys: list[dict], sockets: str) -> str:
+    n = len(deploys)
+    losing = sum(1 for d in deploys if d["lost"])
+    if losing:
+        return f"no: lost in {losing} of {n}"
+    if sockets == "kept":
+        return f"yes: 0 lost in {n}, the sockets kept"
+    return f"0 lost in {n}, but sockets closed (their queues were empty when they did): not shown lossless"
+
+
+def udp_row(m: dict) -> str:
+    ds = m["deploys"]
+    deploy = m["deploy"].removeprefix("docs/examples/")
+    if not ds:
+        return f"| {m['server']} | {m['mode']} | `{deploy}` | 0 ({len(m['errors'])} errors) | | | | | | | |"
+    purged = observed(ds, "queue_purged")
+    rates = [d["load_per_s"] for d in ds if d["load_per_s"] is not None]
+    runs = f"{len(ds)}" + (f" (+{len(m['errors'])} errors)" if m["errors"] else "")
+    return (f"| {m['server']} | {m['mode']} | `{deploy}` | {runs} | {sum(d['datagrams'] for d in ds):,} | "
+            f"{udp_lost_per_100k(ds)} | {span([d['lost'] for d in ds])} | {causes(ds)} | "
+            f"{span(purged) if purged is not None else 'n/a'} | {sum(d['late'] for d in ds)} | "
+            f"{statistics.median(rates) / 1000:.1f}k | {udp_lossless(ds, m['sockets'])} |")
+
+
+def servers_udp_table(path: Path) -> str:
+    doc = load(path)
+    if doc.get("protocol") != "udp":
+        raise FiguresError(f"{path}: not a UDP servers document (measure.py --udp writes one)")
+    per_mode = sorted({len(m["deploys"]) for m in doc["modes"]})
+    errors = sum(len(m["errors"]) for m in doc["modes"])
+    head = (f"Measured {doc['finished_at'][:10]} with `/usr/bin/python3 -m results.servers.measure --udp` "
+            f"(`results/servers/servers_udp.json`): kernel {doc['machine']['kernel']}, "
+            f"{doc['machine']['cpus']} CPUs ({doc['machine']['cpu_model']}); "
+            f"{', '.join(f'{k} {v}' for k, v in doc['servers'].items())}; each deploy `reuseport-check deploy --udp "
+            f"--udp-request {doc['request']} --flows {doc['flows']} --load {doc['load']} --reply-timeout "
+            f"{doc['reply_timeout_s']:g} --warmup {doc['warmup_s']} "
+            f"--settle {doc['settle_s']}`, {' or '.join(map(str, per_mode))} deploys per mode, the modes taking "
+            f"turns; {errors} deploy(s) ended in an error. Lost per 100,000 queries: mean over the deploys [95% "
+            f"t-interval]; where none lost anything, the one-sided 95% upper bound over all queries. Purged: "
+            f"queries freed with a closed socket's queue (the udp_drops probe). Late: answered after "
+            f"{doc['reply_timeout_s']:g} s, not lost. Load: median queries per second over a deploy's run. Moved flows are not observable with DNS "
+            f"answers (they do not name the socket).")
+    lines = [textwrap.fill(head, WIDTH), "",
+             "| server | mode | deploy | deploys | queries | lost per 100,000 | lost per deploy "
+             "| kernel's cause (all deploys) | purged | late | load | lossless |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [udp_row(m) for m in doc["modes"]]
+    return "\n".join(lines) + "\n"

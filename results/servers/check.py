@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from results.servers.modes import MODES
+from results.servers.modes import MODES, UDP_MODES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,13 +40,42 @@ def deploy_problems(where: str, d: dict, sockets: str) -> list[str]:
     return out
 
 
+def udp_deploy_problems(where: str, d: dict, sockets: str) -> list[str]:
+    out = []
+    if "datagrams" not in d:
+        return [f"{where}: a TCP deploy in a UDP document"]
+    if d["lost"] > d["datagrams"]:
+        out.append(f"{where}: lost {d['lost']} > datagrams {d['datagrams']}")
+    if d["lost"] + d["late"] > d["datagrams"]:
+        out.append(f"{where}: lost {d['lost']} + late {d['late']} > datagrams {d['datagrams']} (one outcome each)")
+    named = sum(d["causes"].values()) + d["unattributed"]
+    if named != d["lost"]:
+        out.append(f"{where}: causes + unattributed = {named}, lost = {d['lost']} (every loss has one cause)")
+    if (d["verdict"] == "fail") != (d["lost"] > 0):
+        out.append(f"{where}: verdict {d['verdict']} with {d['lost']} lost at --max-lost 0")
+    purged = d["causes"].get("queue_purged_at_close", 0)
+    if d["queue_purged"] is None and purged:
+        out.append(f"{where}: {purged} lost as purged at close where purges are not observable")
+    if d["queue_purged"] is not None and purged > d["queue_purged"]:
+        out.append(f"{where}: {purged} lost as purged at close, but the probe saw {d['queue_purged']} purged")
+    if sockets == "kept" and d["queue_purged"]:
+        out.append(f"{where}: {d['queue_purged']} datagrams purged with a closed socket in a mode that keeps its "
+                   f"sockets (modes.py says kept: the procedure or the claim is wrong)")
+    if d["load_per_s"] is not None and d["load_span_s"] > 0:
+        expect = d["datagrams"] / d["load_span_s"]
+        if abs(d["load_per_s"] - expect) > 1e-3 * expect:
+            out.append(f"{where}: load_per_s {d['load_per_s']} is not datagrams / load_span_s ({expect:.1f})")
+    return out
+
+
 def problems(doc: dict) -> list[str]:
     out = []
-    modes = {m[0]: m for m in MODES}
+    udp = doc.get("protocol") == "udp"
+    modes = {m[0]: m for m in (UDP_MODES if udp else MODES)}
     for entry in doc["modes"]:
         mid = entry["id"]
         if mid not in modes:
-            out.append(f"{mid}: not a mode of results/servers/modes.py")
+            out.append(f"{mid}: not a {'UDP ' if udp else ''}mode of results/servers/modes.py")
             continue
         _, server, mode, sockets, start, deploy = modes[mid]
         if (entry["server"], entry["mode"], entry["sockets"], entry["start"], entry["deploy"]) != \
@@ -61,7 +90,12 @@ def problems(doc: dict) -> list[str]:
         if len(entry["deploys"]) < 2:
             out.append(f"{mid}: {len(entry['deploys'])} deploys measured: no interval")
         for i, d in enumerate(entry["deploys"]):
-            out += deploy_problems(f"{mid} deploy {i + 1}", d, entry["sockets"])
+            if udp:
+                out += udp_deploy_problems(f"{mid} deploy {i + 1}", d, entry["sockets"])
+            elif "datagrams" in d:
+                out.append(f"{mid} deploy {i + 1}: a UDP deploy in a TCP document")
+            else:
+                out += deploy_problems(f"{mid} deploy {i + 1}", d, entry["sockets"])
     if "runs" in doc and sum(r["deploys_per_mode"] for r in doc["runs"]) != doc["deploys_per_mode"]:
         out.append(f"the runs add up to {sum(r['deploys_per_mode'] for r in doc['runs'])} deploys per mode, "
                    f"deploys_per_mode {doc['deploys_per_mode']}")

@@ -3,6 +3,13 @@
 
     /usr/bin/python3 -m results.servers.measure [--deploys 10] [--modes ID,...] [--out PATH]
     /usr/bin/python3 -m results.servers.measure --combine RUN.json RUN.json ... [--out PATH]
+    /usr/bin/python3 -m results.servers.measure --udp [--deploys 10] [--out PATH]
+
+With --udp the UDP modes (modes.py UDP_MODES) are measured instead, each deploy a
+`reuseport-check deploy --udp --udp-request dns:a.test --load rate:2000` run, into
+results/servers/servers_udp.json: per deploy the datagrams sent, lost and late, the
+kernel's causes of the lost ones, what the udp_drops probe saw purged with a closed
+socket's queue, and the port's sockets when the deploy began.
 
 Every deploy is one `reuseport-check deploy --http / --load closed:32` run (its own network
 and PID namespace; the server and every process it started are killed at its end). The
@@ -29,11 +36,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from results.servers.modes import MODES
+from results.servers.modes import MODES, UDP_MODES
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "results" / "servers" / "servers.json"
+OUT_UDP = REPO / "results" / "servers" / "servers_udp.json"
 LOAD = "closed:32"
+# UDP: DNS queries over 16 flows at 2,000/s; an answer later than 0.2 s counts as late.
+UDP_LOAD, UDP_FLOWS, UDP_REQUEST, UDP_REPLY_TIMEOUT_S = "rate:2000", 16, "dns:a.test", 0.2
 WARMUP_S, SETTLE_S = 1, 2
 SCHEMA = "reuseport-check/servers/1"
 
@@ -54,6 +64,12 @@ def versions() -> dict[str, str]:
         return m.group(0) if r.returncode == 0 and m else f"not runnable: {argv[0]}"
     return {"nginx": version(["/usr/sbin/nginx", "-v"]), "HAProxy": version(["/usr/sbin/haproxy", "-v"]),
             "Caddy": version(["/usr/bin/caddy", "version"])}
+
+
+def udp_versions() -> dict[str, str]:
+    r = subprocess.run(["/usr/sbin/unbound", "-V"], capture_output=True, text=True)
+    m = re.search(r"Version (\d+\.\d+[\w.+~-]*)", r.stdout + r.stderr)
+    return {"unbound": m.group(1) if m else "not runnable: /usr/sbin/unbound"}
 
 
 def machine() -> dict:
@@ -99,16 +115,43 @@ def summarise(doc: dict) -> dict:
     }
 
 
-def deploy_once(check: Path, start: str, deploy: str, work: Path) -> tuple[dict | None, str]:
+def summarise_udp(doc: dict) -> dict:
+    """One UDP deploy document, as the UDP table needs it."""
+    att, dg = doc["attribution"], doc["datagrams"]
+    members = doc["members"]  # [t, sockets, queued bytes], t relative to the deploy's start
+    span = members[-1][0] - members[0][0] if len(members) > 1 else 0.0
+    before = [m for m in members if m[0] <= 0]
+    return {
+        "datagrams": dg["sent"],
+        "lost": dg["lost"],
+        "late": dg["late"],
+        "causes": {k: v for k, v in att["causes"].items() if v},
+        "unattributed": att["unattributed"],
+        "queue_purged": doc["kernel_totals"].get("udp_queue_purged"),
+        "sockets_at_deploy": before[-1][1] if before else 0,
+        "deploy_s": round(doc["deploy"]["duration_s"], 3),
+        "load_span_s": round(span, 3),
+        "load_per_s": round(dg["sent"] / span, 1) if span > 0 else None,
+        "verdict": doc["verdict"],
+    }
+
+
+def deploy_once(check: Path, start: str, deploy: str, work: Path, udp: bool = False) -> tuple[dict | None, str]:
     out = work / "deploy.json"
     out.unlink(missing_ok=True)
-    argv = [str(check), "deploy", "--port", "8080", "--http", "/", "--load", LOAD, "--warmup", str(WARMUP_S),
-            "--settle", str(SETTLE_S), "--max-lost", "0", "--start", start, "--deploy", deploy, "--json", str(out)]
+    if udp:
+        load = ["--udp", "--udp-request", UDP_REQUEST, "--port", "8053", "--flows", str(UDP_FLOWS),
+                "--load", UDP_LOAD, "--reply-timeout", str(UDP_REPLY_TIMEOUT_S)]
+    else:
+        load = ["--port", "8080", "--http", "/", "--load", LOAD]
+    argv = [str(check), "deploy", *load, "--warmup", str(WARMUP_S), "--settle", str(SETTLE_S), "--max-lost", "0",
+            "--start", start, "--deploy", deploy, "--json", str(out)]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if r.returncode not in (0, 1) or not out.exists():
         tail = (r.stdout + r.stderr).strip().splitlines()[-3:]
         return None, f"exit {r.returncode}: " + " | ".join(tail)
-    return summarise(json.loads(out.read_text())), ""
+    doc = json.loads(out.read_text())
+    return (summarise_udp(doc) if udp else summarise(doc)), ""
 
 
 def absolute(command: str) -> str:
@@ -121,15 +164,19 @@ def combine(paths: list[Path]) -> dict:
     other. Only runs of the same modes (same commands), load, machine and server versions
     combine; anything else is a different measurement and is refused."""
     docs = [json.loads(p.read_text()) for p in paths]
-    same = ("schema", "machine", "servers", "load", "warmup_s", "settle_s")
+    same = ("schema", "machine", "servers", "load", "warmup_s", "settle_s", "protocol", "flows", "request",
+            "reply_timeout_s")
     for p, d in zip(paths[1:], docs[1:]):
         for key in same:
-            if d[key] != docs[0][key]:
+            if d.get(key) != docs[0].get(key):
                 die(f"--combine: {p} differs from {paths[0]} in {key}")
         if [{k: v for k, v in m.items() if k not in ("deploys", "errors")} for m in d["modes"]] != \
                 [{k: v for k, v in m.items() if k not in ("deploys", "errors")} for m in docs[0]["modes"]]:
             die(f"--combine: {p} measured other modes than {paths[0]}")
     out = {k: docs[0][k] for k in ("schema", "machine", "servers", "load", "warmup_s", "settle_s")}
+    for key in ("protocol", "flows", "request", "reply_timeout_s"):
+        if key in docs[0]:
+            out[key] = docs[0][key]
     out["runs"] = [r for d in docs for r in d.get("runs") or [{"started_at": d["started_at"],
                                                                 "finished_at": d["finished_at"],
                                                                 "deploys_per_mode": d["deploys_per_mode"]}]]
@@ -154,17 +201,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m results.servers.measure", description=__doc__.split("\n\n")[0])
     ap.add_argument("--deploys", type=int, default=10, help="deploys per mode (default 10)")
     ap.add_argument("--modes", default="", help="comma-separated mode ids (default: all)")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=None, help="default results/servers/servers.json, "
+                    "with --udp servers_udp.json")
+    ap.add_argument("--udp", action="store_true", help="the UDP modes (unbound) instead")
     ap.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
                     help="measure nothing: write the deploys of these runs of this script as one document")
     a = ap.parse_args(argv)
+    if a.out is None:
+        a.out = OUT_UDP if a.udp else OUT
     if a.combine:
         missing = [str(p) for p in a.combine if not p.is_file()]
         if missing:
             die(f"--combine: no such file: {', '.join(missing)}")
         write(combine(a.combine), a.out)
         return 0
-    known = [m[0] for m in MODES]
+    table = UDP_MODES if a.udp else MODES
+    known = [m[0] for m in table]
     chosen = [x for x in a.modes.split(",") if x] or known
     unknown = [x for x in chosen if x not in known]
     if unknown:
@@ -176,27 +228,37 @@ def main(argv: list[str] | None = None) -> int:
     check = Path(os.environ.get("RP_BUILD_DIR", REPO / "build")) / "bin" / "reuseport-check"
     if not check.exists():
         die(f"no {check}; build first (ninja -C build reuseport-check) or set RP_BUILD_DIR")
-    for tool in ("/usr/sbin/nginx", "/usr/sbin/haproxy", "/usr/bin/caddy", "/usr/bin/pgrep"):
+    tools = ("/usr/sbin/unbound",) if a.udp else ("/usr/sbin/nginx", "/usr/sbin/haproxy", "/usr/bin/caddy",
+                                                    "/usr/bin/pgrep")
+    for tool in tools:
         if not Path(tool).exists():
             die(f"{tool} is not installed (ci/setup.sh installs the servers)")
-    modes = [m for m in MODES if m[0] in chosen]
+    modes = [m for m in table if m[0] in chosen]
     doc = {"schema": SCHEMA, "started_at": utc(), "finished_at": None, "machine": machine(),
-           "servers": versions(), "load": LOAD, "warmup_s": WARMUP_S, "settle_s": SETTLE_S,
+           "servers": udp_versions() if a.udp else versions(), "load": UDP_LOAD if a.udp else LOAD,
+           "warmup_s": WARMUP_S, "settle_s": SETTLE_S,
            "deploys_per_mode": a.deploys,
            "modes": [{"id": i, "server": s, "mode": m, "sockets": k, "start": st, "deploy": d,
                       "deploys": [], "errors": []} for i, s, m, k, st, d in modes]}
+    if a.udp:
+        doc.update(protocol="udp", flows=UDP_FLOWS, request=UDP_REQUEST, reply_timeout_s=UDP_REPLY_TIMEOUT_S)
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(a.deploys):
             for entry in doc["modes"]:
-                rec, err = deploy_once(check, absolute(entry["start"]), absolute(entry["deploy"]), Path(tmp))
+                rec, err = deploy_once(check, absolute(entry["start"]), absolute(entry["deploy"]), Path(tmp), a.udp)
                 if rec is None:
                     entry["errors"].append(err)
                     print(f"round {rnd + 1} {entry['id']:20s} ERROR {err}", flush=True)
                     continue
                 entry["deploys"].append(rec)
-                print(f"round {rnd + 1} {entry['id']:20s} {rec['attempts']:6d} attempts {rec['lost']:4d} lost "
-                      f"{rec['causes'] or ''} closes {rec['listener_closes']} queued {rec['queued_at_deploy']}",
-                      flush=True)
+                if a.udp:
+                    print(f"round {rnd + 1} {entry['id']:20s} {rec['datagrams']:6d} datagrams {rec['lost']:4d} lost "
+                          f"{rec['causes'] or ''} purged {rec['queue_purged']} sockets {rec['sockets_at_deploy']}",
+                          flush=True)
+                else:
+                    print(f"round {rnd + 1} {entry['id']:20s} {rec['attempts']:6d} attempts {rec['lost']:4d} lost "
+                          f"{rec['causes'] or ''} closes {rec['listener_closes']} queued {rec['queued_at_deploy']}",
+                          flush=True)
     doc["finished_at"] = utc()
     write(doc, a.out)
     return 0

@@ -20,3 +20,12 @@ MODES = [
     ("caddy_swap", "Caddy", "two-instance swap (start b, caddy stop a)", "closed", "docs/examples/caddy/start.sh", "docs/examples/caddy/swap.sh"),
     ("caddy_swap_migrate", "Caddy", "two-instance swap, tcp_migrate_req=1", "closed", "docs/examples/caddy/start.sh", "docs/examples/caddy/swap.sh migrate"),
 ]
+
+# UDP servers, measured apart (`measure --udp`, results/servers/servers_udp.json): DNS
+# queries for a.test (`deploy --udp --udp-request dns:a.test`), which the example's local
+# zone answers; `sockets` is what the procedure does to the server's SO_REUSEPORT sockets.
+UDP_MODES = [
+    ("unbound_restart", "unbound", "restart (TERM, then start again)", "closed", "docs/examples/unbound/start.sh", "docs/examples/unbound/restart.sh"),
+    ("unbound_reload", "unbound", "reload (HUP)", "kept", "docs/examples/unbound/start.sh", "docs/examples/unbound/reload.sh"),
+    ("unbound_swap", "unbound", "two-instance swap (start B, TERM A)", "closed", "docs/examples/unbound/start.sh", "docs/examples/unbound/swap.sh"),
+]

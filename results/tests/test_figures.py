@@ -50,8 +50,8 @@ def test_every_measurement_in_semantics_is_a_generated_block():
     cases = re.findall(r"\*\*Case\.\*\* `([a-z0-9_]+)`", text)
     assert figures.blocks_in(text) == cases  # one block per case, in the page's order
     assert figures.blocks_in((REPO / "README.md").read_text()) == ["run_sample"]
-    assert figures.blocks_in((REPO / "docs/report.md").read_text()) == ["report_timings", "servers_table"]
-    assert figures.blocks_in((REPO / "docs/deploy.md").read_text()) == ["servers_table"]
+    assert figures.blocks_in((REPO / "docs/report.md").read_text()) == ["report_timings", "servers_table", "servers_udp_table"]
+    assert figures.blocks_in((REPO / "docs/deploy.md").read_text()) == ["servers_table", "servers_udp_table"]
 
 
 def test_check_exits_1_on_a_stale_figure_and_rewrites_it(tmp_path):
