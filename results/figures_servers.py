@@ -27,15 +27,16 @@ def load(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def rate(d: dict) -> float:
-    return 1e5 * d["lost"] / d["attempts"] if d["attempts"] else 0.0
+def rate(d: dict, of: str = "attempts") -> float:
+    return 1e5 * d["lost"] / d[of] if d[of] else 0.0
 
 
-def lost_per_100k(deploys: list[dict]) -> str:
-    attempts = sum(d["attempts"] for d in deploys)
+def lost_per_100k(deploys: list[dict], of: str = "attempts") -> str:
+    """`of`: what a deploy lost some of, attempts (TCP) or datagrams (UDP)."""
+    total = sum(d[of] for d in deploys)
     if not any(d["lost"] for d in deploys):
-        return f"0 (upper 95% {3e5 / attempts:.1f})" if attempts else "n/a"
-    m, lo, hi = mean_ci([rate(d) for d in deploys])
+        return f"0 (upper 95% {3e5 / total:.1f})" if total else "n/a"
+    m, lo, hi = mean_ci([rate(d, of) for d in deploys])
     return f"{m:.1f} [{max(lo, 0.0):.1f}, {hi:.1f}]"
 
 
@@ -168,18 +169,6 @@ def servers_table(path: Path) -> str:
 # --- UDP servers (results/servers/servers_udp.json, measure.py --udp) ---------------------
 
 
-def udp_rate(d: dict) -> float:
-    return 1e5 * d["lost"] / d["datagrams"] if d["datagrams"] else 0.0
-
-
-def udp_lost_per_100k(deploys: list[dict]) -> str:
-    sent = sum(d["datagrams"] for d in deploys)
-    if not any(d["lost"] for d in deploys):
-        return f"0 (upper 95% {3e5 / sent:.1f})" if sent else "n/a"
-    m, lo, hi = mean_ci([udp_rate(d) for d in deploys])
-    return f"{m:.1f} [{max(lo, 0.0):.1f}, {hi:.1f}]"
-
-
 def udp_lossless(deploys: list[dict], sockets: str) -> str:
     n = len(deploys)
     losing = sum(1 for d in deploys if d["lost"])
@@ -199,7 +188,7 @@ def udp_row(m: dict) -> str:
     rates = [d["load_per_s"] for d in ds if d["load_per_s"] is not None]
     runs = f"{len(ds)}" + (f" (+{len(m['errors'])} errors)" if m["errors"] else "")
     return (f"| {m['server']} | {m['mode']} | `{deploy}` | {runs} | {sum(d['datagrams'] for d in ds):,} | "
-            f"{udp_lost_per_100k(ds)} | {span([d['lost'] for d in ds])} | {causes(ds)} | "
+            f"{lost_per_100k(ds, 'datagrams')} | {span([d['lost'] for d in ds])} | {causes(ds)} | "
             f"{span(purged) if purged is not None else 'n/a'} | {sum(d['late'] for d in ds)} | "
             f"{statistics.median(rates) / 1000:.1f}k | {udp_lossless(ds, m['sockets'])} |")
 
