@@ -27,6 +27,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -208,14 +209,16 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
   // type) is the tool's error: every run of that strategy is an error, and so is the exit.
   json unavailable = json::object();
   std::map<std::string, std::string> strategy_errors;
-  for (Strategy s : all_strategies()) {
+  auto probe = [&](const char* name, const std::function<std::string()>& why_not) {
     try {
-      if (std::string why = strategy_unavailable(s); !why.empty()) unavailable[to_string(s)] = why;
+      if (std::string why = why_not(); !why.empty()) unavailable[name] = why;
     } catch (const std::exception& e) {
-      strategy_errors[to_string(s)] = std::string("strategy probe: ") + e.what();
-      std::fprintf(stderr, "reuseport-check: %s: ERROR %s\n", to_string(s), strategy_errors[to_string(s)].c_str());
+      strategy_errors[name] = std::string("strategy probe: ") + e.what();
+      std::fprintf(stderr, "reuseport-check: %s: ERROR %s\n", name, strategy_errors[name].c_str());
     }
-  }
+  };
+  for (Strategy s : all_strategies()) probe(to_string(s), [s] { return strategy_unavailable(s); });
+  for (UdpStrategy s : all_udp_strategies()) probe(to_string(s), [s] { return udp_strategy_unavailable(s); });
   doc["strategies_unavailable"] = unavailable;
   const auto data_path = out / "data" / data_file_name(release, experiments);
 
@@ -267,16 +270,17 @@ int report_command(const std::vector<std::string>& args, const std::vector<std::
       rec["params"] = params_json(e, rate);
       rec["repeat"] = rep;
       rec["kernel_release"] = release;
-      if (e.strategy && unavailable.contains(to_string(*e.strategy))) {
+      const std::string sname = e.strategy ? to_string(*e.strategy) : e.udp_strategy ? to_string(*e.udp_strategy) : "";
+      if (!sname.empty() && unavailable.contains(sname)) {
         rec["status"] = "unavailable";
-        rec["error"] = unavailable[to_string(*e.strategy)];
+        rec["error"] = unavailable[sname];
         exp_unavailable = rec["error"];
         doc["runs"].push_back(rec);
         continue;
       }
-      if (e.strategy && strategy_errors.count(to_string(*e.strategy))) {
+      if (!sname.empty() && strategy_errors.count(sname)) {
         rec["status"] = "error";
-        rec["error"] = strategy_errors[to_string(*e.strategy)];
+        rec["error"] = strategy_errors[sname];
         ++failed_runs;
         ++exp_errors;
         doc["runs"].push_back(rec);

@@ -126,7 +126,7 @@ Profile profile(const std::string& name) {
   }
   // The kernels of the matrix run in 2-vCPU guests, under TCG where KVM cannot run them:
   // the quick profile's grid at 20 in flight, the seed swap and the shapes. UDP: the quick
-  // profile's two points (18 runs of about 3 s each on the host).
+  // profile's two points (24 runs of about 3 s each on the host).
   if (name == "guest") {
     p = {"guest", {20}, {16, 1024}, {0}, {0.5}, {128}, 3, 5, 3, false, 24};
     p.udp_in_flight = {1, 4};
@@ -212,7 +212,8 @@ std::vector<Experiment> plan_for(const Profile& p, std::optional<unsigned> repea
         out.push_back(e);
       }
   }
-  // UDP strategies: 64 flows, each its own 4-tuple, two members per generation.
+  // UDP strategies: 64 flows, each its own 4-tuple, two members per generation (u_steer_id:
+  // 64 flows per generation, as its connections live one generation).
   for (UdpStrategy s : all_udp_strategies()) {
     auto add = [&](LoadOptions::Mode mode, unsigned in_flight, double rate) {
       Experiment e{"udp_grid", std::nullopt, std::nullopt};

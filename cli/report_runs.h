@@ -50,9 +50,9 @@ struct Profile {
   // backlog 16, work 0) when the profile has that point: a run's loss varies so much from
   // run to run that 3 repeats give intervals too wide to tell kernels apart.
   unsigned focus_repeats = 0;
-  // The UDP strategies (u_close, u_drain, u_keep_open) under 64 flows: closed loop at these
-  // datagrams in flight per flow, open loop at these rates (datagrams/s, absolute: the TCP
-  // ceiling says nothing about UDP).
+  // The UDP strategies (u_close, u_drain, u_keep_open, u_steer_id) under 64 flows (per
+  // generation for u_steer_id): closed loop at these datagrams in flight per flow, open
+  // loop at these rates (datagrams/s, absolute: the TCP ceiling says nothing about UDP).
   std::vector<unsigned> udp_in_flight = {};
   std::vector<double> udp_rates = {};
   unsigned udp_repeats = 3;

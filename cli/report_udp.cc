@@ -4,13 +4,16 @@
 // before and after, and the udp_drops probe (tp_btf/kfree_skb) for the datagrams freed
 // with a member's receive queue at close, which no SNMP counter counts
 // (cases/udp_close_with_queued). The causes are taken in deploy --udp's order
-// (cli/deploy/udp.h, attribute_udp), each at most its kernel count.
+// (cli/deploy/udp.h, attribute_udp), each at most its kernel count. u_steer_id's flows live
+// one generation (a load per generation, harness/udp_strategies.h), so its record's flows
+// are all generations' loads: flows_per_generation x (deploys + 1).
 
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cmath>
 
+#include "cases/lib/case.h"
 #include "cli/report_runs.h"
 #include "harness/fd.h"
 #include "harness/udp_strategies.h"
@@ -33,6 +36,9 @@ constexpr milliseconds kWarmup{200}, kInterval{100}, kOverlap{20}, kSettle{300},
 // lost. On loopback an answer takes well under a millisecond unless its member is not read.
 constexpr milliseconds kReplyTimeout{200}, kLateWindow{500};
 constexpr unsigned kMembers = 2;
+// u_steer_id: every flow of a generation's load answered once before the next generation
+// takes new ids; a load that does not get there in this long stalled (our failure).
+constexpr milliseconds kStallLimit{20000};
 
 #ifdef RP_HAVE_BPF
 // A drop freed in a UDP socket's destructor: what its receive queue held when it closed
@@ -103,6 +109,9 @@ json udp_params_json(const Experiment& e) {
   p["keep_open_ms"] = *e.udp_strategy == UdpStrategy::KeepOpen ? json(kKeepOpen.count()) : json(nullptr);
   p["reply_timeout_ms"] = kReplyTimeout.count();
   p["late_window_ms"] = kLateWindow.count();
+  // "run": the flows live the whole run; "generation": a load of `flows` per generation,
+  // its flows sending from the generation's join to the next join + overlap (u_steer_id).
+  p["flow_lifetime"] = *e.udp_strategy == UdpStrategy::SteerId ? "generation" : "run";
   return p;
 }
 
@@ -127,6 +136,7 @@ std::string udp_deploy_run(const Experiment& e) {
   plan.overlap = kOverlap;
   plan.settle = kSettle;
   plan.keep_open = kKeepOpen;
+  plan.stall_limit = kStallLimit * cases::timeout_scale();
   const UdpDeployRun r = run_udp_deploys(plan);
   const auto mib1 = probes::netstat::read_udp_mib(false);
   const auto [purged, drop_list] = drops.read();
@@ -151,6 +161,11 @@ std::string udp_deploy_run(const Experiment& e) {
   for (const auto& [m, n] : r.served_by_servers) by[std::to_string(m)] = n;
   j["served_by_member"] = by;
   j["drained"] = r.drained;
+  if (r.program)
+    j["program"] = {{"runs", r.program->runs}, {"no_id", r.program->no_id}, {"assigned", r.program->assigned},
+                    {"selected", r.program->selected}, {"empty_slot", r.program->empty_slot}};
+  else
+    j["program"] = nullptr;
 
   const uint64_t no_ports = mib1.no_ports - std::min(mib1.no_ports, mib0.no_ports);
   const uint64_t rcvbuf = mib1.rcvbuf_errors - std::min(mib1.rcvbuf_errors, mib0.rcvbuf_errors);

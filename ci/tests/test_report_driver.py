@@ -129,14 +129,18 @@ def test_a_guest_reports_and_renders_while_a_broken_kernel_fails_alone(
     assert data["environment"]["accel"] in ("kvm", "tcg")
     assert data["ceiling"]["served_per_second"] > 0
     runs = data["runs"]
-    # --repeats 1 on the guest profile: 8 strategies x 3 grid points, 3 UDP strategies x 2
+    # --repeats 1 on the guest profile: 8 strategies x 3 grid points, 4 UDP strategies x 2
     # points, 2 seed swaps, 2 busy seed swaps (the published magnitude), 6 shapes.
-    assert len(runs) == 40
+    assert len(runs) == 42
     assert sum(r["experiment"] == "seed_busy" for r in runs) == 2
-    assert sum(r["experiment"] == "udp_grid" for r in runs) == 6
+    assert sum(r["experiment"] == "udp_grid" for r in runs) == 8
     assert {r["status"] for r in runs} == {"ok"}, [r.get("error") for r in runs]
     assert all(r["kernel_release"] == data["kernel_release"] for r in runs)
-    assert all(r["attempts"] > 0 and r["served"] + r["failed"] == r["attempts"] for r in runs)
+    # UDP runs count datagrams (results/schemas report-data $defs/udp_run), the others attempts.
+    tcp = [r for r in runs if r["experiment"] != "udp_grid"]
+    assert all(r["attempts"] > 0 and r["served"] + r["failed"] == r["attempts"] for r in tcp)
+    udp = [r["datagrams"] for r in runs if r["experiment"] == "udp_grid"]
+    assert all(d["sent"] > 0 and d["answered"] + d["late"] + d["lost"] == d["sent"] for d in udp)
     # Every run's ledger was checked and reconciled (the guest's report would have exited 1
     # otherwise), and the flag agrees with the mismatches the run lists.
     assert [r for r in runs if r["reconciled"] is not True or r["mismatches"] != []] == []

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <string>
 
@@ -21,7 +22,7 @@ std::vector<Experiment> udp_of(const std::vector<Experiment>& plan) {
 TEST(ReportPlan, QuickAndGuestRunEachUdpStrategyAtOneAndFourInFlight) {
   for (const char* name : {"quick", "guest"}) {
     const auto udp = udp_of(plan_for(profile(name), std::nullopt));
-    ASSERT_EQ(udp.size(), 6u) << name;
+    ASSERT_EQ(udp.size(), 8u) << name;
     std::set<std::pair<std::string, unsigned>> points;
     for (const auto& e : udp) {
       ASSERT_TRUE(e.udp_strategy.has_value());
@@ -31,17 +32,22 @@ TEST(ReportPlan, QuickAndGuestRunEachUdpStrategyAtOneAndFourInFlight) {
       EXPECT_EQ(e.repeats, 3u);
       points.insert({to_string(*e.udp_strategy), e.concurrency});
     }
-    const std::set<std::pair<std::string, unsigned>> want = {{"u_close", 1},  {"u_close", 4},     {"u_drain", 1},
-                                                             {"u_drain", 4},  {"u_keep_open", 1}, {"u_keep_open", 4}};
+    const std::set<std::pair<std::string, unsigned>> want = {{"u_close", 1},     {"u_close", 4},    {"u_drain", 1},
+                                                             {"u_drain", 4},     {"u_keep_open", 1}, {"u_keep_open", 4},
+                                                             {"u_steer_id", 1}, {"u_steer_id", 4}};
     EXPECT_EQ(points, want) << name;
   }
 }
 
 TEST(ReportPlan, FullAddsOpenLoopRatesAndMoreRepeats) {
   const auto udp = udp_of(plan_for(profile("full"), std::nullopt));
-  EXPECT_EQ(udp.size(), 3u * (4 + 2));
+  EXPECT_EQ(udp.size(), 4u * (4 + 2));
   const auto open = std::count_if(udp.begin(), udp.end(), [](const Experiment& e) { return e.mode == LoadOptions::Mode::Open; });
-  EXPECT_EQ(open, 3 * 2);
+  EXPECT_EQ(open, 4 * 2);
+  // u_steer_id at every UDP point of the profile, as the other three.
+  std::map<std::string, int> per_strategy;
+  for (const auto& e : udp) ++per_strategy[to_string(*e.udp_strategy)];
+  EXPECT_EQ(per_strategy, (std::map<std::string, int>{{"u_close", 6}, {"u_drain", 6}, {"u_keep_open", 6}, {"u_steer_id", 6}}));
   for (const auto& e : udp) EXPECT_EQ(e.repeats, 10u);
 }
 
@@ -64,6 +70,8 @@ TEST(ReportPlan, UdpParamsNameTheLoadAndTheStrategyTiming) {
     }
     // Only u_keep_open keeps its old members open unread.
     EXPECT_EQ(p["keep_open_ms"].is_null(), *e.udp_strategy != UdpStrategy::KeepOpen);
+    // Only u_steer_id's flows live one generation (a load per generation).
+    EXPECT_EQ(p["flow_lifetime"], *e.udp_strategy == UdpStrategy::SteerId ? "generation" : "run");
   }
   EXPECT_EQ(describe(udp.front(), 0), "udp_grid u_close 64 flows closed:1 per flow");
 }
@@ -71,6 +79,7 @@ TEST(ReportPlan, UdpParamsNameTheLoadAndTheStrategyTiming) {
 TEST(ReportPlan, UdpStrategyNames) {
   EXPECT_EQ(udp_strategy_from_string("drain"), UdpStrategy::Drain);
   EXPECT_EQ(udp_strategy_from_string("u_keep_open"), UdpStrategy::KeepOpen);
+  EXPECT_EQ(udp_strategy_from_string("steer_id"), UdpStrategy::SteerId);
   EXPECT_FALSE(udp_strategy_from_string("a_close").has_value());
 }
 

@@ -15,6 +15,9 @@ UDP_STRATEGY_TEXT = {
                "answer what is queued, then close (serve --udp --drain)",
     "u_keep_open": "the old members stop reading but stay open for keep_open_ms (their share of the flows queues "
                    "unread), then close",
+    "u_steer_id": "a QUIC server with a connection-id sk_reuseport program: each datagram goes to the member owning "
+                  "its flow id, new ids to the current generation; flows live one generation (a load of fresh ids per "
+                  "generation, stopped after the overlap), the old members answer what is in flight, then close",
 }
 CAUSES = ("no_socket", "receive_buffer_full", "other_receive_errors", "queue_purged_at_close")
 
@@ -30,9 +33,10 @@ def broken_per100(run: dict) -> float:
 
 
 def udp_load_label(p: dict) -> str:
-    if p["mode"] == "closed":
-        return f"{p['flows']} flows, closed {p['in_flight']}/flow"
-    return f"{p['flows']} flows, open {p['rate']:.0f}/s"
+    load = f"closed {p['in_flight']}/flow" if p["mode"] == "closed" else f"open {p['rate']:.0f}/s"
+    # u_steer_id's flows live one generation: `flows` is per generation's load, not per run.
+    per_generation = ", per generation" if p.get("flow_lifetime") == "generation" else ""
+    return f"{p['flows']} flows, {load}{per_generation}"
 
 
 def udp_point(run: dict) -> tuple:
@@ -45,6 +49,10 @@ def udp_cell(runs: list[dict]) -> dict:
     cell = {"runs": len(runs), "used": len(ok),
             "errors": sum(1 for r in runs if r.get("status") == "error"),
             "unreconciled": sum(1 for r in runs if r.get("status") == "ok" and not r.get("reconciled"))}
+    unavailable = [r for r in runs if r.get("status") == "unavailable"]
+    if unavailable:
+        # The kernel refused the strategy: its reason, never a zero.
+        cell["unavailable"] = unavailable[0].get("error", "unavailable")
     if not ok:
         return cell
     cell["lost_mean"], cell["lost_lo"], cell["lost_hi"] = mean_ci([lost_per100k(r) for r in ok])
@@ -90,7 +98,9 @@ UDP_HEADER = ["strategy", "load", "runs used/all", "lost per 100k, mean [95% t]"
 
 def udp_row_cells(r: dict) -> list[str]:
     if "lost_mean" not in r:
-        return [r["strategy"], udp_load_label(r["params"]), f"0/{r['runs']}"] + ["n/a"] * (len(UDP_HEADER) - 3)
+        first = f"unavailable: {r['unavailable']}" if r.get("unavailable") else "n/a"
+        return ([r["strategy"], udp_load_label(r["params"]), f"0/{r['runs']}", first] +
+                ["n/a"] * (len(UDP_HEADER) - 4))
     return [r["strategy"], udp_load_label(r["params"]), f"{r['used']}/{r['runs']}",
             fmt_ci(r["lost_mean"], r["lost_lo"], r["lost_hi"]), f"{r['lost']}/{r['sent']}", str(r["late"]),
             fmt_ci(r["broken_mean"], r["broken_lo"], r["broken_hi"]), f"{r['broken']}/{r['flows']}",
@@ -104,7 +114,9 @@ def udp_md(rows: list[dict]) -> list[str]:
           "Lost datagrams per 100,000 sent and broken flows (answered by another member after a deploy: a QUIC "
           "connection would break) per 100 flows, each the mean over repeats [95% Student-t over the repeats]; the "
           "causes are the kernel's counts in the run's namespace (UDP MIB; the udp_drops probe for queues freed at "
-          "close), each at most the losses left.", "",
+          "close), each at most the losses left. u_steer_id's flows live one generation (a load of fresh ids per "
+          "generation), the others' the whole run: its flows are all generations' loads, not comparable flow for "
+          "flow.", "",
           "| " + " | ".join(UDP_HEADER) + " |", "|" + "---|" * len(UDP_HEADER)]
     md += ["| " + " | ".join(udp_row_cells(r)) + " |" for r in rows]
     return md + [""]
@@ -133,7 +145,7 @@ def udp_across_cell(cell: dict | None) -> str:
     if cell is None:
         return "not run"
     if "lost_mean" not in cell:
-        return f"0/{cell['runs']} usable"
+        return f"unavailable: {cell['unavailable']}" if cell.get("unavailable") else f"0/{cell['runs']} usable"
     return (f"lost {fmt_ci(cell['lost_mean'], cell['lost_lo'], cell['lost_hi'])} per 100k ({cell['lost']}/{cell['sent']}), "
             f"broken {fmt_ci(cell['broken_mean'], cell['broken_lo'], cell['broken_hi'])} per 100 flows; "
             f"{fmt_causes(cell)}")

@@ -3,7 +3,8 @@ to their own ledger, and make_report.py shows what they hold.
 
 The fixture (data/report_udp_small.json) is a cut of real `report --host-only --repeats 1`
 runs on 6.18: the ceiling, one TCP grid run (a_close) and the UDP runs (udp_grid) of two
-such reports, the second's as repeat 1. The expected numbers are computed here from the
+such reports, the second's as repeat 1; u_steer_id's runs are repeats 0 and 1 of a later
+`report --host-only --experiments udp_grid` (2026-12-01). The expected numbers are computed here from the
 JSON, independently of report_udp.py.
 """
 import copy
@@ -70,7 +71,7 @@ def test_the_fixture_holds_to_the_schema_and_a_broken_udp_run_does_not():
 
 def test_every_udp_run_reconciles_and_its_causes_add_up_to_its_losses():
     runs = udp_runs(doc())
-    assert {r["strategy"] for r in runs} == {"u_close", "u_drain", "u_keep_open"}
+    assert {r["strategy"] for r in runs} == {"u_close", "u_drain", "u_keep_open", "u_steer_id"}
     for r in runs:
         assert r["status"] == "ok" and r["reconciled"], r["mismatches"]
         d, f = r["datagrams"], r["flows"]
@@ -94,7 +95,9 @@ def test_the_udp_table_shows_the_means_counts_and_causes_of_the_json(tmp_path):
     rows = rows_of(render(tmp_path, [d]), d["kernel_release"])
     groups = {}
     for r in udp_runs(d):
-        groups.setdefault((r["strategy"], f"64 flows, closed {r['params']['in_flight']}/flow"), []).append(r)
+        per_generation = ", per generation" if r["strategy"] == "u_steer_id" else ""
+        groups.setdefault((r["strategy"], f"64 flows, closed {r['params']['in_flight']}/flow{per_generation}"),
+                          []).append(r)
     assert set(rows) == set(groups)
     for key, runs in groups.items():
         g = rows[key]
@@ -112,6 +115,38 @@ def test_the_udp_table_shows_the_means_counts_and_causes_of_the_json(tmp_path):
             n = sum(r["causes"][c] or 0 for r in runs)
             if n:
                 assert f"{c} {n}" in g[11]
+
+
+def test_steer_id_flows_live_one_generation_and_the_records_say_so():
+    """u_steer_id's loads: 64 fresh flows per generation (11 with 10 deploys), every one
+    answered by its own generation's member only (the program: each id given a slot once,
+    none found empty); the other strategies' 64 flows live the whole run."""
+    for r in udp_runs(doc()):
+        p = r["params"]
+        if r["strategy"] == "u_steer_id":
+            assert p["flow_lifetime"] == "generation"
+            assert r["flows"]["total"] == p["flows"] * (p["deploys"] + 1)
+            assert r["broken_flows"] == 0 and r["datagrams"]["lost"] == 0
+            assert r["program"]["assigned"] == r["flows"]["total"]
+            assert r["program"]["empty_slot"] == 0
+        else:
+            assert r["flows"]["total"] == p["flows"]
+            assert r.get("program") is None
+
+
+def test_an_unavailable_udp_strategy_shows_the_kernels_reason_not_a_zero(tmp_path):
+    d = doc()
+    why = "the kernel refuses it: sk_reuseport: BPF_PROG_LOAD of a minimal program: EINVAL"
+    d["strategies_unavailable"] = {"u_steer_id": why}
+    for i, r in enumerate(d["runs"]):
+        if r.get("strategy") == "u_steer_id":
+            d["runs"][i] = {k: r[k] for k in ("experiment", "strategy", "sharing", "params", "repeat",
+                                                "kernel_release")}
+            d["runs"][i].update(status="unavailable", error=why)
+    assert errors(d) == []
+    md = render(tmp_path, [d])
+    rows = [line for line in md.splitlines() if line.startswith("| u_steer_id |")]
+    assert rows and all(f"| unavailable: {why} |" in line for line in rows), rows
 
 
 def test_a_cause_this_kernel_cannot_observe_is_shown_as_such_not_as_zero(tmp_path):
