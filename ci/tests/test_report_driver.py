@@ -141,6 +141,9 @@ def test_a_guest_reports_and_renders_while_a_broken_kernel_fails_alone(
     assert all(r["attempts"] > 0 and r["served"] + r["failed"] == r["attempts"] for r in tcp)
     udp = [r["datagrams"] for r in runs if r["experiment"] == "udp_grid"]
     assert all(d["sent"] > 0 and d["answered"] + d["late"] + d["lost"] == d["sent"] for d in udp)
+    # Every lost datagram has one cause, or is counted unattributed.
+    assert all(sum(v or 0 for v in r["causes"].values()) + r["unattributed"] == r["datagrams"]["lost"]
+               for r in runs if r["experiment"] == "udp_grid")
     # Every run's ledger was checked and reconciled (the guest's report would have exited 1
     # otherwise), and the flag agrees with the mismatches the run lists.
     assert [r for r in runs if r["reconciled"] is not True or r["mismatches"] != []] == []
