@@ -99,6 +99,10 @@ def problems(doc: dict) -> list[str]:
     if "runs" in doc and sum(r["deploys_per_mode"] for r in doc["runs"]) != doc["deploys_per_mode"]:
         out.append(f"the runs add up to {sum(r['deploys_per_mode'] for r in doc['runs'])} deploys per mode, "
                    f"deploys_per_mode {doc['deploys_per_mode']}")
+    if doc.get("complete") is False:
+        out.append(f"not complete: measure.py stopped after {doc['deploys_per_mode']} round(s) (killed, or still running)")
+    if doc["deploys_per_mode"] < 2:
+        out.append(f"deploys_per_mode {doc['deploys_per_mode']}: an interval needs at least 2")
     if doc["started_at"] > doc["finished_at"]:
         out.append("finished before it started")
     return out

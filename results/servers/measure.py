@@ -183,18 +183,22 @@ def combine(paths: list[Path]) -> dict:
     out["started_at"] = min(d["started_at"] for d in docs)
     out["finished_at"] = max(d["finished_at"] for d in docs)
     out["deploys_per_mode"] = sum(d["deploys_per_mode"] for d in docs)
+    if any(d.get("complete") is False for d in docs):
+        die("--combine: " + ", ".join(str(p) for p, d in zip(paths, docs) if d.get("complete") is False)
+            + " did not finish (\"complete\": false)")
     out["modes"] = [{**m, "deploys": [x for d in docs for x in d["modes"][i]["deploys"]],
                      "errors": [x for d in docs for x in d["modes"][i]["errors"]]}
                     for i, m in enumerate(docs[0]["modes"])]
     return out
 
 
-def write(doc: dict, out: Path) -> None:
+def write(doc: dict, out: Path, quiet: bool = False) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_suffix(".tmp")
     tmp_out.write_text(json.dumps(doc, indent=1) + "\n")
     tmp_out.replace(out)
-    print(f"wrote {out}")
+    if not quiet:
+        print(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +246,17 @@ def main(argv: list[str] | None = None) -> int:
                       "deploys": [], "errors": []} for i, s, m, k, st, d in modes]}
     if a.udp:
         doc.update(protocol="udp", flows=UDP_FLOWS, request=UDP_REQUEST, reply_timeout_s=UDP_REPLY_TIMEOUT_S)
+
+    # Written before the first deploy (an --out that cannot be written fails now, not after
+    # an hour) and after every round, "complete": false until the last: a killed run keeps
+    # its whole rounds.
+    def save(rounds: int, complete: bool) -> None:
+        doc.update(deploys_per_mode=rounds, finished_at=utc(), complete=complete)
+        try:
+            write(doc, a.out, quiet=not complete)
+        except OSError as e:
+            die(f"--out {a.out}: {e.strerror or e}")
+    save(0, False)
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(a.deploys):
             for entry in doc["modes"]:
@@ -259,8 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {rnd + 1} {entry['id']:20s} {rec['attempts']:6d} attempts {rec['lost']:4d} lost "
                           f"{rec['causes'] or ''} closes {rec['listener_closes']} queued {rec['queued_at_deploy']}",
                           flush=True)
-    doc["finished_at"] = utc()
-    write(doc, a.out)
+            save(rnd + 1, rnd + 1 == a.deploys)
     return 0
 
 

@@ -101,6 +101,8 @@ BROKEN = {
         lambda d: d["modes"][0]["deploys"][0].update(load_per_s=d["modes"][0]["deploys"][0]["load_per_s"] * 2),
         "is not attempts / load_span_s"),
     "more lost than attempts": (more_lost_than_attempts, "> attempts"),
+    "fewer than 2 rounds": (lambda d: d.update(deploys_per_mode=1), "an interval needs at least 2"),
+    "a run that did not finish": (lambda d: d.update(complete=False), "not complete"),
     "outcomes that are not the lost": (outcomes_not_lost, "the lost outcomes add up to"),
 }
 
@@ -117,7 +119,6 @@ def test_each_rule_fails_on_a_document_that_breaks_it(doc, name):
     (["modes", 0, "sockets"], "reused"),
     (["modes", 0, "deploys", 0, "causes", "orphaned_in_accept_queue"], 0),
     (["modes", 0, "start"], "/tmp/start.sh"),
-    (["deploys_per_mode"], 1),
     (["load"], "32"),
 ])
 def test_the_schema_rejects_a_broken_document(doc, path, value):

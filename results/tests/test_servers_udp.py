@@ -140,3 +140,36 @@ def test_a_tcp_mode_is_unknown_to_measure_udp():
     with pytest.raises(SystemExit) as e:
         measure.main(["--udp", "--modes", "nginx_reload"])
     assert isinstance(e.value.code, str) and "unknown nginx_reload" in e.value.code and "unbound_restart" in e.value.code
+
+
+def test_a_killed_measurement_keeps_its_whole_rounds(tmp_path, monkeypatch):
+    """measure.py writes its document before the first deploy and after every round: killed
+    in round 2, the file holds round 1, marked "complete": false (and check.py says so)."""
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("measure.py needs root")
+    if not (measure.REPO / "build" / "bin" / "reuseport-check").exists() or not Path("/usr/sbin/unbound").exists():
+        pytest.skip("needs the build and unbound (ci/setup.sh)")
+    record = json.loads(COMMITTED.read_text())["modes"][1]["deploys"][0]
+    calls = []
+
+    def fake_deploy(check, start, deploy, work, udp=False):
+        calls.append(deploy)
+        if len(calls) > len(UDP_MODES):  # the first deploy of round 2
+            raise KeyboardInterrupt
+        return dict(record), ""
+
+    monkeypatch.setattr(measure, "deploy_once", fake_deploy)
+    out = tmp_path / "run.json"
+    with pytest.raises(KeyboardInterrupt):
+        measure.main(["--udp", "--deploys", "3", "--out", str(out)])
+    d = json.loads(out.read_text())
+    assert d["complete"] is False and d["deploys_per_mode"] == 1
+    assert [len(m["deploys"]) for m in d["modes"]] == [1] * len(UDP_MODES)
+    assert errors(d, "servers") == []
+    assert any("not complete" in p for p in problems(d))
+    # An --out that cannot be written fails before any deploy.
+    calls.clear()
+    with pytest.raises(SystemExit) as e:
+        measure.main(["--udp", "--deploys", "3", "--out", str(tmp_path / "run.json" / "x.json")])
+    assert "--out" in str(e.value.code) and calls == []
