@@ -72,6 +72,16 @@ UniqueFd open_listener(const ListenerOptions& o) {
   return fd;
 }
 
+UniqueFd open_udp_source(Family family, uint16_t port, bool nonblocking) {
+  const int type = SOCK_DGRAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
+  UniqueFd fd(static_cast<int>(check_sys(socket(af_of(family), type, 0), "socket udp source")));
+  const Endpoint src = Endpoint::loopback(family, port);
+  sockaddr_storage ss;
+  const socklen_t len = src.to_sockaddr(ss);
+  check_sys(bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len), "bind udp source " + src.str());
+  return fd;
+}
+
 uint16_t local_port(int fd) {
   sockaddr_storage ss;
   socklen_t len = sizeof ss;

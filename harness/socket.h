@@ -47,6 +47,10 @@ struct ListenerOptions {
 // naming it, e.g. "bind [::1]:8080".
 UniqueFd open_listener(const ListenerOptions& o);
 
+// A UDP client socket bound to the loopback address of `family` at `port` (0: the kernel
+// picks one): a flow's own source of a 4-tuple. Throws SysError naming the address.
+UniqueFd open_udp_source(Family family, uint16_t port, bool nonblocking = true);
+
 // The port a bound socket got (for port 0 binds).
 uint16_t local_port(int fd);
 // The socket's inode, as sock_diag and /proc/net/tcp name it.

@@ -7,6 +7,7 @@
 
 #include "harness/clock.h"
 #include "harness/error.h"
+#include "harness/socket.h"
 #include "harness/wire.h"
 
 namespace rp {
@@ -32,16 +33,6 @@ UdpClient::UdpClient(UdpClientOptions opts) : opts_(std::move(opts)) {
 }
 
 namespace {
-
-UniqueFd open_source(const Endpoint& target, uint16_t port) {
-  UniqueFd fd(static_cast<int>(
-      check_sys(socket(af_of(target.family), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), "socket udp client")));
-  const Endpoint src = Endpoint::loopback(target.family, port);
-  sockaddr_storage ss;
-  socklen_t len = src.to_sockaddr(ss);
-  check_sys(bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len), "bind udp source " + src.str());
-  return fd;
-}
 
 void send_request(int fd, const Endpoint& target) {
   sockaddr_storage ss;
@@ -79,7 +70,7 @@ std::vector<UdpExchange> UdpClient::from_ports(const std::vector<uint16_t>& port
     std::vector<pollfd> pfds(n);
     std::vector<UdpExchange> xs(n);
     for (size_t i = 0; i < n; ++i) {
-      fds.push_back(open_source(opts_.target, ports[base + i]));
+      fds.push_back(open_udp_source(opts_.target.family, ports[base + i]));
       xs[i].source_port = local_port(fds[i].get());
       pfds[i] = {fds[i].get(), POLLIN, 0};
     }
@@ -108,7 +99,7 @@ std::vector<UdpExchange> UdpClient::from_ports(const std::vector<uint16_t>& port
 }
 
 std::vector<UdpExchange> UdpClient::from_one_port(uint16_t port, unsigned count) const {
-  UniqueFd fd = open_source(opts_.target, port);
+  UniqueFd fd = open_udp_source(opts_.target.family, port);
   const uint16_t bound = local_port(fd.get());
   std::vector<UdpExchange> out;
   out.reserve(count);

@@ -11,6 +11,7 @@
 
 #include "harness/clock.h"
 #include "harness/error.h"
+#include "harness/socket.h"
 #include "harness/wire.h"
 
 namespace rp {
@@ -91,16 +92,6 @@ struct FlowState {
   uint64_t expired_upto = 0;  // every datagram below this was answered or timed out
   bool answered_once = false;
 };
-
-UniqueFd open_flow_socket(const Endpoint& target, uint16_t port) {
-  UniqueFd fd(static_cast<int>(
-      check_sys(socket(af_of(target.family), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), "socket udp flow")));
-  const Endpoint src = Endpoint::loopback(target.family, port);
-  sockaddr_storage ss;
-  socklen_t len = src.to_sockaddr(ss);
-  check_sys(bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len), "bind udp source " + src.str());
-  return fd;
-}
 
 // One thread's share of the flows. Sockets stay unconnected: an ICMP port unreachable then
 // raises no error on them, so "nothing listened" is a lost datagram like any other.
@@ -292,7 +283,7 @@ UdpFlowResult UdpFlowLoad::run() const {
   res.flows.resize(opts_.flows);
   std::vector<FlowState> states(opts_.flows);
   for (uint32_t i = 0; i < opts_.flows; ++i) {
-    states[i].fd = open_flow_socket(opts_.target, opts_.source_ports.empty() ? 0 : opts_.source_ports[i]);
+    states[i].fd = open_udp_source(opts_.target.family, opts_.source_ports.empty() ? 0 : opts_.source_ports[i]);
     states[i].rec = &res.flows[i];
     res.flows[i].flow = opts_.first_flow + i;
     res.flows[i].source_port = local_port(states[i].fd.get());

@@ -12,6 +12,7 @@
 
 #include "cases/lib/case.h"
 #include "harness/error.h"
+#include "harness/socket.h"
 
 namespace rp::cases {
 
@@ -120,12 +121,7 @@ std::vector<int32_t> udp_socket_per_datagram(const std::vector<UniqueFd>& socket
     for (size_t i = first; i < first + n; ++i) {
       auto it = clients.find(ports[i]);
       if (it == clients.end()) {
-        UniqueFd c(static_cast<int>(check_sys(socket(af_of(to.family), SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket udp client")));
-        sockaddr_storage src;
-        const Endpoint from = Endpoint::loopback(to.family, ports[i]);
-        const socklen_t len = from.to_sockaddr(src);
-        check_sys(bind(c.get(), reinterpret_cast<sockaddr*>(&src), len), "bind udp source " + from.str());
-        it = clients.emplace(ports[i], std::move(c)).first;
+        it = clients.emplace(ports[i], open_udp_source(to.family, ports[i], false)).first;
       }
       const uint32_t index = static_cast<uint32_t>(i);
       check_sys(sendto(it->second.get(), &index, sizeof index, 0, reinterpret_cast<sockaddr*>(&dst), dst_len),
