@@ -1,5 +1,6 @@
 #include "netns_child.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <poll.h>
@@ -153,6 +154,14 @@ ChildOutcome run_in_child(Netns netns, std::chrono::milliseconds timeout,
     outcome.finished = true;
   }
   return outcome;
+}
+
+sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
 }
 
 }  // namespace rp::probes::testing

@@ -5,6 +5,8 @@
 // results); it reports facts, the parent asserts on them.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -34,5 +36,8 @@ void bring_loopback_up();
 void write_sysctl(const std::string& path, const std::string& value);
 
 std::uint64_t to_u64(const Report& r, const std::string& key);
+
+// 127.0.0.1:port.
+sockaddr_in loopback(std::uint16_t port);
 
 }  // namespace rp::probes::testing

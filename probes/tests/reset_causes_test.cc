@@ -42,13 +42,7 @@ struct Fd {
   int fd_;
 };
 
-sockaddr_in loopback(std::uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return a;
-}
+using testing::loopback;
 
 std::string show(const Counter& c) { return c.value ? std::to_string(*c.value) : "na"; }
 

@@ -38,13 +38,7 @@ std::uint64_t purged(const UdpDrops& d) {
   return n;
 }
 
-sockaddr_in loopback(std::uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return a;
-}
+using testing::loopback;
 
 // In a fresh namespace: kQueued datagrams queued on a socket nobody reads, then closed.
 Report close_with_queued(std::uint32_t elsewhere_ino) {
