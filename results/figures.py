@@ -183,14 +183,25 @@ def report_timings() -> str:
     accels = sorted({str(d["environment"].get("accel")).upper() for d in guests})
     g_runs = sorted({len(d["runs"]) for d in guests})
     span_min = f"{min(map(minutes, guests)):.1f} to {max(map(minutes, guests)):.1f}"
-    whole = (max(_utc(d["finished_at"]) for d in docs) -
-             min(_utc(d["started_at"]) for d in docs)).total_seconds() / 60
-    text = (f"The committed report (`results/report/data/`, `report --kernels all` on this "
-            f"machine): the host ({h['kernel_release']}, {h['profile']} profile) "
-            f"{len(h['runs'])} runs in {minutes(h):.1f} minutes; each of the {len(guests)} "
-            f"guests ({'/'.join(accels)}, {guests[0]['profile']} profile) "
-            f"{' or '.join(map(str, g_runs))} runs in {span_min} minutes; {whole:.1f} minutes "
-            f"from the first run's start to the last one's end.")
+    g_start = min(_utc(d["started_at"]) for d in guests)
+    g_end = max(_utc(d["finished_at"]) for d in guests)
+    guests_text = (f"each of the {len(guests)} guests ({'/'.join(accels)}, {guests[0]['profile']} profile) "
+                   f"{' or '.join(map(str, g_runs))} runs in {span_min} minutes")
+    if _utc(h["finished_at"]) < g_start or _utc(h["started_at"]) > g_end:
+        # Not one `report --kernels all`: the host's document was measured on its own.
+        text = (f"The committed report (`results/report/data/`, on this machine): the host "
+                f"({h['kernel_release']}, {h['profile']} profile) {len(h['runs'])} runs in "
+                f"{minutes(h):.1f} minutes, measured on its own (`report --host-only --profile "
+                f"{h['profile']}`, {h['started_at'][:16].replace('T', ' ')} UTC); {guests_text} "
+                f"(`report --kernels all`), {(g_end - g_start).total_seconds() / 60:.1f} minutes from "
+                f"the first guest run's start to the last one's end.")
+    else:
+        whole = (max(_utc(d["finished_at"]) for d in docs) -
+                 min(_utc(d["started_at"]) for d in docs)).total_seconds() / 60
+        text = (f"The committed report (`results/report/data/`, `report --kernels all` on this "
+                f"machine): the host ({h['kernel_release']}, {h['profile']} profile) "
+                f"{len(h['runs'])} runs in {minutes(h):.1f} minutes; {guests_text}; {whole:.1f} minutes "
+                f"from the first run's start to the last one's end.")
     for kinds in sorted({",".join(d["experiments"]) for d in parts}):
         same = [d for d in parts if ",".join(d["experiments"]) == kinds]
         span = (max(_utc(d["finished_at"]) for d in same) -

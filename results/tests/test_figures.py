@@ -111,6 +111,8 @@ def test_figures_follow_the_data(data):
 def test_report_timings_follow_the_data(data):
     path = data / "report" / "data" / "5.10.0-43-cloud-amd64.json"
     assert "173 runs in 8.0 to 10.2 minutes" in figures.report_timings().replace("\n", " ")
+    # The host's full profile ran on its own, after the guests: said so, not one span.
+    assert "measured on its own (`report --host-only --profile full`" in figures.report_timings().replace("\n", " ")
     # The parts measured apart are told apart, not counted as more guests.
     assert "udp_grid runs were measured again apart" in figures.report_timings().replace("\n", " ")
     parts = sorted((data / "report" / "data").glob("*.udp_grid.json"))
