@@ -40,14 +40,6 @@ constexpr unsigned kMembers = 2;
 // takes new ids; a load that does not get there in this long stalled (our failure).
 constexpr milliseconds kStallLimit{20000};
 
-#ifdef RP_HAVE_BPF
-// A drop freed in a UDP socket's destructor: what its receive queue held when it closed
-// (as cli/deploy/udp.cc tells it).
-bool purged_at_close(const std::string& function, const std::string& reason) {
-  return function.find("destruct") != std::string::npos || reason == "QUEUE_PURGE";
-}
-#endif
-
 class Drops {
  public:
   Drops() {
@@ -70,7 +62,7 @@ class Drops {
 #ifdef RP_HAVE_BPF
     if (probe_)
       for (const auto& d : probe_->read()) {
-        const bool purge = !d.netns_unknown && purged_at_close(d.function, d.reason);
+        const bool purge = d.purged_at_close();
         if (purge) purged += d.count;
         list.push_back({{"function", (d.netns_unknown ? "(namespace unknown) " : "") + d.function},
                         {"reason", d.reason}, {"count", d.count}, {"purged_at_close", purge}});

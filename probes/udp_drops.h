@@ -22,6 +22,12 @@ struct UdpDrop {
   // the port of any namespace. Not in the namespace's counts; shown so that what stays
   // unattributed has a function and a reason.
   bool netns_unknown = false;
+
+  // Freed with a closed UDP socket's queue in the watched namespace: in the socket's
+  // destructor (udp_destruct_sock/udp_destruct_common; reason NOT_SPECIFIED, or QUEUE_PURGE).
+  bool purged_at_close() const {
+    return !netns_unknown && (function.find("destruct") != std::string::npos || reason == "QUEUE_PURGE");
+  }
 };
 
 class UdpDrops {

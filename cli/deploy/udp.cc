@@ -128,13 +128,6 @@ const std::vector<UdpCounterRow>& udp_counter_rows() {
   return rows;
 }
 
-namespace {
-// A drop freed in a UDP socket's destructor: what its receive queue held when it closed.
-bool purged_at_close(const std::string& function, const std::string& reason) {
-  return function.find("destruct") != std::string::npos || reason == "QUEUE_PURGE";
-}
-}  // namespace
-
 UdpKernel::UdpKernel(const Options& o) : port_(static_cast<uint16_t>(o.port)), v6_(o.host.find(':') != std::string::npos) {
   read();  // fails now, before the server starts, when the MIB cannot be read
 #ifdef RP_HAVE_BPF
@@ -158,7 +151,7 @@ Counts UdpKernel::read() const {
   if (probe_ && probe_why_.empty()) {
     uint64_t purged = 0;
     for (const auto& d : probe_->read())
-      if (!d.netns_unknown && purged_at_close(d.function, d.reason)) purged += d.count;
+      if (d.purged_at_close()) purged += d.count;
     c["udp_queue_purged"] = purged;
   }
 #endif
@@ -177,7 +170,7 @@ nlohmann::json UdpKernel::drops() const {
     const uint64_t n = d.count - (it == drops_base_.end() ? 0 : it->second);
     if (n)
       out.push_back({{"function", fn}, {"reason", d.reason}, {"count", n},
-                     {"purged_at_close", !d.netns_unknown && purged_at_close(d.function, d.reason)}});
+                     {"purged_at_close", d.purged_at_close()}});
   }
 #endif
   return out;

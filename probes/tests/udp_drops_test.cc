@@ -34,7 +34,7 @@ constexpr int kQueued = 40;
 std::uint64_t purged(const UdpDrops& d) {
   std::uint64_t n = 0;
   for (const auto& x : d.read())
-    if (!x.netns_unknown && x.function.find("destruct") != std::string::npos) n += x.count;
+    if (x.purged_at_close()) n += x.count;
   return n;
 }
 
