@@ -143,6 +143,8 @@ MACHINE_NOTES = [
     "Client, servers and kernel share the machine's CPUs over loopback: the load generator competes with the "
     "servers it measures, so throughput is bounded by the machine, not by the accept path alone.",
     "One load-generator thread; the ceiling above is what it reached against one listener.",
+    "The load generator against the tools users know: bench/vs_tools.py runs it, wrk and ab against one nginx, "
+    "interleaved, and bench/README.md keeps the measured ratios.",
     "Listeners are processes of this harness (poll() or epoll, accept4, a fixed 4-byte request and 8-byte reply), "
     "not nginx; 'shared' is the accept_mutex-off shape, and EPOLLEXCLUSIVE is the nearest to nginx's accept mutex "
     "(one worker woken per connection), not the mutex itself.",
