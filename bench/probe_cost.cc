@@ -1,7 +1,7 @@
-// The connection rate with and without the reuseport probe attached, interleaved in one
-// process against the same reuseport server; bench/run.sh prints the ratios and the cost
-// per connection (target, issue 14: the probe costs at most 1% at 60,000 connections/s).
-// Needs root.
+// The reuseport probe's programs under load: how often each runs per connection and its
+// run time as the kernel accounts it (BPF_ENABLE_STATS). The cost in connections per second
+// is bench_probe_cost_pairs' (paired rounds; target, issue 14: at most 1%); bench/run.sh
+// prints both. Needs root.
 //
 // Variants, by what each user of the probe attaches:
 //   probes:0  nothing
@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 #include <map>
-#include <optional>
 #include <string>
 #include <utility>
 
@@ -35,26 +34,6 @@ rp::probes::ProbeOptions options_of(int64_t variant) {
   if (variant == 2) po.per_listener = false;
   if (variant == 3) po.lifecycle = po.drops = false;
   return po;
-}
-
-void BM_ConnectionRate(benchmark::State& state) {
-  rp::bench::bench_server(kPort);
-  std::optional<rp::probes::ReuseportProbe> probe;
-  if (state.range(0)) probe.emplace(options_of(state.range(0)));
-  rp::LoadOptions o;
-  o.target = rp::Endpoint::loopback(rp::Family::V4, kPort);
-  o.threads = 2;
-  o.concurrency = 32;
-  o.max_attempts = kConnsPerIteration;
-  for (auto _ : state) {
-    rp::LoadGenerator lg(o);
-    if (lg.run().count(rp::Outcome::Served) != kConnsPerIteration) {
-      state.SkipWithError("not every attempt was served");
-      break;
-    }
-  }
-  state.counters["conns_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations()) * kConnsPerIteration, benchmark::Counter::kIsRate);
 }
 
 // The programs' own run count and run time, summed over the probe's programs (the kernel
@@ -116,16 +95,6 @@ void BM_ProbeRunTime(benchmark::State& state) {
 }
 
 BENCHMARK(BM_ProbeRunTime)->ArgName("probes")->Arg(1)->Arg(2)->Arg(3)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
-
-BENCHMARK(BM_ConnectionRate)
-    ->ArgName("probes")
-    ->Arg(0)
-    ->Arg(1)
-    ->Arg(2)
-    ->Arg(3)
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(1.0);
 
 }  // namespace
 
