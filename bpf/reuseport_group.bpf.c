@@ -17,11 +17,11 @@
 #include <bpf/bpf_tracing.h>
 
 #include "reuseport_group.h"
+#include "netns_filter.bpf.h"
 
 #define RP_IPPROTO_UDP 17
 
 const volatile __u16 target_port = 0;  /* host order */
-const volatile __u64 target_netns = 0; /* net->net_cookie, for sk_data_ready only */
 
 /* Datagrams queued per UDP socket of the port, keyed by socket cookie. */
 struct {
@@ -104,7 +104,7 @@ int BPF_PROG(rp_group_udp_ready, struct sock *sk)
 
 	if (sk->sk_protocol != RP_IPPROTO_UDP || sk->__sk_common.skc_num != target_port)
 		return 0;
-	if (target_netns && sk->__sk_common.skc_net.net->net_cookie != target_netns)
+	if (!net_is_target(sk->__sk_common.skc_net.net))
 		return 0;
 	cookie = bpf_get_socket_cookie(sk);
 	n = bpf_map_lookup_elem(&rp_udp_queued, &cookie);

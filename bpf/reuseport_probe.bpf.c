@@ -33,6 +33,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "reuseport_probe.h"
+#include "netns_filter.bpf.h"
 
 #define RP_AF_INET 2
 #define RP_AF_INET6 10
@@ -42,10 +43,6 @@
 
 /* Tunables, set by the loader between open and load. */
 const volatile __u16 target_port = 0;  /* host order; 0 matches every port */
-const volatile __u64 target_netns = 0; /* net->net_cookie; 0 matches every namespace */
-/* net->ns.inum, for kernels without SO_NETNS_COOKIE (before 5.14), where user space cannot
- * learn the cookie; used only when target_netns is 0. */
-const volatile __u32 target_netns_ino = 0;
 
 struct rp_counters counters = {};
 /* Per CPU, summed by the loader: every connection of the port drops skbs (QUEUE_PURGE at
@@ -94,56 +91,20 @@ struct {
 	__type(value, struct rp_listener_stats);
 } rp_listeners SEC(".maps");
 
-/* net->net_cookie was an atomic64_t generated on first use before v5.12 ("net: initialize
- * net->net_cookie at netns setup" made it a plain u64 set at creation). CO-RE picks the
- * layout the running kernel has; a mismatching type makes the relocation fail, so the
- * u64 form is tried first. */
-struct net___atomic_cookie {
-	atomic64_t net_cookie;
-} __attribute__((preserve_access_index));
-
-static __always_inline __u64 netns_cookie_of(const struct net *net)
-{
-	if (bpf_core_field_exists(net->net_cookie))
-		return BPF_CORE_READ(net, net_cookie);
-	return BPF_CORE_READ((struct net___atomic_cookie *)net, net_cookie.counter);
-}
-
-static __always_inline bool net_ok(const struct net *net)
-{
-	if (target_netns)
-		return netns_cookie_of(net) == target_netns;
-	if (target_netns_ino && bpf_core_field_exists(net->ns.inum))
-		return BPF_CORE_READ(net, ns.inum) == target_netns_ino;
-	return true;
-}
-
-static __always_inline bool netns_filtered(void)
-{
-	return target_netns || target_netns_ino;
-}
-
 static __always_inline bool sk_netns_ok(const struct sock *sk)
 {
 	if (!netns_filtered())
 		return true;
-	return net_ok(BPF_CORE_READ(sk, __sk_common.skc_net.net));
+	return net_is_target_read(BPF_CORE_READ(sk, __sk_common.skc_net.net));
 }
 
 /* The same for programs with BTF-typed pointers (tp_btf): plain loads instead of one
  * bpf_probe_read_kernel() call per field, which matters on per-segment events. */
 static __always_inline bool sk_netns_ok_btf(const struct sock *sk)
 {
-	const struct net *net;
-
 	if (!netns_filtered())
 		return true;
-	net = sk->__sk_common.skc_net.net;
-	if (!target_netns)
-		return net_ok(net);
-	if (bpf_core_field_exists(net->net_cookie))
-		return net->net_cookie == target_netns;
-	return ((const struct net___atomic_cookie *)net)->net_cookie.counter == target_netns;
+	return net_is_target(sk->__sk_common.skc_net.net);
 }
 
 static __always_inline bool port_ok(__u16 port_net_order)
@@ -413,7 +374,7 @@ int BPF_PROG(rp_kfree_skb, struct sk_buff *skb)
 		} else {
 			const struct net *net = skb->dev->nd_net.net;
 
-			if (!net_ok(net))
+			if (!net_is_target(net))
 				return 0;
 		}
 	}

@@ -68,7 +68,7 @@ static __always_inline bool skb_netns_ok(const struct sk_buff *skb, const struct
 	dev = BPF_CORE_READ(skb, dev);
 	if (!dev)
 		return false;
-	return net_ok(BPF_CORE_READ(dev, nd_net.net));
+	return net_is_target_read(BPF_CORE_READ(dev, nd_net.net));
 }
 
 #endif /* RP_REUSEPORT_PROBE_SKB_BPF_H */

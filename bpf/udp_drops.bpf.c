@@ -20,16 +20,13 @@
 #include <bpf/bpf_tracing.h>
 
 #include "udp_drops.h"
+#include "netns_filter.bpf.h"
 
 #define RP_ETH_P_IP 0x0800
 #define RP_ETH_P_IPV6 0x86DD
 #define RP_IPPROTO_UDP 17
 
 const volatile __u16 target_port = 0;  /* host order */
-const volatile __u64 target_netns = 0; /* net->net_cookie; 0: see target_netns_ino */
-/* net->ns.inum, where the kernel gives no cookie to user space (SO_NETNS_COOKIE is 5.14+);
- * both 0: every namespace. */
-const volatile __u32 target_netns_ino = 0;
 
 __u64 overflow = 0;        /* a drop of the port that found no free key */
 __u64 netns_unknown = 0;   /* a drop of the port whose namespace could not be told (also
@@ -52,29 +49,6 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } rp_udp_queued_skbs SEC(".maps");
-
-struct net___atomic_cookie {
-	atomic64_t net_cookie;
-} __attribute__((preserve_access_index));
-
-static __always_inline bool netns_filtered(void)
-{
-	return target_netns || target_netns_ino;
-}
-
-/* Whether a namespace is the target: by its cookie (a u64 from 5.12, an atomic64_t from
- * 5.8 on), else by its inode number. */
-static __always_inline bool net_is_target(const struct net *net)
-{
-	if (target_netns) {
-		if (bpf_core_field_exists(net->net_cookie))
-			return net->net_cookie == target_netns;
-		return ((const struct net___atomic_cookie *)net)->net_cookie.counter == target_netns;
-	}
-	if (target_netns_ino)
-		return net->ns.inum == target_netns_ino;
-	return true;
-}
 
 /*
  * Before 6.7 there is no sk_data_ready tracepoint to remember the queued skbs by (below),
