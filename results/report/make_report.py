@@ -201,6 +201,21 @@ def precision_md(prec: list[dict], pairs: list[dict], norms: dict | None = None)
     return md + [""]
 
 
+def across_tables(table: dict, rels: list[str], label, strategies, cell, md: list[str], body: list[str]) -> None:
+    """One table per comparable point (its label from `label`): a row per strategy (in the
+    order of `strategies`), a column per kernel, each cell written by `cell`; appended to the
+    Markdown lines and the HTML parts. The TCP and the UDP tables across kernels share it."""
+    for key in sorted(table):
+        md += [f"### {label(key)}", "", "| strategy | " + " | ".join(rels) + " |", "|---|" + "---|" * len(rels)]
+        rows_html = ["<tr><th>strategy</th>" + "".join(f"<th>{html.escape(r)}</th>" for r in rels) + "</tr>"]
+        for st in [s for s in strategies if s in table[key]]:
+            cells = [cell(table[key][st].get(r)) for r in rels]
+            md.append(f"| {st} | " + " | ".join(cells) + " |")
+            rows_html.append(f"<tr><td>{st}</td>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        md.append("")
+        body.append(f"<h3>{html.escape(label(key))}</h3><table>" + "".join(rows_html) + "</table>")
+
+
 def render(docs: list[dict], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     md: list[str] = ["# Listen-queue loss report", ""]
@@ -236,16 +251,7 @@ def render(docs: list[dict], out: Path) -> dict:
                "Kernels measured in different places (host, emulated guest) differ in speed as well as in "
                "code: compare guests with guests.", ""]
         body.append("<h2>Across kernels</h2><p>" + html.escape(md[-3]) + "</p><p>" + html.escape(md[-1]) + "</p>")
-        for key in sorted(table):
-            md += [f"### {comparable_label(key)}", "", "| strategy | " + " | ".join(rels) + " |",
-                   "|---|" + "---|" * len(rels)]
-            rows_html = ["<tr><th>strategy</th>" + "".join(f"<th>{html.escape(r)}</th>" for r in rels) + "</tr>"]
-            for st in [s for s in STRATEGY_TEXT if s in table[key]]:
-                cells = [across_cell(table[key][st].get(r)) for r in rels]
-                md.append(f"| {st} | " + " | ".join(cells) + " |")
-                rows_html.append(f"<tr><td>{st}</td>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-            md.append("")
-            body.append(f"<h3>{html.escape(comparable_label(key))}</h3><table>" + "".join(rows_html) + "</table>")
+        across_tables(table, rels, comparable_label, STRATEGY_TEXT, across_cell, md, body)
         if plot:
             md += [f"Plot: [{plot}]({plot})", ""]
             body.append(f'<p><img src="{html.escape(plot)}" alt="{html.escape(plot)}"></p>')
@@ -257,16 +263,7 @@ def render(docs: list[dict], out: Path) -> dict:
                "Lost datagrams per 100,000 sent and broken flows per 100 flows, mean [95% t over repeats], with the "
                "kernel's causes of the lost ones (per-kernel tables below).", ""]
         body.append("<h2>UDP strategies across kernels</h2><p>" + html.escape(md[-2]) + "</p>")
-        for key in sorted(utable):
-            md += [f"### {udp_point_label(key)}", "", "| strategy | " + " | ".join(rels) + " |",
-                   "|---|" + "---|" * len(rels)]
-            rows_html = ["<tr><th>strategy</th>" + "".join(f"<th>{html.escape(r)}</th>" for r in rels) + "</tr>"]
-            for st in [s for s in UDP_STRATEGY_TEXT if s in utable[key]]:
-                cells = [udp_across_cell(utable[key][st].get(r)) for r in rels]
-                md.append(f"| {st} | " + " | ".join(cells) + " |")
-                rows_html.append(f"<tr><td>{st}</td>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-            md.append("")
-            body.append(f"<h3>{html.escape(udp_point_label(key))}</h3><table>" + "".join(rows_html) + "</table>")
+        across_tables(utable, rels, udp_point_label, UDP_STRATEGY_TEXT, udp_across_cell, md, body)
         summary["udp_across_kernels"] = {udp_point_label(k): v for k, v in utable.items()}
     for doc in docs:
         rel = doc["kernel_release"]
