@@ -21,7 +21,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <exception>
 #include <optional>
@@ -99,25 +101,34 @@ Median median_ci(std::vector<double> xs) {
   return {med, xs[k], xs[n - 1 - k]};
 }
 
+// A whole decimal number, or -1.
+long count_arg(const char* s) {
+  char* end = nullptr;
+  errno = 0;
+  const long v = std::strtol(s, &end, 10);
+  return (end == s || *end || errno) ? -1 : v;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
-    const int rounds = argc > 1 ? std::stoi(argv[1]) : 60;
-    const uint64_t conns = argc > 2 ? std::stoull(argv[2]) : 4000;
-    if (rounds < 10 || conns < 100) {
-      std::fprintf(stderr, "bench_probe_cost_pairs: ROUNDS must be at least 10 and CONNS at least 100\n");
+    const long rounds = argc > 1 ? count_arg(argv[1]) : 60;
+    const long conns_arg = argc > 2 ? count_arg(argv[2]) : 4000;
+    if (argc > 3 || rounds < 10 || conns_arg < 100) {
+      std::fprintf(stderr, "usage: bench_probe_cost_pairs [ROUNDS [CONNS]]: ROUNDS a number >= 10, CONNS >= 100\n");
       return 2;
     }
+    const uint64_t conns = static_cast<uint64_t>(conns_arg);
     rp::bench::bench_server(kPort);
     connections_per_s(conns);  // warm-up: the server's threads, the load generator's first sockets
     std::mt19937 rng(12345);
     std::vector<std::vector<double>> rate(kN);
-    for (int r = 0; r < rounds; ++r) {
+    for (long r = 0; r < rounds; ++r) {
       std::vector<size_t> order(kN);
       for (size_t i = 0; i < kN; ++i) order[i] = i;
       std::shuffle(order.begin(), order.end(), rng);
-      std::printf("round %2d", r + 1);
+      std::printf("round %2ld", r + 1);
       for (size_t i : order) {
         rate[i].push_back(run_variant(kVariants[i], conns));
         std::printf("  %s %.0f", kVariants[i].name, rate[i].back());
@@ -125,7 +136,7 @@ int main(int argc, char** argv) {
       std::printf("\n");
       std::fflush(stdout);
     }
-    std::printf("\n%d rounds of %llu connections per variant; rates in connections/s\n", rounds,
+    std::printf("\n%ld rounds of %llu connections per variant; rates in connections/s\n", rounds,
                 static_cast<unsigned long long>(conns));
     std::printf("%-20s %9s  %-28s %-30s\n", "variant", "median", "cost per round: median [95%]",
                 "ns per connection: median [95%]");
@@ -139,7 +150,7 @@ int main(int argc, char** argv) {
         continue;
       }
       std::vector<double> cost, ns;
-      for (int r = 0; r < rounds; ++r) {
+      for (long r = 0; r < rounds; ++r) {
         cost.push_back(100.0 * (1.0 - rate[v][r] / rate[0][r]));
         ns.push_back(1e9 / rate[v][r] - 1e9 / rate[0][r]);
       }
