@@ -29,6 +29,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/bench_server.h"
@@ -70,6 +71,11 @@ double connections_per_s(uint64_t conns) {
   if (l.count(rp::Outcome::Served) != conns) throw std::runtime_error("not every attempt was served");
   return static_cast<double>(conns) * 1e9 / static_cast<double>(t1 - t0);
 }
+
+// A detached probe leaves work behind (its programs are freed after an RCU grace period,
+// the tracepoints' static keys are patched out): every window is followed by the same pause,
+// so that work does not land in the next window, whichever variant that is.
+constexpr auto kSettle = std::chrono::milliseconds(50);
 
 double run_variant(const Variant& v, uint64_t conns) {
   std::optional<rp::probes::ReuseportProbe> probe;
@@ -131,6 +137,7 @@ int main(int argc, char** argv) {
       std::printf("round %2ld", r + 1);
       for (size_t i : order) {
         rate[i].push_back(run_variant(kVariants[i], conns));
+        std::this_thread::sleep_for(kSettle);
         std::printf("  %s %.0f", kVariants[i].name, rate[i].back());
       }
       std::printf("\n");

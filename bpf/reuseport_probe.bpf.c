@@ -66,14 +66,20 @@ __u64 closing_seen = 0;
  * (tcp_destroy_sock). All of it runs synchronously in the closing thread. A child that
  * was never accepted has sk_socket == NULL (sock_graft() happens in accept()).
  * So an orphan is: a child of the port going ESTABLISHED/CLOSE_WAIT/SYN_RECV -> CLOSE with
- * sk_socket == NULL, in a thread that is between a filtered LISTEN -> CLOSE and that
- * listener's tcp_destroy_sock. The key is the thread (pid_tgid), not the process: a
- * process can close listeners from several threads at once.
+ * sk_socket == NULL, in a thread that is between a filtered LISTEN -> CLOSE and the end of
+ * that listener's close. The key is the thread (pid_tgid), not the process: a process can
+ * close listeners from several threads at once.
+ * Where the window ends: __tcp_close() orphans the listener (sock_orphan(): sk_socket =
+ * NULL) after inet_csk_listen_stop(). With the listener's cookie (tp_btf, which generates
+ * it) the window is checked where it is used (window_of()): open while that socket, same
+ * cookie, is in CLOSE with its sk_socket; a freed TCP socket's memory is only reused by
+ * another TCP socket (SLAB_TYPESAFE_BY_RCU), zeroed, so its cookie no longer matches. That
+ * needs no program on tcp_destroy_sock, which fires twice per connection. Without a cookie
+ * (the raw_tp fallback before 5.12) tcp_destroy_sock of the listener closes the window.
  * What it cannot tell apart: a queued child of another listener of the same port reset by
  * its peer in a softirq that happens to run on the closing thread inside the window
  * (needs a peer RST landing in that microsecond window); and a listener shut down with
- * shutdown(SHUT_RD) keeps its window open until the socket is closed (there is no
- * tcp_destroy_sock before that).
+ * shutdown(SHUT_RD) keeps its window open until the socket is closed or listens again.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -161,17 +167,32 @@ static __always_inline void on_listener_close(const struct sock *sk, __u64 cooki
 	}
 }
 
+/* The calling thread's closing window, or NULL; a window whose listener's close has ended
+ * is deleted here (see above). */
+static __always_inline struct rp_closing *window_of(__u64 tid)
+{
+	struct rp_closing *c = bpf_map_lookup_elem(&rp_closing, &tid);
+	const struct sock *l;
+
+	if (!c || !c->cookie)
+		return c;
+	l = (const struct sock *)c->listener;
+	if (BPF_CORE_READ(l, __sk_common.skc_cookie.counter) == c->cookie &&
+	    BPF_CORE_READ(l, __sk_common.skc_state) == TCP_CLOSE && BPF_CORE_READ(l, sk_socket))
+		return c;
+	bpf_map_delete_elem(&rp_closing, &tid);
+	return NULL;
+}
+
 static __always_inline void on_child_close(const struct sock *sk)
 {
 	struct rp_closing *c;
-	__u64 tid;
 
 	if (BPF_CORE_READ(sk, sk_socket))
 		return;
 	if (!port_ok(sk_local_port_net(sk)) || !sk_netns_ok(sk))
 		return;
-	tid = bpf_get_current_pid_tgid();
-	c = bpf_map_lookup_elem(&rp_closing, &tid);
+	c = window_of(bpf_get_current_pid_tgid());
 	if (!c)
 		return;
 	count(&counters.orphaned_children);
@@ -249,7 +270,9 @@ int BPF_PROG(rp_set_state, const struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
-SEC("raw_tp/tcp_destroy_sock")
+/* Only with rp_set_state (no cookie to check the window by): the loader leaves it out
+ * where rp_set_state_btf loads. */
+SEC("?raw_tp/tcp_destroy_sock")
 int BPF_PROG(rp_destroy_sock, const struct sock *sk)
 {
 	struct rp_closing *c;
@@ -295,9 +318,7 @@ int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 		    (!has_reason ||
 		     reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_STATE)) &&
 		    closing_seen) {
-			__u64 tid = bpf_get_current_pid_tgid();
-
-			if (bpf_map_lookup_elem(&rp_closing, &tid)) {
+			if (window_of(bpf_get_current_pid_tgid())) {
 				count(&counters.orphan_resets);
 				return 0;
 			}

@@ -118,7 +118,7 @@ ProbeReading make_reading(const RawCounters& raw, const Capabilities& caps) {
       if (l.closed) (*r.listener_orphans)[cookie] = l.orphans;
     r.listener_orphans_source =
         "tracepoint sock:inet_sock_set_state (tp_btf): children closed in the closing thread between the "
-        "listener's LISTEN->CLOSE (cookie from bpf_get_socket_cookie) and its tcp_destroy_sock";
+        "listener's LISTEN->CLOSE (cookie from bpf_get_socket_cookie) and the end of its close (sock_orphan)";
   } else {
     r.listener_orphans_source =
         "not observable: " + (caps.listener_orphans_why.empty() ? std::string("inet_sock_set_state (tp_btf) not attached")

@@ -181,11 +181,14 @@ struct ReuseportProbe::Impl {
     skel->rodata->target_port = options.port;
     skel->rodata->target_netns = options.netns_cookie;
     skel->rodata->target_netns_ino = options.netns_ino;
-    for (struct bpf_program* p : {skel->progs.rp_destroy_sock, skel->progs.rp_send_reset, skel->progs.rp_recv_reset})
+    for (struct bpf_program* p : {skel->progs.rp_send_reset, skel->progs.rp_recv_reset})
       bpf_program__set_autoload(p, lifecycle);
     // One of the two inet_sock_set_state programs, never both (each counts every close).
     bpf_program__set_autoload(skel->progs.rp_set_state_btf, lifecycle && state_btf);
     bpf_program__set_autoload(skel->progs.rp_set_state, lifecycle && !state_btf);
+    // The listener's destruction ends its closing window only where the window has no
+    // cookie to be checked by (rp_set_state); it fires twice per connection (issue 14).
+    bpf_program__set_autoload(skel->progs.rp_destroy_sock, lifecycle && !state_btf);
     bpf_program__set_autoload(skel->progs.rp_data_ready, data_ready);
     bpf_program__set_autoload(skel->progs.rp_migrate_exit, migrate);
     // Without a reason the kfree_skb event says nothing this probe reports: do not pay

@@ -1,0 +1,145 @@
+// The closing window by which the probe tells a closing listener's orphans (issue 14: no
+// program on tcp_destroy_sock where the window is checked by the listener's cookie): a
+// queued child that goes to CLOSE in the same thread counts as an orphan while a listener
+// of the port is being closed or shut down, and not once that listener's close is over.
+//
+// The child is closed from the thread by sock_diag's SOCK_DESTROY (tcp_abort(): the
+// child goes ESTABLISHED -> CLOSE in the calling thread, never accepted, so sk_socket is
+// NULL): exactly what an orphan looks like to the probe, except for the window.
+
+#include <arpa/inet.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <system_error>
+
+#include <gtest/gtest.h>
+
+#include "harness/fd.h"
+#include "netns_child.h"
+#include "probes/reuseport_probe.h"
+
+namespace rp::probes {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Report;
+
+constexpr std::uint16_t kPort = 8083;
+
+[[noreturn]] void throw_errno(const std::string& operation) {
+  throw std::system_error(errno, std::generic_category(), operation);
+}
+
+using Fd = UniqueFd;
+
+Fd reuseport_listener() {
+  Fd l(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (l.get() < 0) throw_errno("socket listener");
+  const int one = 1;
+  if (::setsockopt(l.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) throw_errno("SO_REUSEPORT");
+  const sockaddr_in addr = testing::loopback(kPort);
+  if (::bind(l.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) throw_errno("bind");
+  if (::listen(l.get(), 8) != 0) throw_errno("listen");
+  return l;
+}
+
+// A client connected to the port; its child waits, established, in a listener's queue.
+Fd queued_client() {
+  Fd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (c.get() < 0) throw_errno("socket client");
+  const sockaddr_in addr = testing::loopback(kPort);
+  if (::connect(c.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) throw_errno("connect");
+  return c;
+}
+
+// SOCK_DESTROY of the server side of the client's connection (the child, by its 4-tuple).
+void destroy_child_of(int client) {
+  sockaddr_in local{};
+  socklen_t len = sizeof local;
+  if (::getsockname(client, reinterpret_cast<sockaddr*>(&local), &len) != 0) throw_errno("getsockname");
+  struct {
+    nlmsghdr nh;
+    inet_diag_req_v2 req;
+  } msg{};
+  msg.nh.nlmsg_len = sizeof msg;
+  msg.nh.nlmsg_type = SOCK_DESTROY;
+  msg.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  msg.req.sdiag_family = AF_INET;
+  msg.req.sdiag_protocol = IPPROTO_TCP;
+  msg.req.idiag_states = ~0u;
+  msg.req.id.idiag_sport = htons(kPort);
+  msg.req.id.idiag_dport = local.sin_port;
+  msg.req.id.idiag_src[0] = htonl(INADDR_LOOPBACK);
+  msg.req.id.idiag_dst[0] = local.sin_addr.s_addr;
+  msg.req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+  msg.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  Fd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (nl.get() < 0) throw_errno("socket NETLINK_SOCK_DIAG");
+  if (::send(nl.get(), &msg, sizeof msg, 0) != static_cast<ssize_t>(sizeof msg)) throw_errno("send SOCK_DESTROY");
+  char buf[512];
+  const ssize_t n = ::recv(nl.get(), buf, sizeof buf, 0);
+  if (n < static_cast<ssize_t>(sizeof(nlmsghdr) + sizeof(nlmsgerr))) throw_errno("recv SOCK_DESTROY ack");
+  const auto* nh = reinterpret_cast<const nlmsghdr*>(buf);
+  if (nh->nlmsg_type != NLMSG_ERROR) throw std::runtime_error("SOCK_DESTROY: no ack");
+  const int err = -reinterpret_cast<const nlmsgerr*>(NLMSG_DATA(nh))->error;
+  if (err != 0) throw std::system_error(err, std::generic_category(), "SOCK_DESTROY");
+}
+
+std::string show(const Counter& c) { return c.value ? std::to_string(*c.value) : "na"; }
+
+Report child_destroyed_after_and_during_a_close() {
+  ReuseportProbe probe({.port = kPort, .netns_cookie = current_netns_cookie()});
+  Report out;
+  out["listener_orphans_observable"] = probe.capabilities().listener_orphans ? "1" : "0";
+  // 1. A listener of the port closed by this thread with an empty queue: its window opens
+  //    and its close ends. Then a queued child of the next listener closes in this thread.
+  {
+    Fd first = reuseport_listener();
+  }
+  {
+    Fd l = reuseport_listener();
+    Fd c = queued_client();
+    destroy_child_of(c.get());
+    const ProbeReading r = probe.read();
+    out["after_close_orphans"] = show(r.counter("kernel_orphaned_children"));
+    out["after_close_listener_closes"] = show(r.counter("kernel_listener_closes"));
+  }
+  // 2. The control: a listener of the port shut down by this thread stays in CLOSE with its
+  //    socket, so its window is still open, and the same closing of a child of another
+  //    listener counts (the probe's documented limit after shutdown()).
+  {
+    Fd keeper = reuseport_listener();
+    Fd shut = reuseport_listener();
+    if (::shutdown(shut.get(), SHUT_RD) != 0) throw_errno("shutdown");
+    const std::uint64_t before = *probe.read().counter("kernel_orphaned_children").value;
+    Fd c = queued_client();  // to `keeper`, the only listening member now
+    destroy_child_of(c.get());
+    out["during_shutdown_orphans"] = std::to_string(*probe.read().counter("kernel_orphaned_children").value - before);
+  }
+  return out;
+}
+
+TEST(ReuseportProbeWindow, a_child_closed_after_a_listeners_close_is_no_orphan_and_during_one_it_is) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: BPF load and unshare(CLONE_NEWNET)";
+  const testing::ChildOutcome child =
+      testing::run_in_child(testing::Netns::kFresh, 20s, child_destroyed_after_and_during_a_close);
+  ASSERT_TRUE(child.finished) << child.error;
+  if (child.report.at("listener_orphans_observable") != "1")
+    GTEST_SKIP() << "this kernel's probe cannot key a closing listener (tp_btf inet_sock_set_state)";
+  auto u = [&](const char* key) { return testing::to_u64(child.report, key); };
+  EXPECT_EQ(u("after_close_listener_closes"), 1u);
+  EXPECT_EQ(u("after_close_orphans"), 0u);
+  EXPECT_EQ(u("during_shutdown_orphans"), 1u);
+}
+
+}  // namespace
+}  // namespace rp::probes
