@@ -52,7 +52,8 @@ struct ProbeOptions {
   // costs at most 1% of the connection rate). A counter not asked for is not observable,
   // with the source "not requested".
   bool lifecycle = true;           // listener closes, orphans and RSTs (inet_sock_set_state,
-                                   // tcp_destroy_sock, tcp_send_reset, tcp_receive_reset)
+                                   // tcp_send_reset, tcp_receive_reset; tcp_destroy_sock only
+                                   // where inet_sock_set_state is the raw_tp fallback, < 5.12)
   bool drops = true;               // kfree_skb drops by reason (tp_btf/kfree_skb)
   bool per_listener = true;        // try tp_btf/sk_data_ready (children per listener)
   bool migrate_fexit = true;       // try fexit/reuseport_migrate_sock
