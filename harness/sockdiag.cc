@@ -17,19 +17,27 @@
 
 namespace rp {
 
+// One inet_diag request, header and body as the kernel reads them.
+struct DiagRequest {
+  nlmsghdr nlh;
+  inet_diag_req_v2 req;
+};
+
+static DiagRequest diag_request(uint16_t type, uint16_t flags, int family, int protocol, uint32_t states) {
+  DiagRequest msg{};
+  msg.nlh.nlmsg_len = sizeof msg;
+  msg.nlh.nlmsg_type = type;
+  msg.nlh.nlmsg_flags = static_cast<uint16_t>(NLM_F_REQUEST | flags);
+  msg.req.sdiag_family = static_cast<uint8_t>(family);
+  msg.req.sdiag_protocol = static_cast<uint8_t>(protocol);
+  msg.req.idiag_states = states;
+  return msg;
+}
+
 // port 0: every listener of the namespace. state: TCP_LISTEN, or TCP_SYN_RECV (the kernel
 // lists its request sockets then).
 static void dump_family(int fd, int family, uint16_t port, std::vector<ListenInfo>& out, int state = TCP_LISTEN) {
-  struct {
-    nlmsghdr nlh;
-    inet_diag_req_v2 req;
-  } msg{};
-  msg.nlh.nlmsg_len = sizeof msg;
-  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  msg.req.sdiag_family = static_cast<uint8_t>(family);
-  msg.req.sdiag_protocol = IPPROTO_TCP;
-  msg.req.idiag_states = 1U << state;
+  DiagRequest msg = diag_request(SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, family, IPPROTO_TCP, 1U << state);
   msg.req.id.idiag_sport = htons(port);
   check_sys(send(fd, &msg, sizeof msg, 0), "send sock_diag request");
   alignas(nlmsghdr) char buf[16384];
@@ -91,19 +99,11 @@ std::optional<ListenInfo> tcp_listener_by_inode(uint16_t port, uint64_t inode) {
 // One dump of `family` x `protocol` with the attributes group needs; every socket whose
 // local port is `port` (0: every port) goes to out.
 static void dump_sockets(int fd, int family, int protocol, uint16_t port, std::vector<SocketDiag>& out) {
-  struct {
-    nlmsghdr nlh;
-    inet_diag_req_v2 req;
-  } msg{};
-  msg.nlh.nlmsg_len = sizeof msg;
-  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  msg.req.sdiag_family = static_cast<uint8_t>(family);
-  msg.req.sdiag_protocol = static_cast<uint8_t>(protocol);
   // TCP: listeners only (established children share the port but are no group members).
   // UDP: every state; a connected UDP socket stays in its group, though the kernel skips it
   // when it picks a socket for an unconnected flow.
-  msg.req.idiag_states = protocol == IPPROTO_TCP ? 1U << TCP_LISTEN : ~0U;
+  DiagRequest msg = diag_request(SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, family, protocol,
+                                 protocol == IPPROTO_TCP ? 1U << TCP_LISTEN : ~0U);
   msg.req.idiag_ext = 1U << (INET_DIAG_SKMEMINFO - 1);
   check_sys(send(fd, &msg, sizeof msg, 0), "send sock_diag request");
   alignas(nlmsghdr) char buf[32768];
@@ -161,6 +161,26 @@ std::set<uint16_t> udp_bound_ports() {
   std::set<uint16_t> ports;
   for (const auto& s : port_sockets(IPPROTO_UDP, 0)) ports.insert(s.port);
   return ports;
+}
+
+void tcp_destroy(uint32_t local_addr, uint16_t local_port, uint32_t remote_addr, uint16_t remote_port) {
+  DiagRequest msg = diag_request(SOCK_DESTROY, NLM_F_ACK, AF_INET, IPPROTO_TCP, ~0U);
+  msg.req.id.idiag_sport = local_port;
+  msg.req.id.idiag_dport = remote_port;
+  msg.req.id.idiag_src[0] = local_addr;
+  msg.req.id.idiag_dst[0] = remote_addr;
+  msg.req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+  msg.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  UniqueFd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!fd) throw_sys("socket NETLINK_SOCK_DIAG");
+  check_sys(send(fd.get(), &msg, sizeof msg, 0), "send SOCK_DESTROY");
+  alignas(nlmsghdr) char buf[512];
+  const ssize_t n = check_sys(recv(fd.get(), buf, sizeof buf, 0), "recv SOCK_DESTROY ack");
+  const auto* h = reinterpret_cast<const nlmsghdr*>(buf);
+  if (!NLMSG_OK(h, static_cast<int>(n)) || h->nlmsg_type != NLMSG_ERROR)
+    throw std::runtime_error("SOCK_DESTROY: the kernel sent no acknowledgement");
+  const int err = -static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+  if (err != 0) throw_sys("SOCK_DESTROY", err);
 }
 
 }  // namespace rp

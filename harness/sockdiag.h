@@ -57,4 +57,10 @@ std::vector<SocketDiag> port_sockets(int protocol, uint16_t port);
 // Every local port some UDP socket of this namespace is bound to.
 std::set<uint16_t> udp_bound_ports();
 
+// SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY, what `ss -K` sends) of the IPv4 TCP socket with
+// this local and remote address, network byte order as in sockaddr_in: tcp_abort() runs in
+// the calling thread (an RST if the state needs one, then CLOSE), also for a child still
+// in an accept queue, which no file descriptor reaches. Throws naming the errno.
+void tcp_destroy(uint32_t local_addr, uint16_t local_port, uint32_t remote_addr, uint16_t remote_port);
+
 }  // namespace rp

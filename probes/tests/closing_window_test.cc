@@ -8,22 +8,19 @@
 // NULL): exactly what an orphan looks like to the probe, except for the window.
 
 #include <arpa/inet.h>
-#include <linux/inet_diag.h>
-#include <linux/netlink.h>
-#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <string>
-#include <system_error>
 
 #include <gtest/gtest.h>
 
+#include "harness/error.h"
 #include "harness/fd.h"
+#include "harness/sockdiag.h"
 #include "netns_child.h"
 #include "probes/reuseport_probe.h"
 
@@ -35,29 +32,25 @@ using testing::Report;
 
 constexpr std::uint16_t kPort = 8083;
 
-[[noreturn]] void throw_errno(const std::string& operation) {
-  throw std::system_error(errno, std::generic_category(), operation);
-}
-
 using Fd = UniqueFd;
 
 Fd reuseport_listener() {
   Fd l(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (l.get() < 0) throw_errno("socket listener");
+  if (l.get() < 0) throw_sys("socket listener");
   const int one = 1;
-  if (::setsockopt(l.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) throw_errno("SO_REUSEPORT");
+  if (::setsockopt(l.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) throw_sys("SO_REUSEPORT");
   const sockaddr_in addr = testing::loopback(kPort);
-  if (::bind(l.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) throw_errno("bind");
-  if (::listen(l.get(), 8) != 0) throw_errno("listen");
+  if (::bind(l.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) throw_sys("bind");
+  if (::listen(l.get(), 8) != 0) throw_sys("listen");
   return l;
 }
 
 // A client connected to the port; its child waits, established, in a listener's queue.
 Fd queued_client() {
   Fd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (c.get() < 0) throw_errno("socket client");
+  if (c.get() < 0) throw_sys("socket client");
   const sockaddr_in addr = testing::loopback(kPort);
-  if (::connect(c.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) throw_errno("connect");
+  if (::connect(c.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) throw_sys("connect");
   return c;
 }
 
@@ -65,33 +58,8 @@ Fd queued_client() {
 void destroy_child_of(int client) {
   sockaddr_in local{};
   socklen_t len = sizeof local;
-  if (::getsockname(client, reinterpret_cast<sockaddr*>(&local), &len) != 0) throw_errno("getsockname");
-  struct {
-    nlmsghdr nh;
-    inet_diag_req_v2 req;
-  } msg{};
-  msg.nh.nlmsg_len = sizeof msg;
-  msg.nh.nlmsg_type = SOCK_DESTROY;
-  msg.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-  msg.req.sdiag_family = AF_INET;
-  msg.req.sdiag_protocol = IPPROTO_TCP;
-  msg.req.idiag_states = ~0u;
-  msg.req.id.idiag_sport = htons(kPort);
-  msg.req.id.idiag_dport = local.sin_port;
-  msg.req.id.idiag_src[0] = htonl(INADDR_LOOPBACK);
-  msg.req.id.idiag_dst[0] = local.sin_addr.s_addr;
-  msg.req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
-  msg.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-  Fd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-  if (nl.get() < 0) throw_errno("socket NETLINK_SOCK_DIAG");
-  if (::send(nl.get(), &msg, sizeof msg, 0) != static_cast<ssize_t>(sizeof msg)) throw_errno("send SOCK_DESTROY");
-  char buf[512];
-  const ssize_t n = ::recv(nl.get(), buf, sizeof buf, 0);
-  if (n < static_cast<ssize_t>(sizeof(nlmsghdr) + sizeof(nlmsgerr))) throw_errno("recv SOCK_DESTROY ack");
-  const auto* nh = reinterpret_cast<const nlmsghdr*>(buf);
-  if (nh->nlmsg_type != NLMSG_ERROR) throw std::runtime_error("SOCK_DESTROY: no ack");
-  const int err = -reinterpret_cast<const nlmsgerr*>(NLMSG_DATA(nh))->error;
-  if (err != 0) throw std::system_error(err, std::generic_category(), "SOCK_DESTROY");
+  check_sys(::getsockname(client, reinterpret_cast<sockaddr*>(&local), &len), "getsockname");
+  tcp_destroy(htonl(INADDR_LOOPBACK), htons(kPort), local.sin_addr.s_addr, local.sin_port);
 }
 
 std::string show(const Counter& c) { return c.value ? std::to_string(*c.value) : "na"; }
@@ -119,7 +87,7 @@ Report child_destroyed_after_and_during_a_close() {
   {
     Fd keeper = reuseport_listener();
     Fd shut = reuseport_listener();
-    if (::shutdown(shut.get(), SHUT_RD) != 0) throw_errno("shutdown");
+    if (::shutdown(shut.get(), SHUT_RD) != 0) throw_sys("shutdown");
     const std::uint64_t before = *probe.read().counter("kernel_orphaned_children").value;
     Fd c = queued_client();  // to `keeper`, the only listening member now
     destroy_child_of(c.get());
