@@ -4,7 +4,6 @@
 // prints both. Needs root.
 //
 // Variants, by what each user of the probe attaches:
-//   probes:0  nothing
 //   probes:1  every program (the probe's defaults, as every user attached before issue 14:
 //             lifecycle, drops, children per listener)
 //   probes:2  what KernelSampler attaches (cases, watch, deploy, report): lifecycle and drops
@@ -37,8 +36,8 @@ rp::probes::ProbeOptions options_of(int64_t variant) {
 }
 
 // The programs' own run count and run time, summed over the probe's programs (the kernel
-// keeps them while a BPF_ENABLE_STATS fd is open). They measure what the noisy rates above
-// can only estimate: the CPU time the probe adds per connection, tracepoint dispatch aside.
+// keeps them while a BPF_ENABLE_STATS fd is open). They explain bench_probe_cost_pairs'
+// rates: the CPU time the probe adds per connection, tracepoint dispatch aside.
 struct RunStats {
   unsigned long long runs = 0, ns = 0;
   std::map<std::string, std::pair<unsigned long long, unsigned long long>> by_program;  // runs, ns
