@@ -88,6 +88,30 @@ struct {
 	__type(value, struct rp_closing);
 } rp_closing SEC(".maps");
 
+/*
+ * Where the kernel offers them (cgroup/sock_release, 5.9; tp_btf/inet_sk_error_report,
+ * 5.14; a cgroup v2 hierarchy to attach to), the loader runs the lifecycle without
+ * inet_sock_set_state, which fires ten times per connection (issue 14: its dispatch alone
+ * cost more than 1% of the connection rate):
+ *  - close() or exit: inet_release() runs the cgroup's sock_release program before
+ *    tcp_close(), so the listener's window opens there (rp_sock_release), with the same
+ *    checks at use (window_of());
+ *  - shutdown(SHUT_RD) of a listener (or connect(AF_UNSPEC)): inet_shutdown() ->
+ *    tcp_disconnect() resets the children first and reports the listener's error last
+ *    (sk_error_report()); no program runs before. So an unowned child's RST or disconnect
+ *    outside a window waits per thread (rp_pending, counted as a forgotten child) and the
+ *    listener's error report in the same thread claims it as its orphan. What no listener
+ *    claims stays a forgotten child: those come from a softirq, on whatever thread it ran.
+ */
+const volatile bool settle_shutdowns = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, RP_MAX_CLOSING_THREADS);
+	__type(key, __u64);
+	__type(value, struct rp_pending);
+} rp_pending SEC(".maps");
+
 /* Per CPU for the same reason: the children counter of a listener is bumped once per
  * connection, from every CPU that completes a handshake. User space sums the CPUs. */
 struct {
@@ -270,6 +294,124 @@ int BPF_PROG(rp_set_state, const struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
+static __always_inline struct rp_pending *pending_of(__u64 tid)
+{
+	struct rp_pending zero = {};
+	struct rp_pending *p = bpf_map_lookup_elem(&rp_pending, &tid);
+
+	if (p)
+		return p;
+	bpf_map_update_elem(&rp_pending, &tid, &zero, BPF_NOEXIST);
+	p = bpf_map_lookup_elem(&rp_pending, &tid);
+	if (!p)
+		count(&counters.closing_map_full);
+	return p;
+}
+
+/* A listener's tcp_disconnect() ended in this thread: what its children left pending is
+ * its orphans. */
+static __always_inline void claim_pending(__u64 tid, __u64 cookie)
+{
+	struct rp_pending *p = bpf_map_lookup_elem(&rp_pending, &tid);
+	struct rp_listener_stats *s;
+	__u64 resets, children;
+
+	if (!p)
+		return;
+	resets = p->resets;
+	children = p->children;
+	bpf_map_delete_elem(&rp_pending, &tid);
+	__sync_fetch_and_add(&counters.orphan_resets, resets);
+	__sync_fetch_and_add(&counters.orphaned_children, children);
+	__sync_fetch_and_add(&counters.forgotten_child_resets, -resets);
+	__sync_fetch_and_add(&counters.other_resets_sent, -resets);
+	if (cookie && children) {
+		s = bpf_map_lookup_elem(&rp_listeners, &cookie);
+		if (s)
+			__sync_fetch_and_add(&s->orphans, children);
+	}
+}
+
+/*
+ * close() or exit of a socket of the port, before tcp_close(). The context is the struct
+ * sock itself (struct bpf_sock is its view): its address is kept as the window's listener
+ * and read through bpf_probe_read_kernel(), which the verifier allows a privileged loader.
+ * Runs for every socket released in the machine: the protocol comes first, from the
+ * context's own fields, then the port.
+ */
+SEC("?cgroup/sock_release")
+int rp_sock_release(struct bpf_sock *ctx)
+{
+	const struct sock *sk = (const struct sock *)ctx;
+	__u32 state;
+
+	if (ctx->protocol != RP_IPPROTO_TCP)
+		return 1;
+	/* struct bpf_sock gives a sock_release program no port or state (src_port is for
+	 * post_bind only): read from the socket. */
+	if (!port_ok(sk_local_port_net(sk)))
+		return 1;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_LISTEN) {
+		if (sk_netns_ok(sk))
+			on_listener_close(sk, bpf_get_socket_cookie(ctx));
+	} else if (state == TCP_ESTABLISHED) {
+		on_owner_release(sk);
+	}
+	return 1;
+}
+
+/* sk_error_report(): every tcp_disconnect() ends with it (an unowned child forgotten by its
+ * listener, a listener disconnected), as do received RSTs and timeouts, which are not in
+ * CLOSE with an owner-less or listening past. Rare: no connection that ends well reports. */
+SEC("?tp_btf/inet_sk_error_report")
+int BPF_PROG(rp_error_report, struct sock *sk)
+{
+	const struct socket *sock;
+	struct rp_closing *c;
+	__u64 tid, cookie;
+
+	if (sk->__sk_common.skc_state != TCP_CLOSE || sk->sk_protocol != RP_IPPROTO_TCP)
+		return 0;
+	if (!port_ok(sk_local_port_net(sk)) || !sk_netns_ok_btf(sk))
+		return 0;
+	tid = bpf_get_current_pid_tgid();
+	sock = sk->sk_socket;
+	if (!sock) {
+		c = closing_seen ? window_of(tid) : NULL;
+		if (!c) {
+			struct rp_pending *p = pending_of(tid);
+
+			if (p)
+				p->children++;
+			return 0;
+		}
+		count(&counters.orphaned_children);
+		if (c->cookie) {
+			struct rp_listener_stats *s = bpf_map_lookup_elem(&rp_listeners, &c->cookie);
+
+			if (s)
+				__sync_fetch_and_add(&s->orphans, 1);
+		}
+		return 0;
+	}
+	/* A listener's disconnect: its socket is unconnected (inet_shutdown() and
+	 * inet_stream_connect() set the state after), and listen() set its backlog, which no
+	 * connected socket of the port has unless it was accepted (SS_CONNECTED). */
+	if (sock->state != SS_UNCONNECTED || !sk->sk_max_ack_backlog)
+		return 0;
+	cookie = bpf_get_socket_cookie(sk);
+	count(&counters.listener_closes);
+	if (cookie) {
+		struct rp_listener_stats *s = listener_stats(cookie);
+
+		if (s)
+			s->closed = 1;
+	}
+	claim_pending(tid, cookie);
+	return 0;
+}
+
 /* Only with rp_set_state (no cookie to check the window by): the loader leaves it out
  * where rp_set_state_btf loads. */
 SEC("?raw_tp/tcp_destroy_sock")
@@ -322,6 +464,16 @@ int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 				count(&counters.orphan_resets);
 				return 0;
 			}
+		}
+		/* The same test as forgotten_child_resets' in count_reset_cause(). */
+		if (settle_shutdowns && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE &&
+		    (!has_reason ||
+		     reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_STATE)) &&
+		    !BPF_CORE_READ(sk, sk_socket)) {
+			struct rp_pending *p = pending_of(bpf_get_current_pid_tgid());
+
+			if (p)
+				p->resets++;
 		}
 		count(&counters.other_resets_sent);
 		count_reset_cause(sk, true, skb, has_reason, reason);

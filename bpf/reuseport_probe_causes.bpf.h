@@ -29,6 +29,27 @@ static __always_inline void on_owner_fin(const struct sock *sk)
 	count(&counters.owner_close_unanswered);
 }
 
+/* The same at close() or exit (rp_sock_release, before tcp_close()), where no program sees
+ * the transition: an ESTABLISHED socket of the port that sent nothing is about to send its
+ * FIN, unless __tcp_close() resets it instead (unread data, SO_LINGER with 0 s), which the
+ * RST's own counter takes. shutdown(SHUT_WR) without a close is not seen here. */
+static __always_inline void on_owner_release(const struct sock *sk)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	__u64 flags;
+
+	if (!bpf_core_field_exists(tp->bytes_sent))
+		return;
+	if (BPF_CORE_READ(tp, bytes_sent) || BPF_CORE_READ(tp, rcv_nxt) != BPF_CORE_READ(tp, copied_seq))
+		return;
+	flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	if ((flags & (1ULL << bpf_core_enum_value(enum sock_flags, SOCK_LINGER))) && !BPF_CORE_READ(sk, sk_lingertime))
+		return;
+	if (!sk_netns_ok(sk))
+		return;
+	count(&counters.owner_close_unanswered);
+}
+
 /* The same from tp_btf, with plain loads (a probe read costs tens of ns, and this runs for
  * every connection of the machine that one side closes first): bytes_sent first, since a
  * socket that answered, by far the most common, is then done after one load. The verifier

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +14,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string_view>
 
 #include "bpf/reuseport_probe.h"
@@ -36,6 +39,8 @@ constexpr const char* kProgDataReady = "rp_data_ready";
 constexpr const char* kProgSetStateBtf = "rp_set_state_btf";
 constexpr const char* kProgMigrate = "rp_migrate_exit";
 constexpr const char* kProgKfreeSkb = "rp_kfree_skb";
+constexpr const char* kProgSockRelease = "rp_sock_release";
+constexpr const char* kProgErrorReport = "rp_error_report";
 
 std::string describe(const std::string& operation, int err) {
   return operation + ": " + std::strerror(err);
@@ -129,6 +134,49 @@ bool log_names_failed_program(const std::string& log, const char* prog) {
   return log.find(std::string("prog '") + prog + "': failed to load") != std::string::npos;
 }
 
+// A mountinfo path field: spaces, tabs, newlines and backslashes come as \ooo.
+std::string unescape_mountinfo(const std::string& in) {
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '\\' && i + 3 < in.size()) {
+      out.push_back(static_cast<char>(std::stoi(in.substr(i + 1, 3), nullptr, 8)));
+      i += 3;
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return out;
+}
+
+// The root of the cgroup v2 hierarchy as this process sees it (a cgroup2 mount of "/"):
+// a program attached there runs for the sockets of every process of the machine (or of
+// the cgroup namespace). -1 with `why` set where there is none; the probe then takes the
+// lifecycle from inet_sock_set_state.
+int cgroup2_root(std::string& why) {
+  std::ifstream mi("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mi, line)) {
+    // id parent major:minor root mountpoint options [optional...] - fstype source superopts
+    const auto dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream tail(line.substr(dash + 3));
+    std::string fstype;
+    tail >> fstype;
+    if (fstype != "cgroup2") continue;
+    std::istringstream head(line.substr(0, dash));
+    std::string id, parent, dev, root, mountpoint;
+    head >> id >> parent >> dev >> root >> mountpoint;
+    if (root != "/") continue;
+    const std::string path = unescape_mountinfo(mountpoint);
+    const int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) return fd;
+    why = describe("open cgroup2 root " + path, errno);
+    return -1;
+  }
+  why = "no cgroup v2 hierarchy is mounted (a cgroup2 mount of / in /proc/self/mountinfo)";
+  return -1;
+}
+
 std::uint32_t prog_id(int fd) {
   struct bpf_prog_info info {};
   __u32 len = sizeof(info);
@@ -175,20 +223,26 @@ struct ReuseportProbe::Impl {
 
   // Opens, configures and loads one attempt. Returns 0 or a negative libbpf error; on
   // failure skel is destroyed again.
-  int try_load(bool lifecycle, bool state_btf, bool data_ready, bool migrate, bool drops, std::string& log) {
+  int try_load(bool lifecycle, bool release, bool state_btf, bool data_ready, bool migrate, bool drops,
+               std::string& log) {
     skel = reuseport_probe__open();
     if (skel == nullptr) throw ProbeError(std::string("bpf: open ") + kObjectName, errno, log);
     skel->rodata->target_port = options.port;
     skel->rodata->target_netns = options.netns_cookie;
     skel->rodata->target_netns_ino = options.netns_ino;
+    skel->rodata->settle_shutdowns = lifecycle && release;
     for (struct bpf_program* p : {skel->progs.rp_send_reset, skel->progs.rp_recv_reset})
       bpf_program__set_autoload(p, lifecycle);
+    // The listener's close and its orphans: from sock_release and the error reports where
+    // they load (about 2 program runs per connection), else from inet_sock_set_state (10).
+    bpf_program__set_autoload(skel->progs.rp_sock_release, lifecycle && release);
+    bpf_program__set_autoload(skel->progs.rp_error_report, lifecycle && release);
     // One of the two inet_sock_set_state programs, never both (each counts every close).
-    bpf_program__set_autoload(skel->progs.rp_set_state_btf, lifecycle && state_btf);
-    bpf_program__set_autoload(skel->progs.rp_set_state, lifecycle && !state_btf);
+    bpf_program__set_autoload(skel->progs.rp_set_state_btf, lifecycle && !release && state_btf);
+    bpf_program__set_autoload(skel->progs.rp_set_state, lifecycle && !release && !state_btf);
     // The listener's destruction ends its closing window only where the window has no
     // cookie to be checked by (rp_set_state); it fires twice per connection (issue 14).
-    bpf_program__set_autoload(skel->progs.rp_destroy_sock, lifecycle && !state_btf);
+    bpf_program__set_autoload(skel->progs.rp_destroy_sock, lifecycle && !release && !state_btf);
     bpf_program__set_autoload(skel->progs.rp_data_ready, data_ready);
     bpf_program__set_autoload(skel->progs.rp_migrate_exit, migrate);
     // Without a reason the kfree_skb event says nothing this probe reports: do not pay
@@ -215,6 +269,14 @@ struct ReuseportProbe::Impl {
     links.push_back(link);
     if (why != nullptr) why->clear();
   }
+
+  void attach_cgroup(struct bpf_program* prog, int cgroup_fd, std::string& log) {
+    if (!bpf_program__autoload(prog)) return;
+    struct bpf_link* link = bpf_program__attach_cgroup(prog, cgroup_fd);
+    if (link == nullptr)
+      throw ProbeError(std::string("bpf: attach ") + bpf_program__name(prog) + " to the cgroup v2 root", errno, log);
+    links.push_back(link);
+  }
 };
 
 ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_unique<Impl>()) {
@@ -240,6 +302,9 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
   bool data_ready = false;
   bool migrate = false;
   bool state_btf = false;
+  bool release = false;
+  int cgroup_fd = -1;
+  std::string release_why;
   if (!options.lifecycle) {
     im.caps.listener_orphans_why = "not requested";
   } else if (!btf_has(vmlinux.get(), "btf_trace_inet_sock_set_state", BTF_KIND_TYPEDEF)) {
@@ -247,6 +312,22 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
   } else {
     state_btf = true;
   }
+  if (options.lifecycle) {
+    if (!options.lifecycle_on_release) {
+      release_why = "not requested";
+    } else if (!btf_has(vmlinux.get(), "btf_trace_inet_sk_error_report", BTF_KIND_TYPEDEF)) {
+      release_why = "this kernel has no sock:inet_sk_error_report tracepoint (5.14+)";
+    } else {
+      cgroup_fd = cgroup2_root(release_why);
+      release = cgroup_fd >= 0;
+    }
+  }
+  struct FdCloser {
+    int& fd;
+    ~FdCloser() {
+      if (fd >= 0) close(fd);
+    }
+  } cgroup_closer{cgroup_fd};
   if (!options.per_listener) {
     im.caps.per_listener_why = "not requested";
   } else if (!btf_has(vmlinux.get(), "btf_trace_sk_data_ready", BTF_KIND_TYPEDEF)) {
@@ -268,10 +349,13 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
   // mandatory program, or one libbpf does not attribute, ends here.
   for (;;) {
     log.clear();
-    const int err = im.try_load(options.lifecycle, state_btf, data_ready, migrate, drops, log);
+    const int err = im.try_load(options.lifecycle, release, state_btf, data_ready, migrate, drops, log);
     if (err == 0) break;
     const std::string why = describe(std::string("bpf: load ") + kObjectName, -err);
-    if (state_btf && log_names_failed_program(log, kProgSetStateBtf)) {
+    if (release && (log_names_failed_program(log, kProgSockRelease) || log_names_failed_program(log, kProgErrorReport))) {
+      release = false;
+      release_why = "cgroup/sock_release or tp_btf/inet_sk_error_report did not load (" + why + ")";
+    } else if (state_btf && log_names_failed_program(log, kProgSetStateBtf)) {
       // Before 5.12 tracing programs may not call bpf_get_socket_cookie().
       state_btf = false;
       im.caps.listener_orphans_why = "tp_btf/inet_sock_set_state with bpf_get_socket_cookie() did not load (" + why +
@@ -293,6 +377,8 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
   im.possible_cpus = libbpf_num_possible_cpus();
   if (im.possible_cpus <= 0) throw ProbeError("libbpf: number of possible CPUs", -im.possible_cpus, log);
   auto* s = im.skel;
+  im.attach_cgroup(s->progs.rp_sock_release, cgroup_fd, log);
+  im.attach(s->progs.rp_error_report, false, nullptr, log);
   im.attach(s->progs.rp_set_state, false, nullptr, log);
   im.attach(s->progs.rp_set_state_btf, false, nullptr, log);
   im.attach(s->progs.rp_destroy_sock, false, nullptr, log);
@@ -302,7 +388,15 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
   im.attach(s->progs.rp_data_ready, true, &im.caps.per_listener_why, log);
   im.attach(s->progs.rp_migrate_exit, true, &im.caps.migrate_why, log);
   im.caps.lifecycle = options.lifecycle;
-  im.caps.listener_orphans = options.lifecycle && state_btf;
+  im.caps.listener_orphans = options.lifecycle && (release || state_btf);
+  if (im.caps.listener_orphans) im.caps.listener_orphans_why.clear();
+  if (!options.lifecycle)
+    im.caps.lifecycle_events = "not requested";
+  else if (release)
+    im.caps.lifecycle_events = "cgroup/sock_release + tp_btf/inet_sk_error_report";
+  else
+    im.caps.lifecycle_events = std::string(state_btf ? "tp_btf/inet_sock_set_state" : "raw_tp/inet_sock_set_state + tcp_destroy_sock") +
+                               " (" + release_why + ")";
   im.caps.per_listener = data_ready && im.caps.per_listener_why.empty();
   im.caps.migrate_fexit = migrate && im.caps.migrate_why.empty();
   im.caps.drop_reason = drops && im.caps.drop_why.empty();

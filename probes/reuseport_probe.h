@@ -51,9 +51,15 @@ struct ProbeOptions {
   // every attached program runs on each of its events machine-wide (issue 14: the probe
   // costs at most 1% of the connection rate). A counter not asked for is not observable,
   // with the source "not requested".
-  bool lifecycle = true;           // listener closes, orphans and RSTs (inet_sock_set_state,
-                                   // tcp_send_reset, tcp_receive_reset; tcp_destroy_sock only
-                                   // where inet_sock_set_state is the raw_tp fallback, < 5.12)
+  bool lifecycle = true;           // listener closes, orphans and RSTs (tcp_send_reset,
+                                   // tcp_receive_reset, and cgroup/sock_release with
+                                   // inet_sk_error_report where they load, else
+                                   // inet_sock_set_state; tcp_destroy_sock only where that is
+                                   // the raw_tp fallback, < 5.12)
+  // Take the listener's close and its orphans from cgroup/sock_release and
+  // inet_sk_error_report where they load (about 2 program runs per connection instead of
+  // inet_sock_set_state's 10); false forces inet_sock_set_state (tests of that route).
+  bool lifecycle_on_release = true;
   bool drops = true;               // kfree_skb drops by reason (tp_btf/kfree_skb)
   bool per_listener = true;        // try tp_btf/sk_data_ready (children per listener)
   bool migrate_fexit = true;       // try fexit/reuseport_migrate_sock
@@ -113,6 +119,11 @@ struct Capabilities {
   // generated before, so the count is not observable.
   bool listener_orphans = false;
   std::string listener_orphans_why;  // empty when listener_orphans
+  // Which events give the listener's close and its orphans: "cgroup/sock_release +
+  // tp_btf/inet_sk_error_report" (about 2 program runs per connection) where the kernel
+  // has them and a cgroup v2 hierarchy is mounted, else inet_sock_set_state (10 runs per
+  // connection) with the reason in parentheses; "not requested" without lifecycle.
+  std::string lifecycle_events;
   bool migrate_fexit = false; // fexit/reuseport_migrate_sock is attached
   std::string per_listener_why;  // empty when per_listener
   std::string migrate_why;       // empty when migrate_fexit
