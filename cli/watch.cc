@@ -150,6 +150,7 @@ int watch_command(const std::vector<std::string>& args, const std::vector<std::s
               kernel->namespace_filter().c_str());
   // Sampled once before the first interval: the sources of an early --json document.
   rp::probes::KernelCounts last_counts = kernel->sample();
+  std::printf("  listener closes and orphans from %s\n", kernel->lifecycle_events().c_str());
   {
     const auto& first = last_counts;
     if (auto it = first.not_observable.find("kernel_migrate_target_found"); it != first.not_observable.end())

@@ -117,6 +117,12 @@ KernelSampler::~KernelSampler() = default;
 
 const std::string& KernelSampler::probe_error() const { return impl_->probe_error; }
 const std::string& KernelSampler::namespace_filter() const { return impl_->filter; }
+std::string KernelSampler::lifecycle_events() const {
+#ifdef RP_HAVE_BPF
+  if (impl_->probe) return impl_->probe->capabilities().lifecycle_events;
+#endif
+  return {};
+}
 
 void KernelSampler::baseline() {
 #ifdef RP_HAVE_BPF

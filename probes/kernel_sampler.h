@@ -80,6 +80,9 @@ class KernelSampler {
   // Which filter the probe uses: "netns cookie N" or "netns inode N (no SO_NETNS_COOKIE
   // before 5.14)"; empty without a probe.
   const std::string& namespace_filter() const;
+  // Which events give the listener closes and orphans (Capabilities::lifecycle_events);
+  // empty without a probe.
+  std::string lifecycle_events() const;
 
   struct Impl;
 

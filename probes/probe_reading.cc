@@ -4,6 +4,7 @@
 #include "probes/reuseport_probe.h"
 
 #include <cstring>
+#include <map>
 #include <stdexcept>
 #include <string_view>
 
@@ -75,6 +76,27 @@ ProbeReading delta(const ProbeReading& after, const ProbeReading& before) {
 
 namespace detail {
 
+namespace {
+
+// Where the probe took the listener's close from cgroup/sock_release and the error
+// reports instead of inet_sock_set_state (ReuseportProbe's lifecycle_events), the rows
+// that event gave say where they come from now.
+bool on_release(const Capabilities& caps) { return caps.lifecycle_events.rfind("cgroup/sock_release", 0) == 0; }
+
+const std::map<std::string, std::string, std::less<>> kReleaseSources = {
+    {"kernel_listener_closes",
+     "cgroup/sock_release of a LISTEN socket of the port (close, exit); tracepoint sock:inet_sk_error_report (tp_btf) "
+     "of a listener's tcp_disconnect() (shutdown)"},
+    {"kernel_orphaned_children",
+     "tracepoint sock:inet_sk_error_report (tp_btf): tcp_disconnect() of a child with no struct socket, in the thread "
+     "closing a listener of the port (or claimed by that listener's shutdown)"},
+    {"kernel_owner_close_unanswered",
+     "cgroup/sock_release of an ESTABLISHED socket of the port whose tcp_sock.bytes_sent is 0, with nothing unread "
+     "and no zero linger (its close sends a FIN)"},
+};
+
+}  // namespace
+
 ProbeReading make_reading(const RawCounters& raw, const Capabilities& caps) {
   constexpr const char* kKfreeSkb = "tracepoint skb:kfree_skb (tp_btf)";
   ProbeReading r;
@@ -99,6 +121,8 @@ ProbeReading make_reading(const RawCounters& raw, const Capabilities& caps) {
     __u64 v = 0;
     std::memcpy(&v, reinterpret_cast<const char*>(&raw.counters) + row.offset, sizeof v);
     std::string source = row.source;
+    if (on_release(caps))
+      if (auto it = kReleaseSources.find(row.key); it != kReleaseSources.end()) source = it->second;
     if (!caps.rst_reason && source.find("tcp_send_reset") != std::string::npos)
       source += " (this kernel gives no reset reason)";
     r.counters[row.key] = {v, source};
@@ -117,8 +141,12 @@ ProbeReading make_reading(const RawCounters& raw, const Capabilities& caps) {
     for (const auto& [cookie, l] : raw.listeners)
       if (l.closed) (*r.listener_orphans)[cookie] = l.orphans;
     r.listener_orphans_source =
-        "tracepoint sock:inet_sock_set_state (tp_btf): children closed in the closing thread between the "
-        "listener's LISTEN->CLOSE (cookie from bpf_get_socket_cookie) and the end of its close (sock_orphan)";
+        on_release(caps)
+            ? "cgroup/sock_release of the listener (cookie from bpf_get_socket_cookie) and "
+              "tracepoint sock:inet_sk_error_report (tp_btf): children disconnected in the closing thread until "
+              "the end of its close, or claimed by the listener's own error report after a shutdown()"
+            : "tracepoint sock:inet_sock_set_state (tp_btf): children closed in the closing thread between the "
+              "listener's LISTEN->CLOSE (cookie from bpf_get_socket_cookie) and the end of its close (sock_orphan)";
   } else {
     r.listener_orphans_source =
         "not observable: " + (caps.listener_orphans_why.empty() ? std::string("inet_sock_set_state (tp_btf) not attached")

@@ -52,6 +52,9 @@ mount_if_offered tracefs /sys/kernel/tracing
 # libbpf 1.1 looks for /sys/kernel/debug/tracing before /sys/kernel/tracing.
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount_if_offered bpf /sys/fs/bpf
+# The probe attaches its sock_release program to the cgroup v2 root (a distribution's init
+# mounts it; without it the probe takes inet_sock_set_state instead).
+mount_if_offered cgroup2 /sys/fs/cgroup
 ip link set lo up || fail lo
 if [ -f /rp/cmd ]; then
 	cmd=$(cat /rp/cmd)
