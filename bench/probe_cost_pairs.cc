@@ -11,8 +11,9 @@
 // Variants: off; off again (the A/A control: its interval shows what the method can
 // resolve, and that it finds no cost where there is none); what each user of the probe
 // attaches (every program; cases/watch/deploy: lifecycle and drops; group: children per
-// listener); and the two halves of the cases' set alone (lifecycle: inet_sock_set_state,
-// tcp_destroy_sock and the reset events; drops: kfree_skb).
+// listener); the two halves of the cases' set alone (lifecycle: cgroup/sock_release,
+// inet_sk_error_report and the reset events where they load; drops: kfree_skb); and the
+// lifecycle on inet_sock_set_state, the route without sock_release, side by side.
 //
 //   bench_probe_cost_pairs [ROUNDS [CONNS]]   (default 60 rounds of 4000 connections)
 //
@@ -45,6 +46,7 @@ struct Variant {
   const char* name;
   bool probe;
   bool lifecycle, drops, per_listener;
+  bool on_release = true;  // ProbeOptions::lifecycle_on_release
 };
 
 const Variant kVariants[] = {
@@ -55,6 +57,8 @@ const Variant kVariants[] = {
     {"group (children)", true, false, false, true},
     {"lifecycle only", true, true, false, false},
     {"drops only", true, false, true, false},
+    // The route the lifecycle took before sock_release (and still takes without it).
+    {"lifecycle, set_state", true, true, false, false, false},
 };
 constexpr size_t kN = sizeof kVariants / sizeof kVariants[0];
 
@@ -86,6 +90,7 @@ double run_variant(const Variant& v, uint64_t conns) {
     po.lifecycle = v.lifecycle;
     po.drops = v.drops;
     po.per_listener = v.per_listener;
+    po.lifecycle_on_release = v.on_release;
     po.migrate_fexit = v.lifecycle;
     probe.emplace(po);
   }
@@ -145,7 +150,7 @@ int main(int argc, char** argv) {
     }
     std::printf("\n%ld rounds of %llu connections per variant; rates in connections/s\n", rounds,
                 static_cast<unsigned long long>(conns));
-    std::printf("%-20s %9s  %-28s %-30s\n", "variant", "median", "cost per round: median [95%]",
+    std::printf("%-22s %9s  %-28s %-30s\n", "variant", "median", "cost per round: median [95%]",
                 "ns per connection: median [95%]");
     bool control_holds = true;
     for (size_t v = 0; v < kN; ++v) {
@@ -153,7 +158,7 @@ int main(int argc, char** argv) {
       std::sort(sorted.begin(), sorted.end());
       const double med_rate = sorted[sorted.size() / 2];
       if (v == 0) {
-        std::printf("%-20s %9.0f\n", kVariants[v].name, med_rate);
+        std::printf("%-22s %9.0f\n", kVariants[v].name, med_rate);
         continue;
       }
       std::vector<double> cost, ns;
@@ -163,7 +168,7 @@ int main(int argc, char** argv) {
       }
       const Median c = median_ci(cost), n = median_ci(ns);
       if (v == 1) control_holds = c.lo <= 0 && c.hi >= 0;
-      std::printf("%-20s %9.0f  %5.2f%% [%5.2f, %5.2f]        %+6.0f [%+6.0f, %+6.0f]\n", kVariants[v].name, med_rate,
+      std::printf("%-22s %9.0f  %5.2f%% [%5.2f, %5.2f]        %+6.0f [%+6.0f, %+6.0f]\n", kVariants[v].name, med_rate,
                   c.median, c.lo, c.hi, n.median, n.lo, n.hi);
     }
     std::printf("target (issue 14): cost <= 1%%; the A/A line is the method's own spread\n");
