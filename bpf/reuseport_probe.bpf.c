@@ -98,10 +98,11 @@ struct {
  *    checks at use (window_of());
  *  - shutdown(SHUT_RD) of a listener (or connect(AF_UNSPEC)): inet_shutdown() ->
  *    tcp_disconnect() resets the children first and reports the listener's error last
- *    (sk_error_report()); no program runs before. So an unowned child's RST or disconnect
- *    outside a window waits per thread (rp_pending, counted as a forgotten child) and the
- *    listener's error report in the same thread claims it as its orphan. What no listener
- *    claims stays a forgotten child: those come from a softirq, on whatever thread it ran.
+ *    (sk_error_report()); no program runs before. An unowned child disconnected outside
+ *    the NET_RX softirq is a listener's orphan whatever the window (inet_child_forget()
+ *    runs in a softirq only from inet_csk_reqsk_queue_add(): the forgotten child); the thread keeps
+ *    their number (rp_pending) until the listener's own error report takes them as its
+ *    orphans, per listener. Every count is final when it is made: none is moved later.
  */
 const volatile bool settle_shutdowns = false;
 
@@ -111,6 +112,53 @@ struct {
 	__type(key, __u64);
 	__type(value, struct rp_pending);
 } rp_pending SEC(".maps");
+
+/*
+ * Whether the program runs under the NET_RX softirq: net_rx_action() on the kernel stack,
+ * its [start, end) from /proc/kallsyms, set by the loader (both 0: never). Where a listener
+ * forgets a child from a softirq (inet_csk_reqsk_queue_add() for a handshake completing
+ * as it closes), net_rx_action() is a caller; a close, exit or shutdown in task context
+ * has none. Only the rare unowned child's RST or disconnect outside a window pays for the
+ * stack walk. (The preempt count would say it in one load, but x86 keeps it in a per-CPU
+ * variable whose address the verifier takes from kallsyms, which has no variables without
+ * CONFIG_KALLSYMS_ALL: this host.)
+ */
+const volatile __u64 net_rx_lo = 0;
+const volatile __u64 net_rx_hi = 0;
+
+#define RP_STACK_DEPTH 64
+
+struct rp_stack {
+	__u64 ip[RP_STACK_DEPTH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rp_stack);
+} rp_stack_buf SEC(".maps");
+
+static __always_inline bool under_net_rx(void *ctx)
+{
+	__u32 zero = 0;
+	struct rp_stack *st = bpf_map_lookup_elem(&rp_stack_buf, &zero);
+	long n;
+
+	if (!st || !net_rx_lo)
+		return false;
+	n = bpf_get_stack(ctx, st->ip, sizeof(st->ip), 0);
+	if (n <= 0)
+		return false;
+	n /= sizeof(__u64);
+	for (int i = 0; i < RP_STACK_DEPTH; i++) {
+		if (i >= n)
+			break;
+		if (st->ip[i] >= net_rx_lo && st->ip[i] < net_rx_hi)
+			return true;
+	}
+	return false;
+}
 
 /* Per CPU for the same reason: the children counter of a listener is bumped once per
  * connection, from every CPU that completes a handshake. User space sums the CPUs. */
@@ -294,37 +342,33 @@ int BPF_PROG(rp_set_state, const struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
-static __always_inline struct rp_pending *pending_of(__u64 tid)
+/* An unowned child's disconnect in task context outside any window: a listener's
+ * shutdown in this thread, whose error report comes after (claim_pending()). */
+static __always_inline void add_pending(__u64 tid)
 {
-	struct rp_pending zero = {};
+	struct rp_pending one = {.children = 1};
 	struct rp_pending *p = bpf_map_lookup_elem(&rp_pending, &tid);
 
-	if (p)
-		return p;
-	bpf_map_update_elem(&rp_pending, &tid, &zero, BPF_NOEXIST);
-	p = bpf_map_lookup_elem(&rp_pending, &tid);
-	if (!p)
+	if (p) {
+		p->children++;
+		return;
+	}
+	if (bpf_map_update_elem(&rp_pending, &tid, &one, BPF_NOEXIST))
 		count(&counters.closing_map_full);
-	return p;
 }
 
-/* A listener's tcp_disconnect() ended in this thread: what its children left pending is
- * its orphans. */
+/* A listener's tcp_disconnect() ended in this thread: the children it disconnected are
+ * its orphans (already counted in total). */
 static __always_inline void claim_pending(__u64 tid, __u64 cookie)
 {
 	struct rp_pending *p = bpf_map_lookup_elem(&rp_pending, &tid);
 	struct rp_listener_stats *s;
-	__u64 resets, children;
+	__u64 children;
 
 	if (!p)
 		return;
-	resets = p->resets;
 	children = p->children;
 	bpf_map_delete_elem(&rp_pending, &tid);
-	__sync_fetch_and_add(&counters.orphan_resets, resets);
-	__sync_fetch_and_add(&counters.orphaned_children, children);
-	__sync_fetch_and_add(&counters.forgotten_child_resets, -resets);
-	__sync_fetch_and_add(&counters.other_resets_sent, -resets);
 	if (cookie && children) {
 		s = bpf_map_lookup_elem(&rp_listeners, &cookie);
 		if (s)
@@ -380,10 +424,10 @@ int BPF_PROG(rp_error_report, struct sock *sk)
 	if (!sock) {
 		c = closing_seen ? window_of(tid) : NULL;
 		if (!c) {
-			struct rp_pending *p = pending_of(tid);
-
-			if (p)
-				p->children++;
+			if (under_net_rx(ctx))
+				return 0;  /* a forgotten child: its RST is counted as one */
+			count(&counters.orphaned_children);
+			add_pending(tid);
 			return 0;
 		}
 		count(&counters.orphaned_children);
@@ -465,15 +509,15 @@ int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 				return 0;
 			}
 		}
-		/* The same test as forgotten_child_resets' in count_reset_cause(). */
+		/* Outside a window, an unowned child reset in task context: a listener's
+		 * shutdown in this thread (see settle_shutdowns). The same test as
+		 * forgotten_child_resets' in count_reset_cause(), which takes the others. */
 		if (settle_shutdowns && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE &&
 		    (!has_reason ||
 		     reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_STATE)) &&
-		    !BPF_CORE_READ(sk, sk_socket)) {
-			struct rp_pending *p = pending_of(bpf_get_current_pid_tgid());
-
-			if (p)
-				p->resets++;
+		    !BPF_CORE_READ(sk, sk_socket) && !under_net_rx(ctx)) {
+			count(&counters.orphan_resets);
+			return 0;
 		}
 		count(&counters.other_resets_sent);
 		count_reset_cause(sk, true, skb, has_reason, reason);

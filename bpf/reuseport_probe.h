@@ -18,9 +18,7 @@
 #define RP_MAX_LISTENERS 4096
 
 /* Counters for the filtered port in the filtered network namespace. Every field is only
- * ever incremented with __sync_fetch_and_add, except where a listener's shutdown claims its
- * children's RSTs: they move from forgotten_child_resets (and other_resets_sent) to
- * orphan_resets, added there before they are taken here. User space reads the mmap'ed .bss. */
+ * ever incremented with __sync_fetch_and_add; user space reads the mmap'ed .bss. */
 struct rp_counters {
 	__u64 listener_closes;      /* LISTEN -> CLOSE */
 	__u64 orphaned_children;    /* never-accepted child closed by its listener's close */
@@ -66,10 +64,10 @@ struct rp_listener_stats {
 	__u64 closed;    /* 1 once LISTEN -> CLOSE was seen */
 };
 
-/* A thread's RSTs and disconnects of unowned children outside any closing window, until a
- * listener's shutdown in the same thread claims them (key: bpf_get_current_pid_tgid()). */
+/* A thread's disconnects of unowned children outside any closing window (counted as
+ * orphans already), until the listener shut down in that thread takes them as its own
+ * (key: bpf_get_current_pid_tgid()). */
 struct rp_pending {
-	__u64 resets;    /* counted as forgotten_child_resets until claimed */
 	__u64 children;  /* tcp_disconnect() of an unowned child (inet_sk_error_report) */
 };
 

@@ -114,9 +114,9 @@ struct Capabilities {
   bool rst_reason = false;    // tcp_send_reset carries a reason (v6.10+)
   bool drop_reason = false;   // tp_btf/kfree_skb attached, its event has a reason (v5.17+)
   bool per_listener = false;  // tp_btf/sk_data_ready is attached
-  // Orphans per closed listener: tp_btf/inet_sock_set_state took the listener's cookie at
-  // its close (5.12+); with the raw_tp fallback a cookie is only there if someone had it
-  // generated before, so the count is not observable.
+  // Orphans per closed listener: cgroup/sock_release or tp_btf/inet_sock_set_state took the
+  // listener's cookie at its close (5.12+); with the raw_tp fallback a cookie is only there
+  // if someone had it generated before, so the count is not observable.
   bool listener_orphans = false;
   std::string listener_orphans_why;  // empty when listener_orphans
   // Which events give the listener's close and its orphans: "cgroup/sock_release +

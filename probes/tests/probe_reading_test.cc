@@ -46,6 +46,28 @@ TEST(ProbeReporting, unobservable_counters_are_nullopt_not_zero) {
   EXPECT_NE(r.counter("kernel_orphan_resets").source.find("no reset reason"), std::string::npos);
 }
 
+// The rows inet_sock_set_state gave say where they come from on the sock_release route,
+// and only there.
+TEST(ProbeReporting, sources_follow_the_lifecycles_route) {
+  detail::RawCounters raw;
+  Capabilities caps;
+  caps.listener_orphans = true;
+  caps.lifecycle_events = "tp_btf/inet_sock_set_state (not requested)";
+  const ProbeReading on_state = detail::make_reading(raw, caps);
+  caps.lifecycle_events = "cgroup/sock_release + tp_btf/inet_sk_error_report";
+  const ProbeReading on_release = detail::make_reading(raw, caps);
+  for (const char* key : {"kernel_listener_closes", "kernel_orphaned_children", "kernel_owner_close_unanswered"}) {
+    EXPECT_NE(on_state.counter(key).source.find("inet_sock_set_state"), std::string::npos) << key;
+    EXPECT_EQ(on_release.counter(key).source.find("inet_sock_set_state"), std::string::npos) << key;
+  }
+  EXPECT_NE(on_release.counter("kernel_listener_closes").source.find("cgroup/sock_release"), std::string::npos);
+  EXPECT_NE(on_release.counter("kernel_orphaned_children").source.find("inet_sk_error_report"), std::string::npos);
+  EXPECT_NE(on_release.listener_orphans_source.find("cgroup/sock_release"), std::string::npos);
+  EXPECT_NE(on_state.listener_orphans_source.find("inet_sock_set_state"), std::string::npos);
+  // The RST rows are the same events on both routes.
+  EXPECT_EQ(on_release.counter("kernel_orphan_resets").source, on_state.counter("kernel_orphan_resets").source);
+}
+
 TEST(ProbeReporting, observable_counters_carry_values_and_zero_for_unseen_reasons) {
   detail::RawCounters raw;
   raw.counters.orphaned_children = 9;
