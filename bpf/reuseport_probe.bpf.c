@@ -99,8 +99,8 @@ struct {
  *  - shutdown(SHUT_RD) of a listener (or connect(AF_UNSPEC)): inet_shutdown() ->
  *    tcp_disconnect() resets the children first and reports the listener's error last
  *    (sk_error_report()); no program runs before. An unowned child disconnected outside
- *    the NET_RX softirq is a listener's orphan whatever the window (inet_child_forget()
- *    runs in a softirq only from inet_csk_reqsk_queue_add(): the forgotten child); the thread keeps
+ *    a softirq is a listener's orphan whatever the window (inet_child_forget() runs in a
+ *    softirq only from inet_csk_reqsk_queue_add(): the forgotten child); the thread keeps
  *    their number (rp_pending) until the listener's own error report takes them as its
  *    orphans, per listener. Every count is final when it is made: none is moved later.
  */
@@ -114,17 +114,18 @@ struct {
 } rp_pending SEC(".maps");
 
 /*
- * Whether the program runs under the NET_RX softirq: net_rx_action() on the kernel stack,
- * its [start, end) from /proc/kallsyms, set by the loader (both 0: never). Where a listener
- * forgets a child from a softirq (inet_csk_reqsk_queue_add() for a handshake completing
- * as it closes), net_rx_action() is a caller; a close, exit or shutdown in task context
- * has none. Only the rare unowned child's RST or disconnect outside a window pays for the
- * stack walk. (The preempt count would say it in one load, but x86 keeps it in a per-CPU
- * variable whose address the verifier takes from kallsyms, which has no variables without
- * CONFIG_KALLSYMS_ALL: this host.)
+ * Whether the program runs in a softirq: the kernel's softirq loop (handle_softirqs(),
+ * __do_softirq() before 6.10) on the kernel stack, its [start, end) from /proc/kallsyms,
+ * set by the loader (both 0: never). A listener forgets a child from a softirq
+ * (inet_csk_reqsk_queue_add(), a handshake completing as it closes), and a queued child
+ * reset by its peer or by a timer reports from one; a close, exit or shutdown in task
+ * context has none on its stack. Only the rare unowned child's RST or disconnect outside a
+ * window pays for the stack walk. (in_serving_softirq() would say it in one load, but x86
+ * keeps the preempt count in a per-CPU variable whose address the verifier takes from
+ * kallsyms, which has no variables without CONFIG_KALLSYMS_ALL: this host.)
  */
-const volatile __u64 net_rx_lo = 0;
-const volatile __u64 net_rx_hi = 0;
+const volatile __u64 softirq_lo = 0;
+const volatile __u64 softirq_hi = 0;
 
 #define RP_STACK_DEPTH 64
 
@@ -139,13 +140,13 @@ struct {
 	__type(value, struct rp_stack);
 } rp_stack_buf SEC(".maps");
 
-static __always_inline bool under_net_rx(void *ctx)
+static __always_inline bool in_softirq_loop(void *ctx)
 {
 	__u32 zero = 0;
 	struct rp_stack *st = bpf_map_lookup_elem(&rp_stack_buf, &zero);
 	long n;
 
-	if (!st || !net_rx_lo)
+	if (!st || !softirq_lo)
 		return false;
 	n = bpf_get_stack(ctx, st->ip, sizeof(st->ip), 0);
 	if (n <= 0)
@@ -154,7 +155,7 @@ static __always_inline bool under_net_rx(void *ctx)
 	for (int i = 0; i < RP_STACK_DEPTH; i++) {
 		if (i >= n)
 			break;
-		if (st->ip[i] >= net_rx_lo && st->ip[i] < net_rx_hi)
+		if (st->ip[i] >= softirq_lo && st->ip[i] < softirq_hi)
 			return true;
 	}
 	return false;
@@ -424,8 +425,8 @@ int BPF_PROG(rp_error_report, struct sock *sk)
 	if (!sock) {
 		c = closing_seen ? window_of(tid) : NULL;
 		if (!c) {
-			if (under_net_rx(ctx))
-				return 0;  /* a forgotten child: its RST is counted as one */
+			if (in_softirq_loop(ctx))
+				return 0;  /* forgotten (its RST counts it), or reset by its peer */
 			count(&counters.orphaned_children);
 			add_pending(tid);
 			return 0;
@@ -515,7 +516,7 @@ int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 		if (settle_shutdowns && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE &&
 		    (!has_reason ||
 		     reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_STATE)) &&
-		    !BPF_CORE_READ(sk, sk_socket) && !under_net_rx(ctx)) {
+		    !BPF_CORE_READ(sk, sk_socket) && !in_softirq_loop(ctx)) {
 			count(&counters.orphan_resets);
 			return 0;
 		}

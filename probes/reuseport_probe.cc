@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string_view>
 #include <utility>
@@ -178,37 +179,40 @@ int cgroup2_root(std::string& why) {
   return -1;
 }
 
-// net_rx_action()'s text, [start, end), from /proc/kallsyms: the start of the symbol that
-// follows it in the file (vmlinux's symbols come sorted by address) ends it. {0, 0} with
-// `why` set where it is not there or the addresses are hidden (kptr_restrict). Read once
-// per process: the file has a line per kernel symbol.
-std::pair<std::uint64_t, std::uint64_t> net_rx_action_text(std::string& why) {
+// The text of the kernel's softirq loop, [start, end), from /proc/kallsyms:
+// handle_softirqs() (6.10+; both __do_softirq() and ksoftirqd call it), else __do_softirq().
+// The start of the symbol that follows in the file (vmlinux's symbols come sorted by
+// address) ends it. {0, 0} with `why` set where neither is there or the addresses are
+// hidden (kptr_restrict). Read once per process: the file has a line per kernel symbol.
+std::pair<std::uint64_t, std::uint64_t> softirq_loop_text(std::string& why) {
   static const auto found = [] {
-    std::pair<std::uint64_t, std::uint64_t> r{0, 0};
-    std::string err;
+    std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> at;
     std::ifstream in("/proc/kallsyms");
-    std::string line;
-    bool next = false;
+    std::string line, pending;
     while (std::getline(in, line)) {
       std::istringstream f(line);
       std::string addr, type, name;
       f >> addr >> type >> name;
       const std::uint64_t a = std::strtoull(addr.c_str(), nullptr, 16);
-      if (next) {
-        if (a > r.first) r.second = a;
-        break;
+      if (!pending.empty()) {
+        if (a > at[pending].first) at[pending].second = a;
+        pending.clear();
       }
-      if (name == "net_rx_action" && (type == "t" || type == "T")) {
-        r.first = a;
-        next = true;
+      if ((name == "handle_softirqs" || name == "__do_softirq") && (type == "t" || type == "T")) {
+        at[name] = {a, 0};
+        pending = name;
       }
     }
-    if (r.first == 0 || r.second == 0) {
-      err = r.first == 0 && next ? "net_rx_action's address is hidden in /proc/kallsyms (kptr_restrict)"
-                                 : "no extent for net_rx_action in /proc/kallsyms";
-      r = {0, 0};
+    for (const char* name : {"handle_softirqs", "__do_softirq"}) {
+      auto it = at.find(name);
+      if (it == at.end()) continue;
+      if (it->second.first == 0 || it->second.second == 0)
+        return std::make_pair(std::make_pair(std::uint64_t{0}, std::uint64_t{0}),
+                              std::string(name) + "'s address is hidden in /proc/kallsyms (kptr_restrict)");
+      return std::make_pair(it->second, std::string());
     }
-    return std::make_pair(r, err);
+    return std::make_pair(std::make_pair(std::uint64_t{0}, std::uint64_t{0}),
+                          std::string("neither handle_softirqs nor __do_softirq is in /proc/kallsyms"));
   }();
   why = found.second;
   return found.first;
@@ -248,7 +252,7 @@ struct ReuseportProbe::Impl {
   std::vector<struct bpf_link*> links;
   std::vector<std::string> reason_names;
   int possible_cpus = 1;
-  std::pair<std::uint64_t, std::uint64_t> net_rx{0, 0};  // net_rx_action_text()
+  std::pair<std::uint64_t, std::uint64_t> softirq{0, 0};  // softirq_loop_text()
 
   Impl() = default;
   Impl(const Impl&) = delete;
@@ -269,8 +273,8 @@ struct ReuseportProbe::Impl {
     skel->rodata->target_netns = options.netns_cookie;
     skel->rodata->target_netns_ino = options.netns_ino;
     skel->rodata->settle_shutdowns = lifecycle && release;
-    skel->rodata->net_rx_lo = net_rx.first;
-    skel->rodata->net_rx_hi = net_rx.second;
+    skel->rodata->softirq_lo = softirq.first;
+    skel->rodata->softirq_hi = softirq.second;
     for (struct bpf_program* p : {skel->progs.rp_send_reset, skel->progs.rp_recv_reset})
       bpf_program__set_autoload(p, lifecycle);
     // The listener's close and its orphans: from sock_release and the error reports where
@@ -357,7 +361,7 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
       release_why = "not requested";
     } else if (!btf_has(vmlinux.get(), "btf_trace_inet_sk_error_report", BTF_KIND_TYPEDEF)) {
       release_why = "this kernel has no sock:inet_sk_error_report tracepoint (5.14+)";
-    } else if (im.net_rx = net_rx_action_text(release_why); im.net_rx.first == 0) {
+    } else if (im.softirq = softirq_loop_text(release_why); im.softirq.first == 0) {
       // Without it a forgotten child could not be told from a shut-down listener's orphan.
     } else {
       cgroup_fd = cgroup2_root(release_why);
