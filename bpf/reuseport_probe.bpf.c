@@ -104,7 +104,9 @@ struct {
  *    their number (rp_pending) until the listener's own error report takes them as its
  *    orphans, per listener. Every count is final when it is made: none is moved later.
  */
-const volatile bool settle_shutdowns = false;
+/* Set by the loader on that route: rp_send_reset then takes an unowned child reset outside
+ * a window and a softirq as an orphan. */
+const volatile bool lifecycle_on_release = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -257,6 +259,19 @@ static __always_inline struct rp_closing *window_of(__u64 tid)
 	return NULL;
 }
 
+/* `n` children orphaned by the listener with this cookie (0: unknown, in total only). */
+static __always_inline void count_orphan_of(__u64 cookie, __u64 n)
+{
+	struct rp_listener_stats *s;
+
+	__sync_fetch_and_add(&counters.orphaned_children, n);
+	if (!cookie)
+		return;
+	s = bpf_map_lookup_elem(&rp_listeners, &cookie);
+	if (s)
+		__sync_fetch_and_add(&s->orphans, n);
+}
+
 static __always_inline void on_child_close(const struct sock *sk)
 {
 	struct rp_closing *c;
@@ -266,15 +281,8 @@ static __always_inline void on_child_close(const struct sock *sk)
 	if (!port_ok(sk_local_port_net(sk)) || !sk_netns_ok(sk))
 		return;
 	c = window_of(bpf_get_current_pid_tgid());
-	if (!c)
-		return;
-	count(&counters.orphaned_children);
-	if (c->cookie) {
-		struct rp_listener_stats *s = bpf_map_lookup_elem(&rp_listeners, &c->cookie);
-
-		if (s)
-			__sync_fetch_and_add(&s->orphans, 1);
-	}
+	if (c)
+		count_orphan_of(c->cookie, 1);
 }
 
 static __always_inline bool is_listener_of_port(const struct sock *sk)
@@ -431,13 +439,7 @@ int BPF_PROG(rp_error_report, struct sock *sk)
 			add_pending(tid);
 			return 0;
 		}
-		count(&counters.orphaned_children);
-		if (c->cookie) {
-			struct rp_listener_stats *s = bpf_map_lookup_elem(&rp_listeners, &c->cookie);
-
-			if (s)
-				__sync_fetch_and_add(&s->orphans, 1);
-		}
+		count_orphan_of(c->cookie, 1);
 		return 0;
 	}
 	/* A listener's disconnect: its socket is unconnected (inet_shutdown() and
@@ -511,9 +513,9 @@ int BPF_PROG(rp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 			}
 		}
 		/* Outside a window, an unowned child reset in task context: a listener's
-		 * shutdown in this thread (see settle_shutdowns). The same test as
+		 * shutdown in this thread (see lifecycle_on_release). The same test as
 		 * forgotten_child_resets' in count_reset_cause(), which takes the others. */
-		if (settle_shutdowns && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE &&
+		if (lifecycle_on_release && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE &&
 		    (!has_reason ||
 		     reason == bpf_core_enum_value(enum sk_rst_reason, SK_RST_REASON_TCP_STATE)) &&
 		    !BPF_CORE_READ(sk, sk_socket) && !in_softirq_loop(ctx)) {

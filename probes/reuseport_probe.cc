@@ -3,7 +3,6 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,14 +13,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <map>
-#include <sstream>
-#include <string_view>
 #include <utility>
 
 #include "bpf/reuseport_probe.h"
+#include "harness/fd.h"
 #include "probes/counters.h"
+#include "probes/kernel_facts.h"
 #include "reuseport_probe.skel.h"
 
 // Both arrived in Linux 5.14 / 2.6.39 uapi headers; the values are the asm-generic ones
@@ -109,23 +106,12 @@ bool btf_has(const struct btf* btf, const char* name, __u32 kind) {
   return btf__find_by_name_kind(btf, name, kind) >= 0;
 }
 
-// enum skb_drop_reason values differ between kernels (reasons are inserted in the middle
-// of the enum), so names are taken from the running kernel's BTF, never compiled in.
+// The reason names indexed by value, as the counters' map is ("reason_<n>" where the
+// running kernel's BTF has no name for n).
 std::vector<std::string> drop_reason_names(const struct btf* btf) {
   std::vector<std::string> names(RP_MAX_DROP_REASONS);
-  const __s32 id = btf__find_by_name_kind(btf, "skb_drop_reason", BTF_KIND_ENUM);
-  if (id >= 0) {
-    const struct btf_type* t = btf__type_by_id(btf, id);
-    const struct btf_enum* e = btf_enum(t);
-    constexpr std::string_view kPrefix = "SKB_DROP_REASON_";
-    for (unsigned short i = 0; i < btf_vlen(t); ++i, ++e) {
-      const auto value = static_cast<__u32>(e->val);
-      if (value >= RP_MAX_DROP_REASONS) continue;
-      std::string_view name = btf__name_by_offset(btf, e->name_off);
-      if (name.substr(0, kPrefix.size()) == kPrefix) name.remove_prefix(kPrefix.size());
-      names[value] = std::string(name);
-    }
-  }
+  for (const auto& [value, name] : kernel::drop_reason_names(btf))
+    if (value < RP_MAX_DROP_REASONS) names[value] = name;
   for (std::size_t i = 0; i < names.size(); ++i)
     if (names[i].empty()) names[i] = "reason_" + std::to_string(i);
   return names;
@@ -136,82 +122,19 @@ bool log_names_failed_program(const std::string& log, const char* prog) {
   return log.find(std::string("prog '") + prog + "': failed to load") != std::string::npos;
 }
 
-// A mountinfo path field: spaces, tabs, newlines and backslashes come as \ooo.
-std::string unescape_mountinfo(const std::string& in) {
-  std::string out;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '\\' && i + 3 < in.size()) {
-      out.push_back(static_cast<char>(std::stoi(in.substr(i + 1, 3), nullptr, 8)));
-      i += 3;
-    } else {
-      out.push_back(in[i]);
-    }
-  }
-  return out;
-}
-
-// The root of the cgroup v2 hierarchy as this process sees it (a cgroup2 mount of "/"):
-// a program attached there runs for the sockets of every process of the machine (or of
-// the cgroup namespace). -1 with `why` set where there is none; the probe then takes the
-// lifecycle from inet_sock_set_state.
-int cgroup2_root(std::string& why) {
-  std::ifstream mi("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(mi, line)) {
-    // id parent major:minor root mountpoint options [optional...] - fstype source superopts
-    const auto dash = line.find(" - ");
-    if (dash == std::string::npos) continue;
-    std::istringstream tail(line.substr(dash + 3));
-    std::string fstype;
-    tail >> fstype;
-    if (fstype != "cgroup2") continue;
-    std::istringstream head(line.substr(0, dash));
-    std::string id, parent, dev, root, mountpoint;
-    head >> id >> parent >> dev >> root >> mountpoint;
-    if (root != "/") continue;
-    const std::string path = unescape_mountinfo(mountpoint);
-    const int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) return fd;
-    why = describe("open cgroup2 root " + path, errno);
-    return -1;
-  }
-  why = "no cgroup v2 hierarchy is mounted (a cgroup2 mount of / in /proc/self/mountinfo)";
-  return -1;
-}
-
-// The text of the kernel's softirq loop, [start, end), from /proc/kallsyms:
-// handle_softirqs() (6.10+; both __do_softirq() and ksoftirqd call it), else __do_softirq().
-// The start of the symbol that follows in the file (vmlinux's symbols come sorted by
-// address) ends it. {0, 0} with `why` set where neither is there or the addresses are
-// hidden (kptr_restrict). Read once per process: the file has a line per kernel symbol.
+// The text of the kernel's softirq loop, [start, end): handle_softirqs() (6.10+; both
+// __do_softirq() and ksoftirqd call it), else __do_softirq(). {0, 0} with `why` set where
+// neither is in /proc/kallsyms or the addresses are hidden (kptr_restrict). Read once per
+// process: the file has a line per kernel symbol, and the cases load a probe per variant.
 std::pair<std::uint64_t, std::uint64_t> softirq_loop_text(std::string& why) {
   static const auto found = [] {
-    std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> at;
-    std::ifstream in("/proc/kallsyms");
-    std::string line, pending;
-    while (std::getline(in, line)) {
-      std::istringstream f(line);
-      std::string addr, type, name;
-      f >> addr >> type >> name;
-      const std::uint64_t a = std::strtoull(addr.c_str(), nullptr, 16);
-      if (!pending.empty()) {
-        if (a > at[pending].first) at[pending].second = a;
-        pending.clear();
-      }
-      if ((name == "handle_softirqs" || name == "__do_softirq") && (type == "t" || type == "T")) {
-        at[name] = {a, 0};
-        pending = name;
-      }
-    }
-    for (const char* name : {"handle_softirqs", "__do_softirq"}) {
-      auto it = at.find(name);
-      if (it == at.end()) continue;
-      if (it->second.first == 0 || it->second.second == 0)
-        return std::make_pair(std::make_pair(std::uint64_t{0}, std::uint64_t{0}),
-                              std::string(name) + "'s address is hidden in /proc/kallsyms (kptr_restrict)");
-      return std::make_pair(it->second, std::string());
-    }
-    return std::make_pair(std::make_pair(std::uint64_t{0}, std::uint64_t{0}),
+    const kernel::TextSymbols symbols = kernel::text_symbols();
+    if (symbols.empty())
+      return std::make_pair(std::pair<std::uint64_t, std::uint64_t>{0, 0},
+                            std::string("no kernel text addresses in /proc/kallsyms (kptr_restrict)"));
+    for (const char* name : {"handle_softirqs", "__do_softirq"})
+      if (auto t = kernel::text_extent(symbols, name); t.first != 0) return std::make_pair(t, std::string());
+    return std::make_pair(std::pair<std::uint64_t, std::uint64_t>{0, 0},
                           std::string("neither handle_softirqs nor __do_softirq is in /proc/kallsyms"));
   }();
   why = found.second;
@@ -272,7 +195,7 @@ struct ReuseportProbe::Impl {
     skel->rodata->target_port = options.port;
     skel->rodata->target_netns = options.netns_cookie;
     skel->rodata->target_netns_ino = options.netns_ino;
-    skel->rodata->settle_shutdowns = lifecycle && release;
+    skel->rodata->lifecycle_on_release = lifecycle && release;
     skel->rodata->softirq_lo = softirq.first;
     skel->rodata->softirq_hi = softirq.second;
     for (struct bpf_program* p : {skel->progs.rp_send_reset, skel->progs.rp_recv_reset})
@@ -347,7 +270,7 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
   bool migrate = false;
   bool state_btf = false;
   bool release = false;
-  int cgroup_fd = -1;
+  UniqueFd cgroup;
   std::string release_why;
   if (!options.lifecycle) {
     im.caps.listener_orphans_why = "not requested";
@@ -364,16 +287,10 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
     } else if (im.softirq = softirq_loop_text(release_why); im.softirq.first == 0) {
       // Without it a forgotten child could not be told from a shut-down listener's orphan.
     } else {
-      cgroup_fd = cgroup2_root(release_why);
-      release = cgroup_fd >= 0;
+      cgroup.reset(kernel::cgroup2_root(release_why));
+      release = static_cast<bool>(cgroup);
     }
   }
-  struct FdCloser {
-    int& fd;
-    ~FdCloser() {
-      if (fd >= 0) close(fd);
-    }
-  } cgroup_closer{cgroup_fd};
   if (!options.per_listener) {
     im.caps.per_listener_why = "not requested";
   } else if (!btf_has(vmlinux.get(), "btf_trace_sk_data_ready", BTF_KIND_TYPEDEF)) {
@@ -423,7 +340,7 @@ ReuseportProbe::ReuseportProbe(const ProbeOptions& options) : impl_(std::make_un
   im.possible_cpus = libbpf_num_possible_cpus();
   if (im.possible_cpus <= 0) throw ProbeError("libbpf: number of possible CPUs", -im.possible_cpus, log);
   auto* s = im.skel;
-  im.attach_cgroup(s->progs.rp_sock_release, cgroup_fd, log);
+  im.attach_cgroup(s->progs.rp_sock_release, cgroup.get(), log);
   im.attach(s->progs.rp_error_report, false, nullptr, log);
   im.attach(s->progs.rp_set_state, false, nullptr, log);
   im.attach(s->progs.rp_set_state_btf, false, nullptr, log);

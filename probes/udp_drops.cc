@@ -7,11 +7,10 @@
 #include <algorithm>
 #include <cstring>
 #include <cstdio>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <tuple>
 
+#include "probes/kernel_facts.h"
 #include "probes/reuseport_probe.h"
 #include "probes/skel_util.h"
 
@@ -48,40 +47,6 @@ struct UdpDrops::Impl {
 };
 
 namespace {
-
-// Every text symbol's start, sorted: read once, at load, so that read() stays cheap enough
-// for a 50 ms sampling loop. Empty when the addresses are hidden (kptr_restrict).
-std::vector<std::pair<std::uint64_t, std::string>> text_symbols() {
-  std::vector<std::pair<std::uint64_t, std::string>> out;
-  std::ifstream in("/proc/kallsyms");
-  std::string a, type, name, line;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    if (!(ls >> a >> type >> name) || (type != "t" && type != "T")) continue;
-    const std::uint64_t start = std::stoull(a, nullptr, 16);
-    if (start) out.emplace_back(start, name);
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-std::map<std::uint32_t, std::string> drop_reason_names() {
-  std::map<std::uint32_t, std::string> out;
-  btf* b = btf__load_vmlinux_btf();
-  if (!b) return out;
-  const int id = btf__find_by_name_kind(b, "skb_drop_reason", BTF_KIND_ENUM);
-  if (id > 0) {
-    const btf_type* t = btf__type_by_id(b, id);
-    const struct btf_enum* e = btf_enum(t);
-    for (int i = 0; i < btf_vlen(t); ++i) {
-      std::string n = btf__name_by_offset(b, e[i].name_off);
-      if (n.rfind("SKB_DROP_REASON_", 0) == 0) n = n.substr(16);
-      out[static_cast<std::uint32_t>(e[i].val)] = n;
-    }
-  }
-  btf__free(b);
-  return out;
-}
 
 // The function both UDP families' destructors go through: udp_destruct_common() from 6.2
 // on ("udp: Call inet6_destroy_sock() in IPv6 sk->sk_destruct()"), udp_destruct_sock()
@@ -163,8 +128,11 @@ UdpDrops::UdpDrops(const Options& o) : impl_(std::make_unique<Impl>()) {
   }
   m.link = bpf_program__attach(m.skel->progs.rp_udp_kfree_skb);
   if (!m.link) throw ProbeError("bpf: attach tp_btf/kfree_skb", errno);
-  m.symbols = text_symbols();
-  m.reasons = drop_reason_names();
+  // Read once, at load, so that read() stays cheap enough for a 50 ms sampling loop.
+  m.symbols = kernel::text_symbols();
+  btf* vmlinux = btf__load_vmlinux_btf();
+  m.reasons = kernel::drop_reason_names(vmlinux);
+  btf__free(vmlinux);
 }
 
 UdpDrops::~UdpDrops() = default;
